@@ -1,0 +1,270 @@
+"""Envelope encryption of whole objects: header + C2SP body, in one call.
+
+``encrypt`` makes a fresh DEK, wraps it in one key slot per master key, and
+seals the body with the DEK; ``decrypt`` unwraps the DEK from the first slot a
+resolver can open, checks the key commitment, and opens the body.  Streaming
+and random access live in :mod:`envcrypt.streams`; this module holds what
+both share (making and recovering DEKs from headers).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass
+from typing import IO, Any, Mapping, Sequence, Union
+
+from . import _buffers
+from .chunked import DEK_SIZE, ChunkCipher, new_message, open_message
+from .errors import (
+    ContextMismatchError,
+    EnvcryptError,
+    IntegrityError,
+    KeyError_,
+    MalformedHeaderError,
+    WrongKeyError,
+)
+from .format import (
+    BODY_PREFIX_SIZE,
+    FIXED_PREFIX_SIZE,
+    MAX_HEADER_SIZE,
+    MAX_SLOTS,
+    Header,
+    KeySlot,
+    body_size,
+    header_length_hint,
+    parse_header,
+    plaintext_size,
+)
+from .keys.base import check_options, default_key_uri, get_resolver, split_key_uri
+
+__all__ = ["encrypt", "decrypt", "inspect", "ObjectInfo", "KeyUris"]
+
+KeyUris = Union[str, Sequence[str], None]
+
+
+def normalize_key_uris(key_uri: KeyUris) -> list[str]:
+    """One or more key URIs as a de-duplicated list; None means the default key."""
+    if key_uri is None:
+        uris = [default_key_uri()]
+    elif isinstance(key_uri, str):
+        uris = [key_uri]
+    else:
+        uris = list(dict.fromkeys(key_uri))
+    if not uris:
+        raise ValueError("at least one key URI is needed")
+    if len(uris) > MAX_SLOTS:
+        raise ValueError(f"an object has at most {MAX_SLOTS} key slots")
+    for uri in uris:
+        split_key_uri(uri)
+    return uris
+
+
+def wrap_dek(
+    dek: bytes, key_uris: Sequence[str], encryption_context: Mapping[str, str], options: Mapping[str, Any]
+) -> tuple[KeySlot, ...]:
+    """Wrap ``dek`` once per master key."""
+    check_options({split_key_uri(u)[0] for u in key_uris}, options)
+    slots = []
+    for uri in key_uris:
+        resolver = get_resolver(split_key_uri(uri)[0], **options)
+        slots.append(resolver.wrap(uri, dek, encryption_context))
+    return tuple(slots)
+
+
+def new_header(
+    key_uri: KeyUris, encryption_context: Mapping[str, str] | None, options: Mapping[str, Any]
+) -> tuple[bytes, Header]:
+    """A fresh random DEK and a header whose key slots wrap it."""
+    context = dict(encryption_context or {})
+    dek = os.urandom(DEK_SIZE)
+    slots = wrap_dek(dek, normalize_key_uris(key_uri), context, options)
+    return dek, Header(context, slots)
+
+
+def unwrap_dek(header: Header, options: Mapping[str, Any]) -> list[bytes]:
+    """Candidate DEKs from the slots this process can open, in slot order.
+
+    Raises the first key error when no slot opens at all.
+    """
+    check_options({split_key_uri(s.key_uri)[0] for s in header.key_slots}, options)
+    candidates: list[bytes] = []
+    first_error: EnvcryptError | None = None
+    for slot in header.key_slots:
+        try:
+            resolver = get_resolver(split_key_uri(slot.key_uri)[0], **options)
+            candidates.append(resolver.unwrap(slot, header.encryption_context))
+        except (KeyError_, WrongKeyError) as exc:
+            first_error = first_error or exc
+        except ValueError as exc:  # an unparseable URI in a slot
+            first_error = first_error or MalformedHeaderError(str(exc))
+    if not candidates:
+        assert first_error is not None
+        raise first_error
+    return candidates
+
+
+def check_context(header: Header, expected: Mapping[str, str] | None) -> None:
+    """Every pair the caller expects must be in the object's authenticated context."""
+    if not expected:
+        return
+    for key, value in expected.items():
+        if header.encryption_context.get(key) != value:
+            raise ContextMismatchError(f"encryption context does not match on key {key!r}")
+
+
+def open_body(header: Header, prefix: bytes, options: Mapping[str, Any]) -> ChunkCipher:
+    """The chunk cipher of an object, after the key commitment accepted one of its DEKs."""
+    if len(prefix) < BODY_PREFIX_SIZE:
+        raise IntegrityError()
+    context = header.immutable
+    error: WrongKeyError | None = None
+    for dek in unwrap_dek(header, options):
+        try:
+            return open_message(dek, context, prefix)
+        except WrongKeyError as exc:
+            error = exc
+    assert error is not None
+    raise error
+
+
+# ---------------------------------------------------------------- one-shot API
+
+
+def encrypt(
+    data: bytes | bytearray | memoryview,
+    key_uri: KeyUris = None,
+    *,
+    encryption_context: Mapping[str, str] | None = None,
+    **resolver_options: Any,
+) -> bytes:
+    """Encrypt ``data`` into a new envcrypt object.
+
+    ``key_uri`` is one master key URI or a list (one key slot each; any one
+    opens the object); None uses ``$ENVCRYPT_KEY_URI`` or ``local:default``.
+    ``encryption_context`` is authenticated, stored in clear, and bound to the body.
+    """
+    plaintext = memoryview(data).cast("B")
+    dek, header = new_header(key_uri, encryption_context, resolver_options)
+    head = header.pack()
+    prefix, cipher = new_message(dek, header.immutable)
+    total = len(head) + body_size(len(plaintext))
+    result, out = _buffers.new_bytes(total)
+    out[: len(head)] = head
+    out[len(head) : len(head) + BODY_PREFIX_SIZE] = prefix
+    cipher.seal(0, plaintext, out[len(head) + BODY_PREFIX_SIZE :], final=True)
+    return _buffers.finish(result)
+
+
+def decrypt(
+    blob: bytes | bytearray | memoryview,
+    *,
+    encryption_context: Mapping[str, str] | None = None,
+    **resolver_options: Any,
+) -> bytes:
+    """Decrypt a whole envcrypt object; returns the plaintext only if all of it authenticates."""
+    view = memoryview(blob).cast("B")
+    header, header_size = parse_header(view[:MAX_HEADER_SIZE])
+    check_context(header, encryption_context)
+    body = view[header_size:]
+    try:
+        size = plaintext_size(len(body))
+    except ValueError:
+        raise IntegrityError() from None
+    cipher = open_body(header, bytes(body[:BODY_PREFIX_SIZE]), resolver_options)
+    result, out = _buffers.new_bytes(size)
+    cipher.open(0, body[BODY_PREFIX_SIZE:], out, final=True)
+    return _buffers.finish(result)
+
+
+# ---------------------------------------------------------------- inspect
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What an envcrypt header says, without any key: never the DEK."""
+
+    version: int
+    suite_id: int
+    encryption_context: Mapping[str, str]
+    key_slots: tuple[KeySlot, ...]
+    header_size: int
+    stored_size: int | None
+    plaintext_size: int | None
+
+    @property
+    def key_uris(self) -> list[str]:
+        return [slot.key_uri for slot in self.key_slots]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "format_version": self.version,
+            "suite": "Cobblestone-256" if self.suite_id == 1 else self.suite_id,
+            "encryption_context": dict(self.encryption_context),
+            "key_slots": [
+                {"key_uri": s.key_uri, "wrap_algorithm": s.wrap_algorithm, "wrapped_size": len(s.wrapped_dek)}
+                for s in self.key_slots
+            ],
+            "header_size": self.header_size,
+            "stored_size": self.stored_size,
+            "plaintext_size": self.plaintext_size,
+        }
+
+
+def read_header(fileobj: IO[bytes]) -> tuple[Header, int]:
+    """Read and parse a header from the current position of a binary file object."""
+    data = _read_up_to(fileobj, FIXED_PREFIX_SIZE + 4)
+    while True:
+        needed = header_length_hint(data)
+        if needed is None:
+            # the slot length field sits right after the context block
+            more = FIXED_PREFIX_SIZE + int.from_bytes(data[12:16], "big") + 4 - len(data)
+        else:
+            more = needed - len(data)
+        if more <= 0:
+            return parse_header(data)
+        chunk = _read_up_to(fileobj, more)
+        if len(chunk) < more:
+            raise MalformedHeaderError("input ends inside the envcrypt header")
+        data += chunk
+
+
+def _read_up_to(fileobj: IO[bytes], n: int) -> bytes:
+    parts = []
+    while n > 0:
+        chunk = fileobj.read(n)
+        if not chunk:
+            break
+        parts.append(chunk)
+        n -= len(chunk)
+    return b"".join(parts)
+
+
+def inspect(blob_or_fileobj: bytes | bytearray | memoryview | IO[bytes]) -> ObjectInfo:
+    """Header fields, key URIs and sizes of an object; reads only the header of a file.
+
+    ``plaintext_size`` is what the stored length implies; it is authenticated
+    only when the object is read to its end.
+    """
+    if isinstance(blob_or_fileobj, (bytes, bytearray, memoryview)):
+        view = memoryview(blob_or_fileobj).cast("B")
+        header, header_size = parse_header(view[:MAX_HEADER_SIZE])
+        stored: int | None = len(view)
+    else:
+        fileobj = blob_or_fileobj
+        start = fileobj.tell() if fileobj.seekable() else 0
+        header, header_size = read_header(fileobj)
+        stored = None
+        if fileobj.seekable():
+            stored = fileobj.seek(0, io.SEEK_END) - start
+            fileobj.seek(start + header_size)
+    size: int | None = None
+    if stored is not None:
+        try:
+            size = plaintext_size(stored - header_size)
+        except ValueError:
+            size = None
+    return ObjectInfo(
+        header.version, header.suite_id, dict(header.encryption_context), header.key_slots,
+        header_size, stored, size,
+    )

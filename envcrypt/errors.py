@@ -1,0 +1,98 @@
+"""The envcrypt exception tree.
+
+Every error envcrypt raises on purpose is an ``EnvcryptError``.  Authentication
+failures are deliberately opaque: an ``IntegrityError`` never says which chunk,
+byte or field failed, so that an attacker learns nothing from the message.
+No exception ever carries key material.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "EnvcryptError",
+    "IntegrityError",
+    "WrongKeyError",
+    "NotEncryptedError",
+    "UnsupportedVersionError",
+    "MalformedHeaderError",
+    "ContextMismatchError",
+    "KeyError_",
+    "KeyNotFoundError",
+    "KeyDisabledError",
+    "KeyDeletedError",
+    "KeyAccessDeniedError",
+    "ResolverUnavailableError",
+    "UnknownKeySchemeError",
+    "ClosedError",
+]
+
+
+class EnvcryptError(Exception):
+    """Root of every error envcrypt raises on purpose."""
+
+
+class IntegrityError(EnvcryptError):
+    """The object was tampered with, truncated, reordered or extended.
+
+    One opaque message for every authentication failure of the body.
+    """
+
+    def __init__(self, message: str = "ciphertext failed authentication") -> None:
+        super().__init__(message)
+
+
+class WrongKeyError(EnvcryptError):
+    """The data key does not match the object's key commitment.
+
+    Raised before any chunk is decrypted: the object was sealed under another
+    key (or another header), which is told apart from tampering with the body.
+    """
+
+
+class NotEncryptedError(EnvcryptError):
+    """The input does not start with the envcrypt magic: it is not an envcrypt object."""
+
+
+class UnsupportedVersionError(EnvcryptError):
+    """The object has the envcrypt magic but a format version or suite this release cannot read."""
+
+
+class MalformedHeaderError(EnvcryptError):
+    """The envcrypt header is structurally invalid (bad lengths, absurd sizes, bad encoding)."""
+
+
+class ContextMismatchError(EnvcryptError):
+    """The caller's expected encryption context does not match the object's."""
+
+
+class KeyError_(EnvcryptError):
+    """Base class of the errors about master keys and key resolvers."""
+
+
+class KeyNotFoundError(KeyError_):
+    """No master key by that name (or version) exists."""
+
+
+class KeyDisabledError(KeyError_):
+    """The master key exists but is disabled, not yet valid or expired."""
+
+
+class KeyDeletedError(KeyError_):
+    """The master key was deleted (soft-deleted, pending deletion or purged)."""
+
+
+class KeyAccessDeniedError(KeyError_):
+    """The caller may not use this master key for this operation."""
+
+
+class ResolverUnavailableError(KeyError_):
+    """The key service could not be reached or kept throttling after retries,
+    or the resolver's optional dependency is not installed."""
+
+
+class UnknownKeySchemeError(KeyError_):
+    """No key resolver is registered for the key URI's scheme."""
+
+
+class ClosedError(EnvcryptError, ValueError):
+    """An operation on a closed, aborted or failed reader or writer."""

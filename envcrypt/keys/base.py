@@ -1,0 +1,188 @@
+"""The key resolver protocol, key URI parsing and the resolver registry.
+
+A *key resolver* turns a key URI (``local:NAME``, ``aws-kms://alias/x``, ...)
+into wrap/unwrap operations on a master key (KEK).  The object format core
+only ever talks to this protocol; it never imports a concrete resolver.
+
+Resolvers are found by URI scheme: the built-in ones are imported lazily,
+third-party ones register under the ``envcrypt.resolvers`` entry-point group
+(the entry point's value is a callable taking keyword options and returning a
+resolver).  Options *name* things (a vault directory, a region, an endpoint);
+no secret is ever passed as an option.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import threading
+from importlib.metadata import entry_points
+from typing import Any, Callable, ClassVar, Mapping, Protocol, runtime_checkable
+
+from ..errors import UnknownKeySchemeError
+from ..format import KeySlot
+
+__all__ = [
+    "WRAP_AES256_KWP",
+    "WRAP_RSA_OAEP_SHA256",
+    "WRAP_AWS_KMS",
+    "DEFAULT_KEY_URI",
+    "KeyResolver",
+    "split_key_uri",
+    "register_resolver",
+    "get_resolver",
+    "resolver_for",
+    "default_key_uri",
+]
+
+# Wrap algorithm ids stored in key slots (FORMAT.md, "Wrap algorithms").
+WRAP_AES256_KWP = 1  # RFC 5649 AES key wrap with padding under a 256-bit KEK
+WRAP_RSA_OAEP_SHA256 = 2  # RSA-OAEP, SHA-256 and MGF1-SHA-256
+WRAP_AWS_KMS = 16  # an AWS KMS CiphertextBlob (Encrypt / GenerateDataKey)
+
+DEFAULT_KEY_URI = "local:default"
+ENTRY_POINT_GROUP = "envcrypt.resolvers"
+
+
+@runtime_checkable
+class KeyResolver(Protocol):
+    """What the format core needs from a master key service.
+
+    ``encryption_context`` is the object's authenticated encryption context; a
+    resolver that can bind it to the wrapped key (KMS encryption context, AEAD
+    associated data) should, so that a slot only unwraps for the same context.
+    """
+
+    scheme: ClassVar[str]
+    #: keyword options this resolver accepts (names of things, never secrets)
+    options: ClassVar[frozenset[str]]
+
+    def wrap(self, key_uri: str, dek: bytes, encryption_context: Mapping[str, str]) -> KeySlot:
+        """Wrap ``dek`` under the newest enabled version of ``key_uri``.
+
+        The returned slot's ``key_uri`` names that exact version.
+        """
+        ...
+
+    def unwrap(self, slot: KeySlot, encryption_context: Mapping[str, str]) -> bytes:
+        """Recover the DEK from a slot this resolver's scheme wrote."""
+        ...
+
+    def identity(self, key_uri: str) -> str:
+        """The exact identity (with version) of the key new writes under ``key_uri`` would use."""
+        ...
+
+
+ResolverFactory = Callable[..., KeyResolver]
+
+_BUILTIN: dict[str, str] = {
+    "local": "envcrypt.keys.vault:LocalVaultResolver",
+    "aws-kms": "envcrypt.keys.aws_kms:AwsKmsResolver",
+}
+_factories: dict[str, ResolverFactory] = {}
+_instances: dict[tuple[str, tuple[tuple[str, Any], ...]], KeyResolver] = {}
+_lock = threading.Lock()
+
+
+def split_key_uri(key_uri: str) -> tuple[str, str]:
+    """Split ``scheme:rest`` (``aws-kms://x`` gives ``("aws-kms", "x")``)."""
+    if not isinstance(key_uri, str):
+        raise TypeError("a key URI is a str")
+    scheme, sep, rest = key_uri.partition(":")
+    if not sep or not scheme or not rest:
+        raise ValueError(f"not a key URI (expected SCHEME:NAME): {key_uri!r}")
+    if rest.startswith("//"):
+        rest = rest[2:]
+    if not rest:
+        raise ValueError(f"key URI names no key: {key_uri!r}")
+    return scheme.lower(), rest
+
+
+def register_resolver(scheme: str, factory: ResolverFactory) -> None:
+    """Register a resolver factory for a URI scheme (replaces an earlier one)."""
+    with _lock:
+        _factories[scheme.lower()] = factory
+        for cached in [k for k in _instances if k[0] == scheme.lower()]:
+            del _instances[cached]
+
+
+def _factory(scheme: str) -> ResolverFactory:
+    if scheme in _factories:
+        return _factories[scheme]
+    target = _BUILTIN.get(scheme)
+    if target is None:
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            if ep.name.lower() == scheme:
+                factory: ResolverFactory = ep.load()
+                _factories[scheme] = factory
+                return factory
+        raise UnknownKeySchemeError(f"no key resolver is registered for scheme {scheme!r}")
+    module_name, _, attr = target.partition(":")
+    factory = getattr(importlib.import_module(module_name), attr)
+    _factories[scheme] = factory
+    return factory
+
+
+def _accepted_options(factory: ResolverFactory) -> frozenset[str] | None:
+    accepted = getattr(factory, "options", None)
+    return frozenset(accepted) if accepted is not None else None
+
+
+def get_resolver(scheme: str, **options: Any) -> KeyResolver:
+    """The resolver for ``scheme`` configured with the options it accepts (cached).
+
+    Options the resolver does not declare are ignored here, so one set of
+    options can serve every scheme of a multi-slot object; ``check_options``
+    reports options that no resolver in play accepts.
+    """
+    scheme = scheme.lower()
+    with _lock:
+        factory = _factory(scheme)
+        accepted = _accepted_options(factory)
+        mine = {k: v for k, v in options.items() if accepted is None or k in accepted}
+        cache_key = (scheme, tuple(sorted((k, _hashable(v)) for k, v in mine.items())))
+        resolver = _instances.get(cache_key)
+        if resolver is None:
+            resolver = factory(**mine)
+            _instances[cache_key] = resolver
+        return resolver
+
+
+def check_options(schemes: set[str], options: Mapping[str, Any]) -> None:
+    """Raise TypeError for an option that none of the resolvers for ``schemes`` accepts."""
+    if not options:
+        return
+    accepted: set[str] = set()
+    for scheme in schemes:
+        names = _accepted_options(_factory(scheme))
+        if names is None:
+            return
+        accepted |= names
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise TypeError(f"unknown key resolver option(s): {', '.join(unknown)}")
+
+
+def _hashable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return tuple(sorted((k, _hashable(v)) for k, v in value.items()))
+    if isinstance(value, (list, set)):
+        return tuple(_hashable(v) for v in value)
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return value
+
+
+def resolver_for(key_uri: str, **options: Any) -> KeyResolver:
+    return get_resolver(split_key_uri(key_uri)[0], **options)
+
+
+def default_key_uri() -> str:
+    """The key for new writes: ``$ENVCRYPT_KEY_URI``, else ``local:default``."""
+    return os.environ.get("ENVCRYPT_KEY_URI") or DEFAULT_KEY_URI
+
+
+def clear_resolver_cache() -> None:
+    """Forget configured resolver instances (tests, or after changing the environment)."""
+    with _lock:
+        _instances.clear()

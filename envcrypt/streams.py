@@ -1,0 +1,473 @@
+"""Streaming writer and random-access reader over binary file objects.
+
+``EncryptingWriter`` seals each full 16 KiB chunk as soon as it has it (in
+batches, straight from the caller's buffer when it can) and writes the short
+final chunk on ``close``; it never writes the final chunk after an error, so
+an interrupted stream can never pass for a complete object.
+
+``DecryptingReader`` is a seekable ``io.RawIOBase``: a read maps its byte range
+to the chunks that hold it, fetches exactly those sealed chunks in one read of
+the underlying file, opens them into the caller's buffer, and returns nothing
+that has not been authenticated.  Anything that needs the plaintext length
+(``size``, seeking from the end, reading at or past the end) first opens the
+final chunk, which authenticates the length.  After an integrity failure the
+reader keeps failing.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import IO, Any, Mapping
+
+from .chunked import ChunkCipher, new_message
+from .envelope import KeyUris, check_context, new_header, open_body, read_header
+from .errors import ClosedError, IntegrityError
+from .format import (
+    BODY_PREFIX_SIZE,
+    CHUNK_SIZE,
+    MAX_CHUNKS,
+    SEALED_CHUNK_SIZE,
+    Header,
+    plaintext_size,
+)
+
+__all__ = ["EncryptingWriter", "DecryptingReader", "open_writer", "open_reader"]
+
+DEFAULT_BATCH_CHUNKS = 256  # 4 MiB of plaintext per sealing batch
+
+
+class EncryptingWriter(io.RawIOBase):
+    """A write-only binary stream that encrypts into ``fileobj``."""
+
+    def __init__(
+        self,
+        fileobj: IO[bytes],
+        header: Header,
+        dek: bytes,
+        *,
+        batch_chunks: int = DEFAULT_BATCH_CHUNKS,
+        close_fileobj: bool = False,
+    ) -> None:
+        super().__init__()
+        if batch_chunks < 1:
+            raise ValueError("batch_chunks must be >= 1")
+        self._raw = fileobj
+        self._close_raw = close_fileobj
+        self.header = header
+        head = header.pack()
+        prefix, self._cipher = new_message(dek, header.immutable)
+        self._batch = batch_chunks
+        self._stage = bytearray(batch_chunks * CHUNK_SIZE)
+        self._staged = 0
+        self._out = bytearray(batch_chunks * SEALED_CHUNK_SIZE)
+        self._chunk = 0  # index of the next chunk to seal
+        self._written = 0  # plaintext bytes accepted
+        self._failed = False
+        self._raw.write(head + prefix)
+        self.header_size = len(head)
+
+    def __repr__(self) -> str:
+        return f"<EncryptingWriter written={self._written} closed={self.closed}>"
+
+    def __reduce__(self) -> Any:
+        raise TypeError("an EncryptingWriter holds key material and cannot be pickled")
+
+    def writable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._written
+
+    def write(self, data: Any) -> int:
+        if self.closed or self._failed:
+            raise ClosedError("write to a closed or aborted envcrypt writer")
+        view = memoryview(data).cast("B")
+        n = len(view)
+        try:
+            pos = 0
+            if self._staged:
+                take = min(n, len(self._stage) - self._staged)
+                self._stage[self._staged : self._staged + take] = view[:take]
+                self._staged += take
+                pos = take
+                if self._staged == len(self._stage):
+                    self._seal_out(memoryview(self._stage))
+                    self._staged = 0
+            batch_bytes = self._batch * CHUNK_SIZE
+            while n - pos >= batch_bytes:
+                self._seal_out(view[pos : pos + batch_bytes])
+                pos += batch_bytes
+            rest = n - pos
+            if rest:
+                self._stage[self._staged : self._staged + rest] = view[pos:]
+                self._staged += rest
+        except BaseException:
+            self._failed = True
+            raise
+        self._written += n
+        return n
+
+    def _seal_out(self, full_chunks: memoryview) -> None:
+        count = len(full_chunks) // CHUNK_SIZE
+        if self._chunk + count >= MAX_CHUNKS:
+            raise ValueError("message exceeds the C2SP maximum of 2**38 chunks")
+        out = memoryview(self._out)
+        size = self._cipher.seal(self._chunk, full_chunks, out, final=False)
+        self._raw.write(out[:size])
+        self._chunk += count
+
+    def close(self) -> None:
+        """Seal whatever is staged, with the short final chunk, and write it."""
+        if self.closed:
+            return
+        try:
+            if not self._failed:
+                stage = memoryview(self._stage)[: self._staged]
+                full = (self._staged // CHUNK_SIZE) * CHUNK_SIZE
+                if full:
+                    self._seal_out(stage[:full])
+                out = memoryview(self._out)
+                size = self._cipher.seal(self._chunk, stage[full:], out, final=True)
+                self._raw.write(out[:size])
+                self._chunk += 1
+                flush = getattr(self._raw, "flush", None)
+                if flush is not None:
+                    flush()
+        except BaseException:
+            self._failed = True
+            raise
+        finally:
+            self._release()
+            super().close()
+
+    def abort(self) -> None:
+        """Stop without writing the final chunk: what was written cannot pass for an object."""
+        self._failed = True
+        self.close()
+
+    def _release(self) -> None:
+        self._stage = bytearray()
+        self._out = bytearray()
+        if self._close_raw:
+            self._raw.close()
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is not None:
+            self.abort()
+        else:
+            self.close()
+
+
+class DecryptingReader(io.RawIOBase):
+    """A seekable, read-only binary stream of an envcrypt object's plaintext."""
+
+    def __init__(
+        self,
+        fileobj: IO[bytes],
+        header: Header,
+        header_size: int,
+        cipher: ChunkCipher,
+        *,
+        start: int = 0,
+        stored_size: int | None = None,
+        close_fileobj: bool = False,
+    ) -> None:
+        super().__init__()
+        self._raw = fileobj
+        self._close_raw = close_fileobj
+        self.header = header
+        self.header_size = header_size
+        self._cipher = cipher
+        self._body = start + header_size  # absolute offset of the body in fileobj
+        self._pos = 0
+        self._sealed = bytearray()
+        self._edge = bytearray(CHUNK_SIZE)
+        self._error: BaseException | None = None
+        self._seekable = fileobj.seekable()
+        self._final_checked = False
+        self._size: int | None = None
+        self._final_index: int | None = None
+        # sequential mode (non-seekable input): read-ahead and the current opened chunk
+        self._pending = bytearray()
+        self._stream_chunk = 0
+        self._plain_at = self._plain_len = 0
+        if stored_size is None and self._seekable:
+            stored_size = fileobj.seek(0, io.SEEK_END) - start
+        if stored_size is not None:
+            try:
+                self._size = plaintext_size(stored_size - header_size)
+            except ValueError:
+                self._error = IntegrityError()
+            else:
+                self._final_index = self._size // CHUNK_SIZE
+
+    def __repr__(self) -> str:
+        return f"<DecryptingReader pos={self._pos} closed={self.closed}>"
+
+    def __reduce__(self) -> Any:
+        raise TypeError("a DecryptingReader holds key material and cannot be pickled")
+
+    # ------------------------------------------------------------ io protocol
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return self._seekable
+
+    def tell(self) -> int:
+        return self._pos
+
+    @property
+    def size(self) -> int:
+        """Plaintext length, authenticated (opens the final chunk once)."""
+        self._authenticate_length()
+        assert self._size is not None
+        return self._size
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        self._check_open()
+        if not self._seekable:
+            raise io.UnsupportedOperation("the underlying file is not seekable")
+        if whence == io.SEEK_SET:
+            target = offset
+        elif whence == io.SEEK_CUR:
+            target = self._pos + offset
+        elif whence == io.SEEK_END:
+            target = self.size + offset
+        else:
+            raise ValueError(f"invalid whence {whence}")
+        if target < 0:
+            raise ValueError("negative seek position")
+        self._pos = target
+        return target
+
+    def read(self, size: int = -1) -> bytes:
+        self._check_open()
+        if size is None or size < 0:
+            if self._seekable:
+                size = max(self.size - self._pos, 0)
+            else:
+                return self.readall()
+        buf = bytearray(size)
+        n = self.readinto(buf)
+        del buf[n:]
+        return bytes(buf)
+
+    def readall(self) -> bytes:
+        if self._seekable:
+            return self.read(-1)
+        parts = []
+        while True:
+            part = self.read(4 * 1024 * 1024)
+            if not part:
+                return b"".join(parts)
+            parts.append(part)
+
+    def readinto(self, buffer: Any) -> int:
+        """Fill ``buffer`` with plaintext from the current position; short only at the end."""
+        self._check_open()
+        out = memoryview(buffer).cast("B")
+        try:
+            if self._seekable:
+                n = self._readinto_random(out)
+            else:
+                n = self._readinto_sequential(out)
+        except BaseException as exc:
+            if isinstance(exc, IntegrityError):
+                self._error = exc
+            raise
+        self._pos += n
+        return n
+
+    def close(self) -> None:
+        if not self.closed:
+            self._sealed = bytearray()
+            if self._close_raw:
+                self._raw.close()
+        super().close()
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise ClosedError("read from a closed envcrypt reader")
+        if self._error is not None:
+            raise IntegrityError()
+
+    # ------------------------------------------------------------ random access
+
+    def _authenticate_length(self) -> None:
+        self._check_open()
+        if self._final_checked:
+            return
+        if self._size is None:  # sequential: read through to the end
+            raise io.UnsupportedOperation("the plaintext length of a non-seekable stream is known only at its end")
+        assert self._final_index is not None
+        try:
+            self._open_chunks(self._final_index, self._final_index, memoryview(self._edge))
+        except IntegrityError as exc:
+            self._error = exc
+            raise
+
+    def _readinto_random(self, out: memoryview) -> int:
+        assert self._size is not None
+        pos, want = self._pos, len(out)
+        if want == 0:
+            return 0
+        if pos >= self._size:
+            self._authenticate_length()
+            return 0
+        end = min(pos + want, self._size)
+        done = 0
+        max_chunks = DEFAULT_BATCH_CHUNKS
+        while pos < end:
+            first = pos // CHUNK_SIZE
+            last = min((end - 1) // CHUNK_SIZE, first + max_chunks - 1)
+            span_end = min(end, (last + 1) * CHUNK_SIZE)
+            aligned_start = pos % CHUNK_SIZE == 0
+            whole_last = span_end == min((last + 1) * CHUNK_SIZE, self._size)
+            if aligned_start and whole_last:
+                self._open_chunks(first, last, out[done : done + span_end - pos])
+            else:
+                self._open_with_edges(first, last, pos, span_end, out[done : done + span_end - pos])
+            done += span_end - pos
+            pos = span_end
+        return done
+
+    def _open_with_edges(self, first: int, last: int, pos: int, end: int, out: memoryview) -> None:
+        """Open chunks first..last where the range cuts into the first and/or last chunk."""
+        edge = memoryview(self._edge)
+        # the whole span through the scratch buffer when it is one chunk
+        if first == last:
+            n = self._open_chunks(first, first, edge)
+            lo = pos - first * CHUNK_SIZE
+            out[:] = edge[lo : lo + len(out)][: min(len(out), n - lo)]
+            return
+        head_len = (first + 1) * CHUNK_SIZE - pos
+        self._open_chunks(first, first, edge)
+        out[:head_len] = edge[CHUNK_SIZE - head_len :]
+        middle_end = last * CHUNK_SIZE
+        if last - first > 1:
+            self._open_chunks(first + 1, last - 1, out[head_len : head_len + middle_end - (first + 1) * CHUNK_SIZE])
+        tail_len = end - middle_end
+        self._open_chunks(last, last, edge)
+        out[len(out) - tail_len :] = edge[:tail_len]
+
+    def _open_chunks(self, first: int, last: int, out: memoryview) -> int:
+        """Fetch sealed chunks first..last in one read and open them into ``out``."""
+        assert self._final_index is not None
+        final = last == self._final_index
+        start = self._body + BODY_PREFIX_SIZE + first * SEALED_CHUNK_SIZE
+        if final:
+            assert self._size is not None
+            length = (last - first) * SEALED_CHUNK_SIZE + (self._size % CHUNK_SIZE) + 16
+        else:
+            length = (last - first + 1) * SEALED_CHUNK_SIZE
+        sealed = self._fetch(start, length)
+        n = self._cipher.open(first, sealed, out, final=final)
+        if final:
+            self._final_checked = True
+        return n
+
+    def _fetch(self, start: int, length: int) -> memoryview:
+        if len(self._sealed) < length:
+            self._sealed = bytearray(length)
+        view = memoryview(self._sealed)[:length]
+        self._raw.seek(start)
+        got = _readinto_full(self._raw, view)
+        if got != length:
+            raise IntegrityError()
+        return view
+
+    # ------------------------------------------------------------ sequential
+
+    def _readinto_sequential(self, out: memoryview) -> int:
+        """Non-seekable input: decrypt forward, looking one byte ahead to find the final chunk."""
+        done = 0
+        edge = memoryview(self._edge)
+        while done < len(out):
+            if self._plain_at < self._plain_len:
+                take = min(len(out) - done, self._plain_len - self._plain_at)
+                out[done : done + take] = edge[self._plain_at : self._plain_at + take]
+                self._plain_at += take
+                done += take
+                continue
+            if self._final_checked:
+                break
+            # the next chunk is final unless more than one sealed chunk is left
+            while len(self._pending) <= SEALED_CHUNK_SIZE:
+                more = self._raw.read(4 * SEALED_CHUNK_SIZE)
+                if not more:
+                    break
+                self._pending += more
+            final = len(self._pending) <= SEALED_CHUNK_SIZE
+            take_sealed = len(self._pending) if final else SEALED_CHUNK_SIZE
+            with memoryview(self._pending) as pending:
+                n = self._cipher.open(self._stream_chunk, pending[:take_sealed], edge, final=final)
+            del self._pending[:take_sealed]
+            self._stream_chunk += 1
+            self._plain_len, self._plain_at = n, 0
+            self._final_checked = final
+        return done
+
+
+def _readinto_full(raw: IO[bytes], view: memoryview) -> int:
+    got = 0
+    readinto = getattr(raw, "readinto", None)
+    while got < len(view):
+        if readinto is not None:
+            n = readinto(view[got:])
+        else:
+            chunk = raw.read(len(view) - got)
+            n = len(chunk) if chunk else 0
+            view[got : got + n] = chunk
+        if not n:
+            break
+        got += n
+    return got
+
+
+# ---------------------------------------------------------------- factories
+
+
+def open_writer(
+    fileobj: IO[bytes],
+    key_uri: KeyUris = None,
+    *,
+    encryption_context: Mapping[str, str] | None = None,
+    batch_chunks: int = DEFAULT_BATCH_CHUNKS,
+    close_fileobj: bool = False,
+    **resolver_options: Any,
+) -> EncryptingWriter:
+    """A streaming writer that encrypts into ``fileobj`` with bounded memory.
+
+    Use it as a context manager: leaving the block normally writes the final
+    chunk; leaving it with an exception does not, so the partial output is
+    never a valid object.
+    """
+    dek, header = new_header(key_uri, encryption_context, resolver_options)
+    return EncryptingWriter(fileobj, header, dek, batch_chunks=batch_chunks, close_fileobj=close_fileobj)
+
+
+def open_reader(
+    fileobj: IO[bytes],
+    *,
+    encryption_context: Mapping[str, str] | None = None,
+    stored_size: int | None = None,
+    close_fileobj: bool = False,
+    **resolver_options: Any,
+) -> DecryptingReader:
+    """A seekable reader of the plaintext of the envcrypt object at ``fileobj``'s position.
+
+    ``stored_size`` (the object's size in bytes) spares a seek to the end when
+    the caller knows it.  A non-seekable ``fileobj`` gives a forward-only reader.
+    """
+    start = fileobj.tell() if fileobj.seekable() else 0
+    header, header_size = read_header(fileobj)
+    check_context(header, encryption_context)
+    prefix = fileobj.read(BODY_PREFIX_SIZE)
+    if len(prefix) < BODY_PREFIX_SIZE:
+        raise IntegrityError()
+    cipher = open_body(header, prefix, resolver_options)
+    return DecryptingReader(
+        fileobj, header, header_size, cipher, start=start, stored_size=stored_size, close_fileobj=close_fileobj
+    )
