@@ -1,0 +1,73 @@
+"""Shared fixtures: an isolated local vault for every test, and real local servers.
+
+Cloud fixtures start real servers on 127.0.0.1 (a moto server for S3 and KMS);
+nothing here mocks a client library.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from envcrypt.keys.base import clear_resolver_cache
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+VECTORS = SHARED / "vectors" / "wycheproof"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(autouse=True)
+def _isolated_vault(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Every test gets its own empty vault and default key settings."""
+    vault = tmp_path / "vault"
+    monkeypatch.setenv("ENVCRYPT_VAULT", str(vault))
+    monkeypatch.delenv("ENVCRYPT_KEY_URI", raising=False)
+    clear_resolver_cache()
+    yield vault
+    clear_resolver_cache()
+
+
+@pytest.fixture(scope="session")
+def aws_env() -> Iterator[None]:
+    """Fake credentials and region so boto3 never looks for real ones."""
+    saved = {k: os.environ.get(k) for k in _AWS_VARS}
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
+        AWS_SESSION_TOKEN="testing", AWS_DEFAULT_REGION="us-east-1", AWS_REGION="us-east-1",
+    )
+    os.environ.pop("AWS_PROFILE", None)
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+_AWS_VARS = (
+    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+    "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE",
+)
+
+
+@pytest.fixture(scope="session")
+def moto_server(aws_env: None) -> Iterator[str]:
+    """A real moto server (S3, KMS, ...) on a free loopback port; yields its endpoint URL."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
