@@ -57,8 +57,10 @@ NONCE_SIZE = 12
 _INFO_PREFIX = b"c2sp.org/chunked-encryption@v1+" + AEAD_NAME + b"\x00"
 _DERIVED_SIZE = DEK_SIZE + NONCE_SIZE + COMMITMENT_SIZE
 
-#: runs shorter than this many chunks stay on the calling thread
+#: runs shorter than this many chunks per thread stay on the calling thread
 PARALLEL_MIN_CHUNKS = 32  # 512 KiB
+#: chunks per ``map`` call: small enough that the views stay in cache
+SUB_BATCH_CHUNKS = 64
 
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
@@ -252,13 +254,15 @@ class ChunkCipher:
         dst: memoryview,
         dst_step: int,
     ) -> None:
-        """Chunks ``lo..hi-1`` of the run: one C-level ``map`` over prebuilt views."""
+        """Chunks ``lo..hi-1`` of the run, in sub-batches: one C-level ``map`` over prebuilt views each."""
         base = self._base
-        nonces = [(base ^ i).to_bytes(NONCE_SIZE, "big") for i in range(first + lo, first + hi)]
-        ins = [src[i * src_step : (i + 1) * src_step] for i in range(lo, hi)]
         delta = dst_step - src_step  # +16 when sealing, -16 when opening
-        outs = [dst[i * dst_step : i * dst_step + len(piece) + delta] for i, piece in zip(range(lo, hi), ins)]
-        deque(map(op, nonces, ins, repeat(None, hi - lo), outs), maxlen=0)
+        for start in range(lo, hi, SUB_BATCH_CHUNKS):
+            stop = min(start + SUB_BATCH_CHUNKS, hi)
+            nonces = [(base ^ i).to_bytes(NONCE_SIZE, "big") for i in range(first + start, first + stop)]
+            ins = [src[i * src_step : (i + 1) * src_step] for i in range(start, stop)]
+            outs = [dst[i * dst_step : i * dst_step + len(piece) + delta] for i, piece in zip(range(start, stop), ins)]
+            deque(map(op, nonces, ins, repeat(None, stop - start), outs), maxlen=0)
 
 
 _ZEROS = memoryview(bytes(1 << 20))

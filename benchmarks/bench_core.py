@@ -1,0 +1,231 @@
+"""Throughput of the envcrypt core against OpenSSL (via cryptography) and cryptography.cobblestone.
+
+Run:  .venv/bin/python benchmarks/bench_core.py [--size-mib 256] [--repeat 5]
+
+Everything is measured in one run on the same data; figures are medians, and
+the ratios are what to compare across machines (2 noisy cores here).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Callable
+
+from cryptography.cobblestone import Cobblestone256Decryptor, Cobblestone256Encryptor
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+import envcrypt
+from envcrypt import chunked
+
+MiB = 1 << 20
+KEY_URI = "local:bench"
+
+
+class Sink(io.RawIOBase):
+    """A writable stream that discards what it gets."""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: object) -> int:
+        return len(memoryview(b))  # type: ignore[arg-type]
+
+
+def median_time(fn: Callable[[], object], repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def rate(nbytes: int, seconds: float) -> float:
+    return nbytes / seconds / 1e9
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--size-mib", type=int, default=256)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--rss-gib", type=float, default=1.0, help="size for the peak-RSS streaming test")
+    ap.add_argument("--rss-child", choices=["write", "read"], help=argparse.SUPPRESS)
+    ap.add_argument("--path", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.rss_child:
+        return rss_child(args)
+
+    os.environ.setdefault("ENVCRYPT_VAULT", tempfile.mkdtemp(prefix="envcrypt-bench-vault-"))
+    from envcrypt.keys.vault import LocalVault
+
+    vault = LocalVault()
+    if not vault.key_exists("bench"):
+        vault.create_key("bench")
+
+    n = args.size_mib * MiB
+    r = args.repeat
+    data = os.urandom(n)
+    print(f"data {args.size_mib} MiB in memory, {os.cpu_count()} cores, median of {r}; GB/s = 1e9 bytes/s\n")
+    rows: list[tuple[str, float]] = []
+
+    # ---- baselines
+    key = AESGCM.generate_key(256)
+    aead = AESGCM(key)
+    nonce = os.urandom(12)
+    ct_oneshot = aead.encrypt(nonce, data, None)
+    rows.append(("AESGCM.encrypt one-shot (fresh output)", rate(n, median_time(lambda: aead.encrypt(nonce, data, None), r))))
+    rows.append(("AESGCM.decrypt one-shot (fresh output)", rate(n, median_time(lambda: aead.decrypt(nonce, ct_oneshot, None), r))))
+    out_buf = bytearray(n + 16)
+    rows.append(("AESGCM.encrypt_into preallocated", rate(n, median_time(lambda: aead.encrypt_into(nonce, data, None, out_buf), r))))
+    plain_buf = bytearray(n)
+    rows.append(("AESGCM.decrypt_into preallocated", rate(n, median_time(lambda: aead.decrypt_into(nonce, ct_oneshot, None, plain_buf), r))))
+    del ct_oneshot, out_buf
+
+    ctx = b"bench-context"
+
+    def cob_encrypt() -> bytes:
+        enc = Cobblestone256Encryptor(key, ctx)
+        return enc.update(data) + enc.finalize()
+
+    cob_ct = cob_encrypt()
+
+    def cob_decrypt() -> bytes:
+        dec = Cobblestone256Decryptor(key, ctx)
+        return dec.update(cob_ct) + dec.finalize()
+
+    rows.append(("cobblestone encrypt (bytes)", rate(n, median_time(cob_encrypt, r))))
+    rows.append(("cobblestone decrypt (bytes)", rate(n, median_time(cob_decrypt, r))))
+    del cob_ct
+
+    # ---- envcrypt bytes API
+    blob = envcrypt.encrypt(data, KEY_URI)
+    assert envcrypt.decrypt(blob) == data
+    rows.append(("envcrypt.encrypt (bytes)", rate(n, median_time(lambda: envcrypt.encrypt(data, KEY_URI), r))))
+    rows.append(("envcrypt.decrypt (bytes)", rate(n, median_time(lambda: envcrypt.decrypt(blob), r))))
+
+    # ---- envcrypt streaming
+    piece = 4 * MiB
+    view = memoryview(data)
+
+    def stream_write() -> None:
+        with envcrypt.open_writer(Sink(), KEY_URI) as w:
+            for off in range(0, n, piece):
+                w.write(view[off : off + piece])
+
+    rows.append(("envcrypt open_writer -> discarding sink", rate(n, median_time(stream_write, r))))
+    blob_io = io.BytesIO(blob)
+    buf = bytearray(piece)
+
+    def stream_read() -> None:
+        blob_io.seek(0)
+        reader = envcrypt.open_reader(blob_io)
+        while reader.readinto(buf):
+            pass
+
+    rows.append(("envcrypt open_reader.readinto reused buffer", rate(n, median_time(stream_read, r))))
+
+    table = dict(rows)
+    width = max(len(k) for k in table)
+    for name, value in rows:
+        print(f"  {name:<{width}}  {value:6.2f} GB/s")
+
+    print("\nratios (target in brackets)")
+    checks = [
+        ("encrypt bytes / AESGCM.encrypt one-shot", table["envcrypt.encrypt (bytes)"] / table["AESGCM.encrypt one-shot (fresh output)"], 1.5),
+        ("decrypt bytes / AESGCM.decrypt one-shot", table["envcrypt.decrypt (bytes)"] / table["AESGCM.decrypt one-shot (fresh output)"], 1.5),
+        ("encrypt bytes / cobblestone encrypt", table["envcrypt.encrypt (bytes)"] / table["cobblestone encrypt (bytes)"], 1.5),
+        ("decrypt bytes / cobblestone decrypt", table["envcrypt.decrypt (bytes)"] / table["cobblestone decrypt (bytes)"], 1.5),
+        ("open_writer / encrypt_into", table["envcrypt open_writer -> discarding sink"] / table["AESGCM.encrypt_into preallocated"], 1.2),
+        ("open_reader / decrypt_into", table["envcrypt open_reader.readinto reused buffer"] / table["AESGCM.decrypt_into preallocated"], 1.2),
+    ]
+    for name, ratio, target in checks:
+        verdict = "ok" if ratio >= target else "BELOW TARGET"
+        print(f"  {name:<42} {ratio:5.2f}x  [>= {target}x]  {verdict}")
+
+    # ---- random access latency
+    offset = min(200 * MiB, max(n - 4096, 0))
+    calls: list[int] = []
+    original = chunked.ChunkCipher.open
+
+    def counting_open(self: chunked.ChunkCipher, first: int, src: memoryview, dst: memoryview, final: bool) -> int:
+        calls.append(len(src) // chunked.SEALED_CHUNK_SIZE + (1 if len(src) % chunked.SEALED_CHUNK_SIZE else 0))
+        return original(self, first, src, dst, final)
+
+    reader = envcrypt.open_reader(io.BytesIO(blob))
+    chunked.ChunkCipher.open = counting_open  # type: ignore[method-assign]
+    try:
+        latencies = []
+        for _ in range(max(r, 20)):
+            calls.clear()
+            t0 = time.perf_counter()
+            reader.seek(offset)
+            got = reader.read(1024)
+            latencies.append(time.perf_counter() - t0)
+            assert got == data[offset : offset + 1024]
+        decrypted = sum(calls)
+        t0 = time.perf_counter()
+        fresh = envcrypt.open_reader(io.BytesIO(blob))
+        fresh.seek(offset)
+        fresh.read(1024)
+        cold = time.perf_counter() - t0
+    finally:
+        chunked.ChunkCipher.open = original  # type: ignore[method-assign]
+    print(f"\n1 KiB read at offset {offset // MiB} MiB: median {statistics.median(latencies) * 1e6:.0f} us "
+          f"(open + read: {cold * 1e6:.0f} us), chunks decrypted: {decrypted}  [<= 2]  "
+          f"{'ok' if decrypted <= 2 else 'ABOVE TARGET'}")
+    del blob, data
+
+    # ---- peak RSS while streaming, in fresh child processes
+    size = int(args.rss_gib * 1024) * MiB
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "big.envc")
+        for mode in ("write", "read"):
+            out = subprocess.run(
+                [sys.executable, __file__, "--rss-child", mode, "--path", path, "--rss-gib", str(args.rss_gib)],
+                check=True, capture_output=True, text=True, env=os.environ.copy(),
+            ).stdout.split()
+            added = int(out[0]) / MiB
+            name = "open_writer" if mode == "write" else "open_reader"
+            print(f"peak RSS added streaming {size / (1 << 30):.2f} GiB through {name}: {added:.1f} MiB  "
+                  f"[<= 64 MiB]  {'ok' if added <= 64 else 'ABOVE TARGET'}  ({rate(size, float(out[1])):.2f} GB/s incl. disk)")
+    return 0
+
+
+def _status(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def rss_child(args: argparse.Namespace) -> int:
+    size = int(args.rss_gib * 1024) * MiB
+    block = os.urandom(4 * MiB)
+    buf = bytearray(4 * MiB)
+    envcrypt.encrypt(b"warm-up", KEY_URI)  # imports, vault and thread pool in place before the baseline
+    base = _status("VmRSS")
+    t0 = time.perf_counter()
+    if args.rss_child == "write":
+        with open(args.path, "wb") as f, envcrypt.open_writer(f, KEY_URI) as w:
+            for _ in range(size // len(block)):
+                w.write(block)
+    else:
+        with open(args.path, "rb") as f:
+            reader = envcrypt.open_reader(f)
+            while reader.readinto(buf):
+                pass
+    elapsed = time.perf_counter() - t0
+    print(_status("VmHWM") - base, elapsed)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
