@@ -17,10 +17,11 @@ import hashlib
 import io
 import json
 import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 from cryptography.cobblestone import Cobblestone128Decryptor, Cobblestone256Decryptor
@@ -85,7 +86,11 @@ class Vector:
         return ChunkCipher(self.aead_key, self.base_nonce)
 
 
-@lru_cache(maxsize=None)
+def _optional_hex(test: dict[str, Any]) -> Callable[[str], bytes | None]:
+    return lambda name: bytes.fromhex(test[name]) if name in test else None
+
+
+@cache
 def load(bits: int) -> tuple[Vector, ...]:
     data = json.loads((WYCHEPROOF / FILES[bits]).read_text())
     assert data["algorithm"] == f"Cobblestone-{bits}"
@@ -93,7 +98,7 @@ def load(bits: int) -> tuple[Vector, ...]:
     for group in data["testGroups"]:
         assert group["aead"] == f"AEAD_AES_{bits}_GCM" and group["sha"] == "SHA-512"
         for t in group["tests"]:
-            opt = lambda name: bytes.fromhex(t[name]) if name in t else None  # noqa: E731
+            opt = _optional_hex(t)
             out.append(
                 Vector(
                     bits, t["tcId"], t["comment"], bytes.fromhex(t["key"]), bytes.fromhex(t["ctx"]),
