@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from cryptography.cobblestone import Cobblestone256Decryptor, Cobblestone256Encryptor
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -86,7 +86,6 @@ def main() -> int:
     rows.append(("AESGCM.encrypt_into preallocated", rate(n, median_time(lambda: aead.encrypt_into(nonce, data, None, out_buf), r))))
     plain_buf = bytearray(n)
     rows.append(("AESGCM.decrypt_into preallocated", rate(n, median_time(lambda: aead.decrypt_into(nonce, ct_oneshot, None, plain_buf), r))))
-    del ct_oneshot, out_buf
 
     ctx = b"bench-context"
 
@@ -102,7 +101,6 @@ def main() -> int:
 
     rows.append(("cobblestone encrypt (bytes)", rate(n, median_time(cob_encrypt, r))))
     rows.append(("cobblestone decrypt (bytes)", rate(n, median_time(cob_decrypt, r))))
-    del cob_ct
 
     # ---- envcrypt bytes API
     blob = envcrypt.encrypt(data, KEY_URI)
@@ -180,7 +178,6 @@ def main() -> int:
     print(f"\n1 KiB read at offset {offset // MiB} MiB: median {statistics.median(latencies) * 1e6:.0f} us "
           f"(open + read: {cold * 1e6:.0f} us), chunks decrypted: {decrypted}  [<= 2]  "
           f"{'ok' if decrypted <= 2 else 'ABOVE TARGET'}")
-    del blob, data
 
     # ---- peak RSS while streaming, in fresh child processes
     size = int(args.rss_gib * 1024) * MiB

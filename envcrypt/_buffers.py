@@ -16,7 +16,7 @@ fill the view completely before returning ``result``.
 from __future__ import annotations
 
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 __all__ = ["new_bytes", "finish"]
 

@@ -18,13 +18,16 @@ Spec: ``c2sp.org/chunked-encryption`` (``../shared/specs``), summarised in FORMA
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import os
+import sys
 import threading
 from collections import deque
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import repeat
-from typing import Callable, NoReturn
+from typing import NoReturn
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -86,6 +89,39 @@ def _executor() -> ThreadPoolExecutor:
         return _pool
 
 
+#: GIL switch interval while a parallel run is in flight (0 = leave the interpreter's alone)
+PARALLEL_SWITCH_INTERVAL = float(os.environ.get("ENVCRYPT_SWITCH_INTERVAL", "2e-5"))
+_switch_users = 0
+_switch_saved = 0.0
+
+
+@contextlib.contextmanager
+def _fast_switching() -> Iterator[None]:
+    """Shorten the GIL switch interval while threads share one run of chunks.
+
+    Each chunk is one AESGCM call that releases the GIL for a couple of
+    microseconds; with the default 5 ms interval a thread waiting for the GIL
+    rarely gets it in time, and two threads run slower than one.  The interval
+    is restored when the last parallel run ends.
+    """
+    global _switch_users, _switch_saved
+    if PARALLEL_SWITCH_INTERVAL <= 0:
+        yield
+        return
+    with _pool_lock:
+        if _switch_users == 0:
+            _switch_saved = sys.getswitchinterval()
+            sys.setswitchinterval(min(_switch_saved, PARALLEL_SWITCH_INTERVAL))
+        _switch_users += 1
+    try:
+        yield
+    finally:
+        with _pool_lock:
+            _switch_users -= 1
+            if _switch_users == 0:
+                sys.setswitchinterval(_switch_saved)
+
+
 def _forget_pool_after_fork() -> None:
     global _pool
     _pool = None
@@ -106,7 +142,7 @@ def derive(dek: bytes, salt: bytes, context: bytes) -> tuple[bytes, bytes, bytes
 
 def new_message(
     dek: bytes, context: bytes, *, _salt: bytes | None = None
-) -> tuple[bytes, "ChunkCipher"]:
+) -> tuple[bytes, ChunkCipher]:
     """Start a message: return its 56-byte prefix (salt || commitment) and its chunk cipher.
 
     ``_salt`` is a private seam for known-answer vectors; production salts are random.
@@ -116,7 +152,7 @@ def new_message(
     return salt + commitment, ChunkCipher(key, base_nonce)
 
 
-def open_message(dek: bytes, context: bytes, prefix: bytes) -> "ChunkCipher":
+def open_message(dek: bytes, context: bytes, prefix: bytes) -> ChunkCipher:
     """Check a message's key commitment and return its chunk cipher.
 
     Raises WrongKeyError when the commitment does not match (wrong DEK or wrong
@@ -226,20 +262,21 @@ class ChunkCipher:
             return
         bounds = [count * i // workers for i in range(workers + 1)]
         pool = _executor()
-        futures: list[Future[None]] = [
-            pool.submit(self._segment, op, first, lo, hi, src, src_step, dst, dst_step)
-            for lo, hi in zip(bounds[1:-1], bounds[2:])
-        ]
         error: BaseException | None = None
-        try:
-            self._segment(op, first, bounds[0], bounds[1], src, src_step, dst, dst_step)
-        except BaseException as exc:  # wait for the others before raising
-            error = exc
-        for future in futures:
+        with _fast_switching():
+            futures: list[Future[None]] = [
+                pool.submit(self._segment, op, first, lo, hi, src, src_step, dst, dst_step)
+                for lo, hi in zip(bounds[1:-1], bounds[2:], strict=True)
+            ]
             try:
-                future.result()
-            except BaseException as exc:
-                error = error or exc
+                self._segment(op, first, bounds[0], bounds[1], src, src_step, dst, dst_step)
+            except BaseException as exc:  # wait for the others before raising
+                error = exc
+            for future in futures:
+                try:
+                    future.result()
+                except BaseException as exc:
+                    error = error or exc
         if error is not None:
             raise error
 
@@ -261,7 +298,7 @@ class ChunkCipher:
             stop = min(start + SUB_BATCH_CHUNKS, hi)
             nonces = [(base ^ i).to_bytes(NONCE_SIZE, "big") for i in range(first + start, first + stop)]
             ins = [src[i * src_step : (i + 1) * src_step] for i in range(start, stop)]
-            outs = [dst[i * dst_step : i * dst_step + len(piece) + delta] for i, piece in zip(range(start, stop), ins)]
+            outs = [dst[i * dst_step : i * dst_step + len(piece) + delta] for i, piece in zip(range(start, stop), ins, strict=True)]
             deque(map(op, nonces, ins, repeat(None, stop - start), outs), maxlen=0)
 
 

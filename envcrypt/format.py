@@ -23,8 +23,8 @@ whose C2SP ``context`` is the immutable part, byte for byte.
 from __future__ import annotations
 
 import struct
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
 
 from .errors import MalformedHeaderError, NotEncryptedError, UnsupportedVersionError
 
@@ -98,7 +98,7 @@ class Header:
         slots = encode_slots(self.key_slots)
         return self.immutable + _U32.pack(len(slots)) + slots
 
-    def with_slots(self, key_slots: Sequence[KeySlot]) -> "Header":
+    def with_slots(self, key_slots: Sequence[KeySlot]) -> Header:
         return Header(self.encryption_context, tuple(key_slots), self.version, self.suite_id)
 
 
@@ -238,7 +238,7 @@ def header_length_hint(data: bytes | memoryview) -> int | None:
     slots_at = FIXED_PREFIX_SIZE + context_length
     if len(data) < slots_at + 4:
         return None
-    (slots_length,) = _U32.unpack(bytes(data[slots_at : slots_at + 4]))
+    slots_length: int = _U32.unpack(bytes(data[slots_at : slots_at + 4]))[0]
     if slots_length > MAX_SLOTS_BLOCK_SIZE:
         raise MalformedHeaderError("key slot block length out of bounds")
     return slots_at + 4 + slots_length

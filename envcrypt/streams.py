@@ -17,7 +17,8 @@ reader keeps failing.
 from __future__ import annotations
 
 import io
-from typing import IO, Any, Mapping
+from collections.abc import Mapping
+from typing import IO, Any
 
 from .chunked import ChunkCipher, new_message
 from .envelope import KeyUris, check_context, new_header, open_body, read_header
@@ -257,7 +258,7 @@ class DecryptingReader(io.RawIOBase):
     def readall(self) -> bytes:
         if self._seekable:
             return self.read(-1)
-        parts = []
+        parts: list[bytes] = []
         while True:
             part = self.read(4 * 1024 * 1024)
             if not part:

@@ -16,8 +16,9 @@ from __future__ import annotations
 import importlib
 import os
 import threading
+from collections.abc import Callable, Mapping
 from importlib.metadata import entry_points
-from typing import Any, Callable, ClassVar, Mapping, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from ..errors import UnknownKeySchemeError
 from ..format import KeySlot
