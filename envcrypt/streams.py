@@ -20,6 +20,7 @@ import io
 from collections.abc import Mapping
 from typing import IO, Any
 
+from . import _buffers
 from .chunked import ChunkCipher, new_message
 from .envelope import KeyUris, check_context, new_header, open_body, read_header
 from .errors import ClosedError, IntegrityError
@@ -158,6 +159,14 @@ class EncryptingWriter(io.RawIOBase):
         else:
             self.close()
 
+    def __del__(self) -> None:
+        # A writer dropped without close() must not finish the object: io's
+        # default finalizer would call close() and seal a truncated stream
+        # that then reads as complete.
+        if not self.closed:
+            self._failed = True
+        super().__del__()
+
 
 class DecryptingReader(io.RawIOBase):
     """A seekable, read-only binary stream of an envcrypt object's plaintext."""
@@ -243,17 +252,27 @@ class DecryptingReader(io.RawIOBase):
         self._pos = target
         return target
 
-    def read(self, size: int = -1) -> bytes:
+    def read(self, size: int | None = -1) -> bytes:
         self._check_open()
-        if size is None or size < 0:
-            if self._seekable:
-                size = max(self.size - self._pos, 0)
-            else:
+        if not self._seekable:
+            if size is None or size < 0:
                 return self.readall()
-        buf = bytearray(size)
-        n = self.readinto(buf)
-        del buf[n:]
-        return bytes(buf)
+            buf = bytearray(size)
+            n = self.readinto(buf)
+            del buf[n:]
+            return bytes(buf)
+        assert self._size is not None
+        remaining = self._size - self._pos
+        want = remaining if size is None or size < 0 else min(size, remaining)
+        if want <= 0:
+            if size != 0:
+                self._authenticate_length()
+            return b""
+        result, view = _buffers.new_bytes(want)
+        n = self.readinto(view)
+        if n != want:  # the stored length lied: readinto authenticates the final chunk
+            raise IntegrityError()
+        return _buffers.finish(result)
 
     def readall(self) -> bytes:
         if self._seekable:
