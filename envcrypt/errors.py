@@ -24,6 +24,10 @@ __all__ = [
     "ResolverUnavailableError",
     "UnknownKeySchemeError",
     "ClosedError",
+    "VaultError",
+    "InvalidSignatureError",
+    "KeyStateError",
+    "AuditLogError",
 ]
 
 
@@ -96,3 +100,21 @@ class UnknownKeySchemeError(KeyError_):
 
 class ClosedError(EnvcryptError, ValueError):
     """An operation on a closed, aborted or failed reader or writer."""
+
+
+class VaultError(KeyError_):
+    """The local vault is unsafe or unusable: insecure permissions, a symlink, corrupt
+    files, a missing or wrong passphrase, or KDF parameters above the allowed cap."""
+
+
+class InvalidSignatureError(EnvcryptError):
+    """A signature does not verify under the named key."""
+
+
+class KeyStateError(KeyError_, ValueError):
+    """A key management request that the key's current state forbids
+    (create over an existing key, recover a key that is not deleted, ...)."""
+
+
+class AuditLogError(EnvcryptError):
+    """The vault audit log was edited, reordered or truncated (its hash chain is broken)."""

@@ -1,61 +1,69 @@
 """The embedded local key vault behind ``local:`` key URIs.
 
-A directory (mode 0700) holding one JSON file per key (mode 0600).  Key
-material at rest is sealed with AES-256-GCM under the vault master key, which
-by default is a random 32-byte file ``master.key`` (mode 0600) created on
-first use.  Every update is atomic (temp file, fsync, rename) and serialised
-across processes with an exclusive ``flock`` on ``.lock``.
+Semantics follow the cloud key vaults:
 
-Key URIs: ``local:NAME`` (newest enabled version) or ``local:NAME/VERSION``.
-DEKs are wrapped with AES key wrap with padding (RFC 5649) under the key
-version's 256-bit material; key slots name the exact version used.
+* keys have a kind (``aes256`` for wrapping, ``rsa`` (3072-bit) and ``ec-p256`` for
+  sign/verify and RSA-OAEP encrypt/decrypt), **versions** (rotate = new version; new
+  writes use the newest enabled one, older versions still unwrap), per-key
+  **permitted operations** (wrapKey, unwrapKey, encrypt, decrypt, sign, verify),
+  enable/disable (per key or per version), ``not_before`` and ``expires``;
+* **soft delete** (the key refuses every use with ``KeyDeletedError`` but can be
+  recovered), **purge** (the material is destroyed: crypto-shredding; a tombstone
+  keeps the name so later reads still say ``KeyDeletedError``, and version numbers of
+  a re-created key continue after the purged ones);
+* import of raw material and **BYOK** packages (see byok.py), encrypted
+  **backup/restore** of one key, a small **secrets** store (vault_secrets.py);
+* every operation, allowed or refused, is written to the hash-chained **audit log**.
+
+State rules: ``not_before`` in the future refuses every use; after ``expires`` a
+key still unwraps, decrypts and verifies (old data stays readable) but refuses
+wrapKey, encrypt and sign (no new data under it).
+
+Key URIs: ``local:NAME`` (newest enabled version) or ``local:NAME/VERSION``; the
+management methods also take a bare ``NAME``.  Key slots name the exact version.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import fcntl
-import json
 import os
 import re
-import stat
-import tempfile
+import threading
 import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, Mapping
+from typing import Any, ClassVar, TypeVar
 
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.keywrap import (
-    InvalidUnwrap,
-    aes_key_unwrap_with_padding,
-    aes_key_wrap_with_padding,
+from ..errors import (
+    EnvcryptError,
+    KeyAccessDeniedError,
+    KeyDeletedError,
+    KeyDisabledError,
+    KeyNotFoundError,
+    KeyStateError,
+    VaultError,
+    WrongKeyError,
 )
-
-from ..errors import EnvcryptError, KeyNotFoundError, WrongKeyError
 from ..format import KeySlot
-from .base import WRAP_AES256_KWP, split_key_uri
+from . import vault_crypto as vc
+from .audit import AuditLog
+from .base import WRAP_AES256_KWP, WRAP_RSA_OAEP_SHA256, split_key_uri
+from .byok import pack_backup, unpack_backup, unwrap_transfer
+from .vault_secrets import SecretStore
+from .vault_store import Argon2Params, VaultStore, b64d, b64e, default_vault_path, read_json, write_json
 
-__all__ = ["LocalVault", "LocalVaultResolver", "default_vault_path"]
+__all__ = [
+    "LocalVault", "LocalVaultResolver", "VaultError", "default_vault_path", "parse_local_uri",
+    "sign", "sign_versioned", "verify", "public_key_pem", "vault_for",
+]
 
-MASTER_KEY_FILE = "master.key"
 KEYS_DIR = "keys"
-LOCK_FILE = ".lock"
 AUTO_CREATED_KEY = "default"
+DEFAULT_RETENTION_DAYS = 7
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-
-
-class VaultError(EnvcryptError):
-    """The vault directory is unsafe or unusable (permissions, symlinks, corruption)."""
-
-
-def default_vault_path() -> Path:
-    """``$ENVCRYPT_VAULT``, else ``$XDG_DATA_HOME/envcrypt/vault`` (``~/.local/share/...``)."""
-    configured = os.environ.get("ENVCRYPT_VAULT")
-    if configured:
-        return Path(configured).expanduser()
-    data_home = os.environ.get("XDG_DATA_HOME") or os.path.join(Path.home(), ".local", "share")
-    return Path(data_home) / "envcrypt" / "vault"
+_LOADED_CACHE_SIZE = 256
+T = TypeVar("T")
 
 
 def parse_local_uri(key_uri: str) -> tuple[str, int | None]:
@@ -63,7 +71,13 @@ def parse_local_uri(key_uri: str) -> tuple[str, int | None]:
     scheme, rest = split_key_uri(key_uri)
     if scheme != "local":
         raise ValueError(f"not a local: key URI: {key_uri!r}")
-    name, sep, version = rest.partition("/")
+    return _parse_ref(rest)
+
+
+def _parse_ref(ref: str) -> tuple[str, int | None]:
+    if ref.startswith("local:"):
+        return parse_local_uri(ref)
+    name, sep, version = ref.partition("/")
     if not _NAME.match(name):
         raise ValueError(f"invalid local key name: {name!r}")
     if not sep:
@@ -73,174 +87,495 @@ def parse_local_uri(key_uri: str) -> tuple[str, int | None]:
     return name, int(version)
 
 
-def _check_private(path: Path, want_dir: bool) -> None:
-    st = os.lstat(path)
-    if stat.S_ISLNK(st.st_mode):
-        raise VaultError(f"refusing to use a symlink in the vault: {path}")
-    if want_dir != stat.S_ISDIR(st.st_mode):
-        raise VaultError(f"unexpected file type in the vault: {path}")
-    if st.st_mode & 0o077:
-        raise VaultError(f"insecure permissions on {path} (must not be group/other accessible)")
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+def _now() -> int:
+    return int(time.time())
 
 
 class LocalVault:
-    """A directory-backed key vault.  Holds the vault master key: never pickled, never shown."""
+    """A directory-backed key vault.  Holds the vault master key: never pickled, never shown.
 
-    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
-        self.path = Path(path).expanduser() if path is not None else default_vault_path()
-        self._master: AESGCM | None = None
+    ``passphrase`` opens a passphrase-protected vault (else ``$ENVCRYPT_VAULT_PASSPHRASE``).
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | None = None, passphrase: bytes | str | None = None) -> None:
+        self.store = VaultStore(path, passphrase)
+        self.audit = AuditLog(self.store)
+        self._loaded: OrderedDict[tuple[str, int, str], Any] = OrderedDict()
+        self._loaded_lock = threading.Lock()
+        self.secrets = SecretStore(self.store, self.audit)
+
+    @property
+    def path(self) -> Path:
+        return self.store.path
 
     def __repr__(self) -> str:
         return f"LocalVault({str(self.path)!r})"
 
     def __reduce__(self) -> Any:
-        # Only the path travels; the master key is read again where it is used.
         return (type(self), (str(self.path),))
 
-    # ------------------------------------------------------------ layout
+    def init(self, passphrase: bytes | str | None = None, *, memory_cost: int = 64 * 1024,
+             iterations: int = 3, lanes: int = 4) -> None:
+        """Initialise a new vault, with a passphrase-sealed master key when ``passphrase`` is given."""
+        self.store.init(passphrase, Argon2Params(memory_cost, iterations, lanes) if passphrase else None)
 
-    def _ensure(self) -> None:
-        if not self.path.exists():
-            self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        _check_private(self.path, want_dir=True)
-        keys = self.path / KEYS_DIR
-        if not keys.exists():
-            keys.mkdir(mode=0o700, exist_ok=True)
-        _check_private(keys, want_dir=True)
-
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        self._ensure()
-        fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
-
-    def _master_key(self) -> AESGCM:
-        if self._master is None:
-            self._ensure()
-            key_path = self.path / MASTER_KEY_FILE
-            if not key_path.exists():
-                with self._locked():
-                    if not key_path.exists():
-                        _atomic_write(key_path, os.urandom(32))
-            _check_private(key_path, want_dir=False)
-            raw = key_path.read_bytes()
-            if len(raw) != 32:
-                raise VaultError("the vault master key file is corrupt")
-            self._master = AESGCM(raw)
-        return self._master
+    # ------------------------------------------------------------ records
 
     def _key_path(self, name: str) -> Path:
         if not _NAME.match(name):
             raise ValueError(f"invalid local key name: {name!r}")
-        return self.path / KEYS_DIR / f"{name}.json"
+        return self.store.ensure_dir(KEYS_DIR) / f"{name}.json"
 
     def _load(self, name: str) -> dict[str, Any]:
-        path = self._key_path(name)
         try:
-            _check_private(path, want_dir=False)
-            record: dict[str, Any] = json.loads(path.read_bytes())
+            return read_json(self._key_path(name))
         except FileNotFoundError:
             raise KeyNotFoundError(f"no key local:{name} in the vault") from None
-        return record
 
     def _store(self, record: dict[str, Any]) -> None:
-        data = json.dumps(record, indent=1, sort_keys=True).encode()
-        _atomic_write(self._key_path(record["name"]), data)
+        write_json(self._key_path(record["name"]), record)
 
-    def _seal_material(self, name: str, version: int, material: bytes) -> str:
-        nonce = os.urandom(12)
-        sealed = self._master_key().encrypt(nonce, material, f"local:{name}/{version}".encode())
-        return base64.b64encode(nonce + sealed).decode()
+    def _update(self, op: str, ref: str, change: Callable[[dict[str, Any], int | None], T]) -> T:
+        """Load, change and store a record under the vault lock; audited."""
+        name, version = _parse_ref(ref)
+        self.store.audit_key()  # derive the master key before taking the lock
 
-    def _open_material(self, name: str, version: int, sealed_b64: str) -> bytes:
-        sealed = base64.b64decode(sealed_b64)
+        def run() -> T:
+            with self.store.locked():
+                record = self._load(name)
+                result = change(record, version)
+                self._store(record)
+                return result
+
+        return self._audited(op, name, version, run)
+
+    def _audited(self, op: str, name: str | None, version: int | None, fn: Callable[[], T]) -> T:
         try:
-            return self._master_key().decrypt(
-                sealed[:12], sealed[12:], f"local:{name}/{version}".encode()
-            )
-        except Exception:
-            raise VaultError(f"key material of local:{name}/{version} failed to open") from None
+            result = fn()
+        except EnvcryptError as exc:
+            self.audit.record(op, name, version, type(exc).__name__)
+            raise
+        except ValueError as exc:
+            self.audit.record(op, name, version, type(exc).__name__)
+            raise
+        self.audit.record(op, name, version, "ok")
+        return result
 
-    # ------------------------------------------------------------ operations
+    def _seal_label(self, name: str, version: int) -> str:
+        return f"key:{name}/{version}"
 
-    def create_key(self, name: str) -> str:
-        """Create an AES-256 wrapping key; return its exact URI (``local:NAME/1``)."""
-        self._master_key()
-        with self._locked():
-            if self._key_path(name).exists():
-                raise ValueError(f"key local:{name} already exists")
-            record = {"name": name, "kind": "aes256", "versions": []}
-            uri = self._add_version(record, os.urandom(32))
-            self._store(record)
-        return uri
+    def _new_version(self, record: dict[str, Any], material: bytes, origin: str) -> str:
+        version = max([v["version"] for v in record["versions"]] + [record.get("purged_through", 0)]) + 1
+        key = vc.load_private(record["kind"], material)
+        record["versions"].append({
+            "version": version, "created": _now(), "enabled": True, "origin": origin,
+            "material": self.store.seal(self._seal_label(record["name"], version), material),
+            "public": vc.public_pem(record["kind"], key),
+        })
+        return f"local:{record['name']}/{version}"
+
+    @staticmethod
+    def _fresh_record(name: str, kind: str, ops: Iterable[str] | None, previous: dict[str, Any] | None) -> dict[str, Any]:
+        if kind not in vc.KINDS:
+            raise ValueError(f"unknown key kind {kind!r} (one of {', '.join(vc.KINDS)})")
+        ops = tuple(vc.DEFAULT_OPS[kind] if ops is None else ops)
+        bad = [op for op in ops if op not in vc.SUPPORTED_OPS[kind]]
+        if bad:
+            raise ValueError(f"{kind} keys cannot do {', '.join(bad)}")
+        return {
+            "name": name, "kind": kind, "ops": sorted(set(ops)), "enabled": True, "created": _now(),
+            "not_before": None, "expires": None, "deleted": None, "scheduled_purge": None,
+            "purged": None, "transfer": False, "versions": [],
+            "purged_through": (previous or {}).get("purged_through", 0),
+        }
+
+    def _create(self, op: str, name: str, kind: str, material: bytes | None, origin: str,
+                ops: Iterable[str] | None, not_before: int | None, expires: int | None,
+                transfer: bool = False) -> str:
+        if not _NAME.match(name):
+            raise ValueError(f"invalid local key name: {name!r}")
+        self.store.audit_key()
+        material = vc.generate(kind) if material is None else material
+
+        def run() -> str:
+            with self.store.locked():
+                previous = None
+                with contextlib.suppress(KeyNotFoundError):
+                    previous = self._load(name)
+                if previous is not None and not previous.get("purged"):
+                    if previous.get("deleted"):
+                        raise KeyStateError(f"local:{name} is soft-deleted: recover or purge it first")
+                    if op == "create" or previous["kind"] != kind:
+                        raise KeyStateError(f"key local:{name} already exists")
+                    record = previous  # import into an existing key adds a version
+                else:
+                    record = self._fresh_record(name, kind, ops, previous)
+                    record.update(not_before=not_before, expires=expires, transfer=transfer)
+                uri = self._new_version(record, material, origin)
+                self._store(record)
+                return uri
+
+        return self._audited(op, name, None, run)
+
+    # ------------------------------------------------------------ lifecycle
+
+    def create_key(self, name: str, kind: str = vc.AES256, *, ops: Iterable[str] | None = None,
+                   not_before: int | None = None, expires: int | None = None) -> str:
+        """Create a key; return its exact URI (``local:NAME/1``, or later after a purge)."""
+        return self._create("create", name, kind, None, "generated", ops, not_before, expires)
+
+    def import_key(self, name: str, material: bytes, kind: str = vc.AES256, *,
+                   ops: Iterable[str] | None = None, not_before: int | None = None,
+                   expires: int | None = None) -> str:
+        """Import raw material (32 bytes for aes256; a PEM/DER private key for rsa/ec-p256).
+
+        Creates the key, or adds a new version to an existing key of the same kind.
+        """
+        stored = vc.normalize_import(kind, material)
+        return self._create("import", name, kind, stored, "imported", ops, not_before, expires)
+
+    def create_transfer_key(self, name: str) -> tuple[str, str]:
+        """A vault RSA-3072 key for BYOK imports: ``(exact URI, public key PEM)``."""
+        uri = self._create("create-transfer-key", name, vc.RSA, None, "generated", ("unwrapKey",), None, None, True)
+        return uri, self.public_key_pem(uri)
+
+    def import_byok(self, name: str, transfer_key_uri: str, package: bytes, kind: str = vc.AES256, *,
+                    ops: Iterable[str] | None = None) -> str:
+        """Import material wrapped with :func:`envcrypt.keys.byok.wrap_for_transfer`."""
+        tname, _ = _parse_ref(transfer_key_uri)
+
+        def unpack() -> bytes:
+            record, entry = self._usable(transfer_key_uri, "unwrapKey")
+            if not record.get("transfer"):
+                raise KeyAccessDeniedError(f"local:{tname} is not a transfer key")
+            return vc.normalize_import(kind, unwrap_transfer(self._key_object(record, entry), package))
+
+        material = self._audited("byok-unwrap", tname, None, unpack)
+        return self._create("import-byok", name, kind, material, "byok", ops, None, None)
 
     def rotate_key(self, name: str) -> str:
         """Add a new version; new writes use it, older versions still unwrap."""
-        self._master_key()
-        with self._locked():
-            record = self._load(name)
-            uri = self._add_version(record, os.urandom(32))
-            self._store(record)
-        return uri
+        def change(record: dict[str, Any], version: int | None) -> str:
+            self._check_live(record)
+            return self._new_version(record, vc.generate(record["kind"]), "generated")
 
-    def _add_version(self, record: dict[str, Any], material: bytes) -> str:
-        version = len(record["versions"]) + 1
-        record["versions"].append(
-            {
-                "version": version,
-                "created": int(time.time()),
-                "material": self._seal_material(record["name"], version, material),
-            }
-        )
-        return f"local:{record['name']}/{version}"
+        return self._update("rotate", name, change)
+
+    def set_enabled(self, ref: str, enabled: bool) -> None:
+        """Enable or disable a key (``NAME``) or one version (``NAME/V``)."""
+        def change(record: dict[str, Any], version: int | None) -> None:
+            self._check_live(record)
+            if version is None:
+                record["enabled"] = enabled
+            else:
+                self._version_entry(record, version)["enabled"] = enabled
+
+        self._update("enable" if enabled else "disable", ref, change)
+
+    def disable_key(self, ref: str) -> None:
+        self.set_enabled(ref, False)
+
+    def enable_key(self, ref: str) -> None:
+        self.set_enabled(ref, True)
+
+    def set_validity(self, name: str, *, not_before: int | None = None, expires: int | None = None) -> None:
+        """Set ``not_before``/``expires`` (Unix seconds; None clears)."""
+        def change(record: dict[str, Any], version: int | None) -> None:
+            self._check_live(record)
+            record["not_before"], record["expires"] = not_before, expires
+
+        self._update("set-validity", name, change)
+
+    def set_ops(self, name: str, ops: Iterable[str]) -> None:
+        """Replace the permitted operations of a key."""
+        wanted = sorted(set(ops))
+
+        def change(record: dict[str, Any], version: int | None) -> None:
+            self._check_live(record)
+            bad = [op for op in wanted if op not in vc.SUPPORTED_OPS[record["kind"]]]
+            if bad:
+                raise ValueError(f"{record['kind']} keys cannot do {', '.join(bad)}")
+            record["ops"] = wanted
+
+        self._update("set-ops", name, change)
+
+    def delete_key(self, name: str, retention_days: int = DEFAULT_RETENTION_DAYS) -> None:
+        """Soft-delete: every use fails with KeyDeletedError until ``recover``; ``purge`` destroys it."""
+        def change(record: dict[str, Any], version: int | None) -> None:
+            self._check_live(record)
+            record["deleted"] = _now()
+            record["scheduled_purge"] = record["deleted"] + retention_days * 86400
+
+        self._update("delete", name, change)
+
+    def recover_key(self, name: str) -> None:
+        def change(record: dict[str, Any], version: int | None) -> None:
+            if record.get("purged"):
+                raise KeyDeletedError(f"local:{record['name']} was purged and cannot be recovered")
+            if not record.get("deleted"):
+                raise KeyStateError(f"local:{record['name']} is not deleted")
+            record["deleted"] = record["scheduled_purge"] = None
+
+        self._update("recover", name, change)
+
+    def purge_key(self, name: str) -> None:
+        """Destroy a soft-deleted key's material (crypto-shredding); a tombstone remains."""
+        def change(record: dict[str, Any], version: int | None) -> None:
+            if record.get("purged"):
+                raise KeyDeletedError(f"local:{record['name']} was already purged")
+            if not record.get("deleted"):
+                raise KeyStateError(f"local:{record['name']} must be deleted before it is purged")
+            through = max([v["version"] for v in record["versions"]] + [record.get("purged_through", 0)])
+            key_name = record["name"]
+            record.clear()
+            record.update(name=key_name, purged=_now(), purged_through=through, versions=[])
+            with self._loaded_lock:
+                self._loaded.clear()
+
+        self._update("purge", name, change)
+
+    # ------------------------------------------------------------ inspection
 
     def key_exists(self, name: str) -> bool:
-        return self._key_path(name).exists()
+        try:
+            record = self._load(name)
+        except KeyNotFoundError:
+            return False
+        return not record.get("purged")
 
-    def material(self, name: str, version: int | None) -> tuple[int, bytes]:
-        """The (version, 32-byte material) of a key version; newest when ``version`` is None."""
+    def list_keys(self, include_deleted: bool = False) -> list[dict[str, Any]]:
+        directory = self.store.ensure_dir(KEYS_DIR)
+        out = []
+        for path in sorted(directory.glob("*.json")):
+            record = self._load(path.stem)
+            if record.get("purged") or (record.get("deleted") and not include_deleted):
+                continue
+            out.append(self._summary(record, versions=False))
+        return out
+
+    def show_key(self, ref: str) -> dict[str, Any]:
+        name, _ = _parse_ref(ref)
         record = self._load(name)
-        versions = record["versions"]
+        if record.get("purged"):
+            raise KeyDeletedError(f"local:{name} was purged")
+        return self._summary(record, versions=True)
+
+    @staticmethod
+    def _summary(record: dict[str, Any], versions: bool) -> dict[str, Any]:
+        out = {k: record.get(k) for k in ("name", "kind", "ops", "enabled", "created", "not_before",
+                                          "expires", "deleted", "scheduled_purge", "transfer")}
+        live = [v for v in record["versions"] if v.get("enabled", True)]
+        out["uri"] = f"local:{record['name']}"
+        out["current_version"] = live[-1]["version"] if live else None
+        out["version_count"] = len(record["versions"])
+        if versions:
+            out["versions"] = [{k: v.get(k) for k in ("version", "created", "enabled", "origin", "public")}
+                               for v in record["versions"]]
+        return out
+
+    # ------------------------------------------------------------ use
+
+    @staticmethod
+    def _check_live(record: dict[str, Any]) -> None:
+        if record.get("purged"):
+            raise KeyDeletedError(f"local:{record['name']} was purged: data under it is unrecoverable")
+        if record.get("deleted"):
+            raise KeyDeletedError(f"local:{record['name']} is deleted (recoverable until it is purged)")
+
+    @staticmethod
+    def _version_entry(record: dict[str, Any], version: int) -> dict[str, Any]:
+        for entry in record["versions"]:
+            if entry["version"] == version:
+                return entry
+        if version <= record.get("purged_through", 0):
+            raise KeyDeletedError(f"local:{record['name']}/{version} was purged: data under it is unrecoverable")
+        raise KeyNotFoundError(f"no version {version} of local:{record['name']}")
+
+    def _usable(self, ref: str, op: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The record and version entry for ``op`` on ``ref``, after every state check."""
+        name, version = _parse_ref(ref)
+        record = self._load(name)
+        self._check_live(record)
+        if op not in record["ops"]:
+            raise KeyAccessDeniedError(f"local:{name} does not permit {op}")
+        if not record["enabled"]:
+            raise KeyDisabledError(f"local:{name} is disabled")
+        now = _now()
+        if record.get("not_before") and now < record["not_before"]:
+            raise KeyDisabledError(f"local:{name} is not valid yet")
+        if record.get("expires") and now >= record["expires"] and op in ("wrapKey", "encrypt", "sign"):
+            raise KeyDisabledError(f"local:{name} has expired (it still opens existing data)")
         if version is None:
-            entry = versions[-1]
-        else:
-            matching = [v for v in versions if v["version"] == version]
-            if not matching:
-                raise KeyNotFoundError(f"no version {version} of local:{name}")
-            entry = matching[0]
-        return entry["version"], self._open_material(name, entry["version"], entry["material"])
+            live = [v for v in record["versions"] if v.get("enabled", True)]
+            if not live:
+                raise KeyDisabledError(f"local:{name} has no enabled version")
+            return record, live[-1]
+        entry = self._version_entry(record, version)
+        if not entry.get("enabled", True):
+            raise KeyDisabledError(f"local:{name}/{version} is disabled")
+        return record, entry
+
+    def _key_object(self, record: dict[str, Any], entry: dict[str, Any]) -> Any:
+        cache_key = (record["name"], entry["version"], entry["material"])
+        with self._loaded_lock:
+            if cache_key in self._loaded:
+                self._loaded.move_to_end(cache_key)
+                return self._loaded[cache_key]
+        material = self.store.open(self._seal_label(record["name"], entry["version"]), entry["material"])
+        key = vc.load_private(record["kind"], material)
+        with self._loaded_lock:
+            self._loaded[cache_key] = key
+            while len(self._loaded) > _LOADED_CACHE_SIZE:
+                self._loaded.popitem(last=False)
+        return key
+
+    def _use(self, op: str, ref: str, fn: Callable[[dict[str, Any], Any], T]) -> tuple[str, T]:
+        name, version = _parse_ref(ref)
+        found: list[int] = []
+
+        def run() -> tuple[str, T]:
+            record, entry = self._usable(ref, op)
+            found.append(entry["version"])
+            return f"local:{name}/{entry['version']}", fn(record, self._key_object(record, entry))
+
+        try:
+            result = run()
+        except (EnvcryptError, ValueError) as exc:
+            self.audit.record(op, name, found[0] if found else version, type(exc).__name__)
+            raise
+        self.audit.record(op, name, found[0], "ok")
+        return result
+
+    def identity(self, ref: str, op: str = "wrapKey") -> str:
+        """The exact URI (``local:NAME/V``) ``op`` on ``ref`` would use now."""
+        record, entry = self._usable(ref, op)
+        return f"local:{record['name']}/{entry['version']}"
+
+    def wrap_key(self, ref: str, key: bytes, algorithm: str = "A256KWP") -> tuple[str, bytes]:
+        """Wrap ``key``: ``A256KWP`` (RFC 5649) or ``A256KW`` (RFC 3394) for aes256 keys,
+        ``RSA-OAEP-256`` for rsa keys.  Returns ``(exact URI, wrapped)``."""
+        def fn(record: dict[str, Any], k: Any) -> bytes:
+            if record["kind"] == vc.RSA:
+                return vc.rsa_oaep_encrypt(k.public_key(), key)
+            return vc.kw_wrap(k, key) if algorithm == "A256KW" else vc.kwp_wrap(k, key)
+
+        return self._use("wrapKey", ref, fn)
+
+    def unwrap_key(self, ref: str, wrapped: bytes, algorithm: str = "A256KWP") -> bytes:
+        """Inverse of :meth:`wrap_key` (``ref`` should name the exact version); WrongKeyError on failure."""
+        def fn(record: dict[str, Any], k: Any) -> bytes:
+            if record["kind"] == vc.RSA:
+                return vc.rsa_oaep_decrypt(k, wrapped)
+            return vc.kw_unwrap(k, wrapped) if algorithm == "A256KW" else vc.kwp_unwrap(k, wrapped)
+
+        return self._use("unwrapKey", ref, fn)[1]
+
+    def encrypt(self, ref: str, data: bytes, associated_data: bytes | None = None) -> tuple[str, bytes]:
+        """AES-256-GCM (aes256) or RSA-OAEP-256 (rsa); ``(exact URI, ciphertext)``."""
+        def fn(record: dict[str, Any], k: Any) -> bytes:
+            if record["kind"] == vc.RSA:
+                return vc.rsa_oaep_encrypt(k.public_key(), data)
+            return vc.gcm_encrypt(k, data, associated_data)
+
+        return self._use("encrypt", ref, fn)
+
+    def decrypt(self, ref: str, ciphertext: bytes, associated_data: bytes | None = None) -> bytes:
+        def fn(record: dict[str, Any], k: Any) -> bytes:
+            if record["kind"] == vc.RSA:
+                return vc.rsa_oaep_decrypt(k, ciphertext)
+            return vc.gcm_decrypt(k, ciphertext, associated_data)
+
+        return self._use("decrypt", ref, fn)[1]
+
+    def sign(self, ref: str, data: bytes) -> tuple[str, bytes]:
+        """Sign ``data`` (RSA-PSS-SHA256 or ECDSA-P256-SHA256): ``(exact URI, signature)``."""
+        return self._use("sign", ref, lambda record, k: vc.sign(record["kind"], k, data))
+
+    def verify(self, ref: str, data: bytes, signature: bytes) -> str:
+        """Verify under ``ref``; an unversioned ref tries every enabled version, newest first.
+
+        Returns the exact URI of the version that verified; InvalidSignatureError otherwise.
+        """
+        name, version = _parse_ref(ref)
+        if version is None:
+            record = self._load(name)
+            candidates = [v["version"] for v in reversed(record["versions"]) if v.get("enabled", True)]
+            error: EnvcryptError = KeyDisabledError(f"local:{name} has no enabled version")
+            for candidate in candidates:
+                try:
+                    return self.verify(f"{name}/{candidate}", data, signature)
+                except EnvcryptError as exc:
+                    error = exc
+            raise error
+        return self._use("verify", ref, lambda r, k: vc.verify(r["kind"], k.public_key(), data, signature))[0]
+
+    def public_key_pem(self, ref: str) -> str:
+        name, version = _parse_ref(ref)
+        record = self._load(name)
+        self._check_live(record)
+        entry = self._version_entry(record, version) if version else record["versions"][-1]
+        if not entry.get("public"):
+            raise ValueError(f"local:{name} is a symmetric key: it has no public key")
+        return str(entry["public"])
+
+    # ------------------------------------------------------------ backup / restore
+
+    def backup_key(self, name: str, passphrase: bytes | str | None = None) -> bytes:
+        """An encrypted backup of one key (every version).  With a passphrase it restores
+        into any vault; without, only into this one (sealed under the vault master key)."""
+        if isinstance(passphrase, str):
+            passphrase = passphrase.encode("utf-8")
+
+        def run() -> bytes:
+            record = self._load(name)
+            self._check_live(record)
+            materials = {
+                str(v["version"]): b64e(self.store.open(self._seal_label(name, v["version"]), v["material"]))
+                for v in record["versions"]
+            }
+            stripped = {**record, "versions": [{k: x for k, x in v.items() if k != "material"}
+                                               for v in record["versions"]]}
+            payload = {"record": stripped, "materials": materials}
+            return pack_backup(name, payload, passphrase, self.store.seal)
+
+        return self._audited("backup", name, None, run)
+
+    def restore_key(self, blob: bytes, passphrase: bytes | str | None = None) -> str:
+        """Restore a key from :meth:`backup_key` (refused while a live key has the name)."""
+        if isinstance(passphrase, str):
+            passphrase = passphrase.encode("utf-8")
+        self.store.audit_key()
+        name, payload = unpack_backup(blob, passphrase, self.store.open)
+        record = payload["record"]
+        if record.get("name") != name or not _NAME.match(name):
+            raise VaultError("the key backup is inconsistent")
+
+        def run() -> str:
+            with self.store.locked():
+                with contextlib.suppress(KeyNotFoundError):
+                    existing = self._load(name)
+                    if not existing.get("purged"):
+                        raise KeyStateError(f"key local:{name} already exists (delete and purge it first)")
+                for entry in record["versions"]:
+                    raw = b64d(payload["materials"][str(entry["version"])])
+                    entry["material"] = self.store.seal(self._seal_label(name, entry["version"]), raw)
+                self._store(record)
+            return f"local:{name}"
+
+        return self._audited("restore", name, None, run)
 
 
 class LocalVaultResolver:
-    """``local:`` key URIs, resolved against a :class:`LocalVault`."""
+    """``local:`` key URIs, resolved against a :class:`LocalVault`.
+
+    DEKs are wrapped with AES-KWP under aes256 keys, or RSA-OAEP-SHA256 under rsa
+    keys; the slot names the exact version.  ``local:default`` is created on first use.
+    """
 
     scheme: ClassVar[str] = "local"
     options: ClassVar[frozenset[str]] = frozenset({"vault"})
+    #: the DEK cache is off by default for local keys (wrapping is cheap)
+    cache_by_default: ClassVar[bool] = False
 
     def __init__(self, vault: str | os.PathLike[str] | LocalVault | None = None) -> None:
         self.vault = vault if isinstance(vault, LocalVault) else LocalVault(vault)
@@ -248,27 +583,72 @@ class LocalVaultResolver:
     def __repr__(self) -> str:
         return f"LocalVaultResolver({self.vault!r})"
 
-    def _material(self, key_uri: str, create: bool) -> tuple[str, bytes]:
+    def _auto_create(self, key_uri: str) -> None:
         name, version = parse_local_uri(key_uri)
-        if create and version is None and name == AUTO_CREATED_KEY:
-            with contextlib.suppress(ValueError):
-                if not self.vault.key_exists(name):
-                    self.vault.create_key(name)
-        found, material = self.vault.material(name, version)
-        return f"local:{name}/{found}", material
+        if version is None and name == AUTO_CREATED_KEY and not self.vault.key_exists(name):
+            with contextlib.suppress(KeyStateError):
+                self.vault.create_key(name)
 
     def identity(self, key_uri: str) -> str:
-        return self._material(key_uri, create=True)[0]
+        self._auto_create(key_uri)
+        return self.vault.identity(split_key_uri(key_uri)[1])
 
     def wrap(self, key_uri: str, dek: bytes, encryption_context: Mapping[str, str]) -> KeySlot:
-        exact, material = self._material(key_uri, create=True)
-        return KeySlot(exact, WRAP_AES256_KWP, aes_key_wrap_with_padding(material, dek))
+        self._auto_create(key_uri)
+
+        def fn(record: dict[str, Any], k: Any) -> tuple[int, bytes]:
+            if record["kind"] == vc.RSA:
+                return WRAP_RSA_OAEP_SHA256, vc.rsa_oaep_encrypt(k.public_key(), dek)
+            return WRAP_AES256_KWP, vc.kwp_wrap(k, dek)
+
+        exact, (algorithm, wrapped) = self.vault._use("wrapKey", split_key_uri(key_uri)[1], fn)
+        return KeySlot(exact, algorithm, wrapped)
 
     def unwrap(self, slot: KeySlot, encryption_context: Mapping[str, str]) -> bytes:
-        if slot.wrap_algorithm != WRAP_AES256_KWP:
-            raise WrongKeyError(f"local: keys cannot open wrap algorithm {slot.wrap_algorithm}")
-        _, material = self._material(slot.key_uri, create=False)
-        try:
-            return aes_key_unwrap_with_padding(material, slot.wrapped_dek)
-        except InvalidUnwrap:
-            raise WrongKeyError(f"the key slot does not unwrap under {slot.key_uri}") from None
+        parse_local_uri(slot.key_uri)
+
+        def fn(record: dict[str, Any], k: Any) -> bytes:
+            if record["kind"] == vc.RSA and slot.wrap_algorithm == WRAP_RSA_OAEP_SHA256:
+                return vc.rsa_oaep_decrypt(k, slot.wrapped_dek)
+            if record["kind"] == vc.AES256 and slot.wrap_algorithm == WRAP_AES256_KWP:
+                return vc.kwp_unwrap(k, slot.wrapped_dek)
+            raise WrongKeyError(f"{slot.key_uri} cannot open wrap algorithm {slot.wrap_algorithm}")
+
+        return self.vault._use("unwrapKey", split_key_uri(slot.key_uri)[1], fn)[1]
+
+
+# ---------------------------------------------------------------- module-level API
+
+
+def vault_for(vault: str | os.PathLike[str] | LocalVault | None = None) -> LocalVault:
+    """The (cached) vault for a path, ``$ENVCRYPT_VAULT`` when None."""
+    if isinstance(vault, LocalVault):
+        return vault
+    from .base import get_resolver
+
+    resolver = get_resolver("local", vault=os.fspath(vault) if vault is not None else None)
+    return resolver.vault  # type: ignore[attr-defined, no-any-return]
+
+
+def _ref(key_uri: str) -> str:
+    return split_key_uri(key_uri)[1] if key_uri.startswith("local:") else key_uri
+
+
+def sign(key_uri: str, data: bytes, *, vault: str | os.PathLike[str] | LocalVault | None = None) -> bytes:
+    """Sign ``data`` with a vault rsa or ec-p256 key (``local:NAME[/V]``); the signature bytes."""
+    return vault_for(vault).sign(_ref(key_uri), data)[1]
+
+
+def sign_versioned(key_uri: str, data: bytes, *, vault: str | os.PathLike[str] | LocalVault | None = None) -> tuple[str, bytes]:
+    """Like :func:`sign`, also returning the exact key version URI that signed."""
+    return vault_for(vault).sign(_ref(key_uri), data)
+
+
+def verify(key_uri: str, data: bytes, signature: bytes, *,
+           vault: str | os.PathLike[str] | LocalVault | None = None) -> str:
+    """Verify a signature; returns the exact key URI that verified, else InvalidSignatureError."""
+    return vault_for(vault).verify(_ref(key_uri), data, signature)
+
+
+def public_key_pem(key_uri: str, *, vault: str | os.PathLike[str] | LocalVault | None = None) -> str:
+    return vault_for(vault).public_key_pem(_ref(key_uri))

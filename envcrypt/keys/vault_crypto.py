@@ -1,0 +1,201 @@
+"""Key kinds of the local vault and the cryptographic operations on them.
+
+Every primitive comes from ``cryptography``:
+
+* ``aes256``  32 random bytes.  wrap/unwrap: AES key wrap with padding (RFC 5649,
+  the DEK wrap of ``local:`` key slots) or without (RFC 3394, ``A256KW``);
+  encrypt/decrypt: AES-256-GCM, ``nonce(12) || ciphertext || tag``.
+* ``rsa``     RSA private key (3072 bits when created; 2048..8192 on import), stored
+  as PKCS#8 DER.  encrypt/decrypt and wrap/unwrap: RSA-OAEP with SHA-256 and
+  MGF1-SHA-256; sign/verify: RSA-PSS, SHA-256, MGF1-SHA-256, salt length 32.
+* ``ec-p256`` ECDSA P-256 private key, PKCS#8 DER.  sign/verify: ECDSA-SHA-256, DER
+  signatures.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature, InvalidTag, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.keywrap import (
+    InvalidUnwrap,
+    aes_key_unwrap,
+    aes_key_unwrap_with_padding,
+    aes_key_wrap,
+    aes_key_wrap_with_padding,
+)
+
+from ..errors import IntegrityError, InvalidSignatureError, WrongKeyError
+
+__all__ = [
+    "KINDS", "DEFAULT_OPS", "ALL_OPS", "generate", "normalize_import", "load_private",
+    "public_pem", "kwp_wrap", "kwp_unwrap", "kw_wrap", "kw_unwrap", "rsa_oaep_encrypt",
+    "rsa_oaep_decrypt", "gcm_encrypt", "gcm_decrypt", "sign", "verify",
+]
+
+AES256 = "aes256"
+RSA = "rsa"
+EC_P256 = "ec-p256"
+KINDS = (AES256, RSA, EC_P256)
+ALL_OPS = ("wrapKey", "unwrapKey", "encrypt", "decrypt", "sign", "verify")
+DEFAULT_OPS = {
+    AES256: ("wrapKey", "unwrapKey", "encrypt", "decrypt"),
+    RSA: ("wrapKey", "unwrapKey", "encrypt", "decrypt", "sign", "verify"),
+    EC_P256: ("sign", "verify"),
+}
+#: operations a kind can do at all
+SUPPORTED_OPS = {
+    AES256: frozenset(DEFAULT_OPS[AES256]),
+    RSA: frozenset(ALL_OPS),
+    EC_P256: frozenset({"sign", "verify"}),
+}
+RSA_CREATE_BITS = 3072
+RSA_MIN_BITS, RSA_MAX_BITS = 2048, 8192
+AES256_SIZE = 32
+GCM_NONCE_SIZE = 12
+
+_OAEP = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
+_PSS = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
+
+
+def generate(kind: str) -> bytes:
+    """Fresh key material of ``kind``: raw bytes (AES) or PKCS#8 DER (RSA, EC)."""
+    if kind == AES256:
+        return os.urandom(AES256_SIZE)
+    if kind == RSA:
+        return _pkcs8(rsa.generate_private_key(public_exponent=65537, key_size=RSA_CREATE_BITS))
+    if kind == EC_P256:
+        return _pkcs8(ec.generate_private_key(ec.SECP256R1()))
+    raise ValueError(f"unknown key kind {kind!r} (one of {', '.join(KINDS)})")
+
+
+def _pkcs8(key: Any) -> bytes:
+    return bytes(key.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ))
+
+
+def normalize_import(kind: str, material: bytes) -> bytes:
+    """Check imported material for ``kind`` and return it in stored form.
+
+    AES: exactly 32 raw bytes.  RSA/EC: an unencrypted private key in PEM or DER.
+    """
+    if kind == AES256:
+        if len(material) != AES256_SIZE:
+            raise ValueError("an aes256 key is exactly 32 bytes")
+        return bytes(material)
+    if kind not in (RSA, EC_P256):
+        raise ValueError(f"unknown key kind {kind!r} (one of {', '.join(KINDS)})")
+    try:
+        if material.lstrip().startswith(b"-----BEGIN"):
+            key = serialization.load_pem_private_key(material, password=None)
+        else:
+            key = serialization.load_der_private_key(material, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise ValueError("imported key material is not an unencrypted private key") from None
+    if kind == RSA:
+        if not isinstance(key, rsa.RSAPrivateKey):
+            raise ValueError("imported key material is not an RSA private key")
+        if not RSA_MIN_BITS <= key.key_size <= RSA_MAX_BITS:
+            raise ValueError(f"RSA keys must have {RSA_MIN_BITS}..{RSA_MAX_BITS} bits")
+    elif not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
+        raise ValueError("imported key material is not an EC P-256 private key")
+    return _pkcs8(key)
+
+
+def load_private(kind: str, material: bytes) -> Any:
+    """The key object for stored material (bytes for AES)."""
+    if kind == AES256:
+        return material
+    return serialization.load_der_private_key(material, password=None)
+
+
+def public_pem(kind: str, key: Any) -> str | None:
+    if kind == AES256:
+        return None
+    return str(key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode("ascii"))
+
+
+# ---------------------------------------------------------------- AES key wrap
+
+
+def kwp_wrap(kek: bytes, key: bytes) -> bytes:
+    """RFC 5649 AES key wrap with padding (the ``local:`` DEK wrap)."""
+    return aes_key_wrap_with_padding(kek, key)
+
+
+def kwp_unwrap(kek: bytes, wrapped: bytes) -> bytes:
+    try:
+        return aes_key_unwrap_with_padding(kek, wrapped)
+    except (InvalidUnwrap, ValueError):
+        raise WrongKeyError("the wrapped key does not unwrap under this key") from None
+
+
+def kw_wrap(kek: bytes, key: bytes) -> bytes:
+    """RFC 3394 AES key wrap (``A256KW``): key length a multiple of 8, at least 16."""
+    return aes_key_wrap(kek, key)
+
+
+def kw_unwrap(kek: bytes, wrapped: bytes) -> bytes:
+    try:
+        return aes_key_unwrap(kek, wrapped)
+    except (InvalidUnwrap, ValueError):
+        raise WrongKeyError("the wrapped key does not unwrap under this key") from None
+
+
+# ---------------------------------------------------------------- RSA-OAEP and AES-GCM
+
+
+def rsa_oaep_encrypt(public_key: Any, data: bytes) -> bytes:
+    """RSA-OAEP, SHA-256, MGF1-SHA-256, no label."""
+    return bytes(public_key.encrypt(data, _OAEP))
+
+
+def rsa_oaep_decrypt(private_key: Any, data: bytes) -> bytes:
+    try:
+        return bytes(private_key.decrypt(data, _OAEP))
+    except ValueError:
+        raise WrongKeyError("RSA-OAEP decryption failed") from None
+
+
+def gcm_encrypt(key: bytes, data: bytes, aad: bytes | None) -> bytes:
+    nonce = os.urandom(GCM_NONCE_SIZE)
+    return nonce + AESGCM(key).encrypt(nonce, data, aad)
+
+
+def gcm_decrypt(key: bytes, data: bytes, aad: bytes | None) -> bytes:
+    if len(data) < GCM_NONCE_SIZE + 16:
+        raise IntegrityError()
+    try:
+        return AESGCM(key).decrypt(data[:GCM_NONCE_SIZE], data[GCM_NONCE_SIZE:], aad)
+    except InvalidTag:
+        raise IntegrityError() from None
+
+
+# ---------------------------------------------------------------- signatures
+
+
+def sign(kind: str, private_key: Any, data: bytes) -> bytes:
+    if kind == RSA:
+        return bytes(private_key.sign(data, _PSS, hashes.SHA256()))
+    if kind == EC_P256:
+        return bytes(private_key.sign(data, ec.ECDSA(hashes.SHA256())))
+    raise ValueError(f"{kind} keys cannot sign")
+
+
+def verify(kind: str, public_key: Any, data: bytes, signature: bytes) -> None:
+    try:
+        if kind == RSA:
+            public_key.verify(signature, data, _PSS, hashes.SHA256())
+        elif kind == EC_P256:
+            public_key.verify(signature, data, ec.ECDSA(hashes.SHA256()))
+        else:
+            raise ValueError(f"{kind} keys cannot verify")
+    except InvalidSignature:
+        raise InvalidSignatureError("the signature does not verify") from None

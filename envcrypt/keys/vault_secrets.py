@@ -1,0 +1,109 @@
+"""The vault's small secrets store: versioned values sealed under the vault master key.
+
+``secrets/NAME.json`` holds every version, each sealed with AES-256-GCM bound to
+``secret:NAME/VERSION``.  Values are bytes (at most 64 KiB); listings never show them.
+Every call is audited (the value never is).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ..errors import EnvcryptError, KeyNotFoundError
+from .audit import AuditLog
+from .vault_store import VaultStore, read_json, write_json
+
+__all__ = ["SecretStore", "MAX_SECRET_SIZE"]
+
+SECRETS_DIR = "secrets"
+MAX_SECRET_SIZE = 64 * 1024
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+T = TypeVar("T")
+
+
+class SecretStore:
+    def __init__(self, store: VaultStore, audit: AuditLog) -> None:
+        self.store, self.audit = store, audit
+
+    def __repr__(self) -> str:
+        return f"SecretStore({str(self.store.path)!r})"
+
+    def _path(self, name: str) -> Path:
+        if not _NAME.match(name):
+            raise ValueError(f"invalid secret name: {name!r}")
+        return self.store.ensure_dir(SECRETS_DIR) / f"{name}.json"
+
+    def _load(self, name: str) -> dict[str, Any]:
+        try:
+            return read_json(self._path(name))
+        except FileNotFoundError:
+            raise KeyNotFoundError(f"no secret {name!r} in the vault") from None
+
+    def _audited(self, op: str, name: str, fn: Callable[[], tuple[int | None, T]]) -> T:
+        try:
+            version, result = fn()
+        except (EnvcryptError, ValueError) as exc:
+            self.audit.record(op, name, None, type(exc).__name__, kind="secret")
+            raise
+        self.audit.record(op, name, version, "ok", kind="secret")
+        return result
+
+    def set(self, name: str, value: bytes | str) -> int:
+        """Store a new version of a secret; returns its version number."""
+        raw = value.encode("utf-8") if isinstance(value, str) else bytes(value)
+        if len(raw) > MAX_SECRET_SIZE:
+            raise ValueError(f"a secret holds at most {MAX_SECRET_SIZE} bytes")
+        self.store.audit_key()
+
+        def run() -> tuple[int, int]:
+            with self.store.locked():
+                path = self._path(name)
+                record = read_json(path) if path.exists() else {"name": name, "versions": []}
+                version = max([v["version"] for v in record["versions"]] + [0]) + 1
+                record["versions"].append({
+                    "version": version, "created": int(time.time()),
+                    "value": self.store.seal(f"secret:{name}/{version}", raw),
+                })
+                write_json(path, record)
+            return version, version
+
+        return self._audited("secret-set", name, run)
+
+    def get(self, name: str, version: int | None = None) -> bytes:
+        """The newest value, or a given version."""
+        def run() -> tuple[int, bytes]:
+            record = self._load(name)
+            entries = record["versions"] if version is None else [
+                v for v in record["versions"] if v["version"] == version]
+            if not entries:
+                raise KeyNotFoundError(f"no version {version} of secret {name!r}")
+            entry = entries[-1]
+            return entry["version"], self.store.open(f"secret:{name}/{entry['version']}", entry["value"])
+
+        return self._audited("secret-get", name, run)
+
+    def list(self) -> list[dict[str, Any]]:
+        out = []
+        for path in sorted(self.store.ensure_dir(SECRETS_DIR).glob("*.json")):
+            record = read_json(path)
+            versions = record["versions"]
+            out.append({"name": record["name"], "versions": len(versions),
+                        "updated": versions[-1]["created"] if versions else None})
+        return out
+
+    def versions(self, name: str) -> list[dict[str, Any]]:
+        return [{"version": v["version"], "created": v["created"]} for v in self._load(name)["versions"]]
+
+    def delete(self, name: str) -> None:
+        """Delete a secret and every version of it."""
+        def run() -> tuple[None, None]:
+            with self.store.locked():
+                self._load(name)
+                self._path(name).unlink()
+            return None, None
+
+        self._audited("secret-delete", name, run)

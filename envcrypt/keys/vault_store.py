@@ -1,0 +1,301 @@
+"""The vault directory: safe file handling and the vault master key.
+
+Layout (directory 0700, every file 0600, no symlinks anywhere)::
+
+    VAULT/
+      vault.json     master key mode: {"master": "keyfile"} or the Argon2id parameters,
+                     salt and the passphrase-sealed master key
+      master.key     32 random bytes (key-file mode only), created on first use
+      keys/NAME.json one record per key (key material sealed under the master key)
+      secrets/NAME.json
+      audit.log      hash-chained JSON lines (see audit.py)
+      .lock          flock for updates of keys and secrets; .audit.lock for the log
+
+The master key seals key material with AES-256-GCM; the associated data names
+what is sealed (``key:NAME/VERSION``, ``secret:NAME/VERSION``), so sealed
+blobs cannot be swapped between records.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import fcntl
+import json
+import os
+import stat
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from ..errors import VaultError
+
+__all__ = ["VaultStore", "Argon2Params", "default_vault_path", "PASSPHRASE_ENV"]
+
+PASSPHRASE_ENV = "ENVCRYPT_VAULT_PASSPHRASE"
+CONFIG_FILE = "vault.json"
+MASTER_KEY_FILE = "master.key"
+LOCK_FILE = ".lock"
+INIT_LOCK_FILE = ".init.lock"
+MASTER_KEY_SIZE = 32
+NONCE_SIZE = 12
+
+# Argon2id bounds (memory in KiB).  Parameters read from vault.json above the
+# caps are refused before any work is done, so a planted vault.json cannot
+# make the process allocate gigabytes or spin for minutes.
+ARGON2_DEFAULT = {"memory_cost": 64 * 1024, "iterations": 3, "lanes": 4}
+ARGON2_MIN = {"memory_cost": 8 * 1024, "iterations": 1, "lanes": 1}
+ARGON2_MAX = {"memory_cost": 1024 * 1024, "iterations": 16, "lanes": 16}
+SALT_SIZE = 16
+
+
+def default_vault_path() -> Path:
+    """``$ENVCRYPT_VAULT``, else ``$XDG_DATA_HOME/envcrypt/vault`` (``~/.local/share/...``)."""
+    configured = os.environ.get("ENVCRYPT_VAULT")
+    if configured:
+        return Path(configured).expanduser()
+    data_home = os.environ.get("XDG_DATA_HOME") or os.path.join(Path.home(), ".local", "share")
+    return Path(data_home) / "envcrypt" / "vault"
+
+
+def b64e(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def b64d(text: str) -> bytes:
+    try:
+        return base64.b64decode(text.encode("ascii"), validate=True)
+    except (ValueError, UnicodeEncodeError):
+        raise VaultError("corrupt base64 field in the vault") from None
+
+
+class Argon2Params:
+    """Bounded Argon2id parameters (memory in KiB)."""
+
+    def __init__(self, memory_cost: int, iterations: int, lanes: int) -> None:
+        values = {"memory_cost": memory_cost, "iterations": iterations, "lanes": lanes}
+        for name, value in values.items():
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise VaultError(f"Argon2id {name} must be an integer")
+            if not ARGON2_MIN[name] <= value <= ARGON2_MAX[name]:
+                raise VaultError(
+                    f"Argon2id {name}={value} is outside the allowed range "
+                    f"{ARGON2_MIN[name]}..{ARGON2_MAX[name]}"
+                )
+        if memory_cost < 8 * lanes:
+            raise VaultError("Argon2id memory_cost must be at least 8 KiB per lane")
+        self.memory_cost, self.iterations, self.lanes = memory_cost, iterations, lanes
+
+    def as_dict(self) -> dict[str, int]:
+        return {"memory_cost": self.memory_cost, "iterations": self.iterations, "lanes": self.lanes}
+
+    def derive(self, passphrase: bytes, salt: bytes) -> bytes:
+        kdf = Argon2id(
+            salt=salt, length=32, iterations=self.iterations, lanes=self.lanes,
+            memory_cost=self.memory_cost,
+        )
+        return kdf.derive(passphrase)
+
+
+def check_private(path: Path, want_dir: bool) -> None:
+    """Refuse symlinks, wrong file types and group/other permissions."""
+    st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode):
+        raise VaultError(f"refusing to use a symlink in the vault: {path}")
+    if want_dir != stat.S_ISDIR(st.st_mode):
+        raise VaultError(f"unexpected file type in the vault: {path}")
+    if st.st_mode & 0o077:
+        raise VaultError(f"insecure permissions on {path} (must not be group/other accessible)")
+    if hasattr(os, "getuid") and st.st_uid != os.getuid():
+        raise VaultError(f"{path} is owned by another user")
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temp file, fsync, rename, fsync dir), mode 0600."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def read_private(path: Path) -> bytes:
+    """Read a vault file after checking it; FileNotFoundError when missing."""
+    check_private(path, want_dir=False)
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as f:
+        return f.read()
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(read_private(path))
+    except json.JSONDecodeError:
+        raise VaultError(f"corrupt vault file: {path.name}") from None
+    if not isinstance(value, dict):
+        raise VaultError(f"corrupt vault file: {path.name}")
+    return value
+
+
+def write_json(path: Path, value: dict[str, Any]) -> None:
+    atomic_write(path, json.dumps(value, indent=1, sort_keys=True).encode())
+
+
+@contextlib.contextmanager
+def flocked(path: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` (created 0600); safe across processes and threads."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+class VaultStore:
+    """The vault directory and its master key.  The master key never leaves this object:
+    no repr, no pickling (only the path travels)."""
+
+    def __init__(self, path: str | os.PathLike[str] | None = None, passphrase: bytes | str | None = None) -> None:
+        self.path = Path(path).expanduser() if path is not None else default_vault_path()
+        if isinstance(passphrase, str):
+            passphrase = passphrase.encode("utf-8")
+        self._passphrase = passphrase
+        self._master: AESGCM | None = None
+        self._audit_key: bytes | None = None
+
+    def __repr__(self) -> str:
+        return f"VaultStore({str(self.path)!r})"
+
+    def __reduce__(self) -> Any:
+        return (type(self), (str(self.path),))
+
+    # ------------------------------------------------------------ layout
+
+    def ensure_dir(self, sub: str | None = None) -> Path:
+        if not self.path.exists():
+            self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        check_private(self.path, want_dir=True)
+        if sub is None:
+            return self.path
+        directory = self.path / sub
+        if not directory.exists():
+            with contextlib.suppress(FileExistsError):
+                directory.mkdir(mode=0o700)
+        check_private(directory, want_dir=True)
+        return directory
+
+    @contextlib.contextmanager
+    def locked(self, name: str = LOCK_FILE) -> Iterator[None]:
+        self.ensure_dir()
+        with flocked(self.path / name):
+            yield
+
+    # ------------------------------------------------------------ master key
+
+    def init(self, passphrase: bytes | str | None = None, params: Argon2Params | None = None) -> None:
+        """Create the vault's master key: a key file, or one sealed under a passphrase."""
+        if isinstance(passphrase, str):
+            passphrase = passphrase.encode("utf-8")
+        with self.locked(INIT_LOCK_FILE):
+            if (self.path / CONFIG_FILE).exists():
+                raise VaultError(f"the vault at {self.path} is already initialised")
+            master = os.urandom(MASTER_KEY_SIZE)
+            if passphrase is None:
+                atomic_write(self.path / MASTER_KEY_FILE, master)
+                write_json(self.path / CONFIG_FILE, {"format": 1, "master": "keyfile"})
+            else:
+                params = params or Argon2Params(**ARGON2_DEFAULT)
+                salt = os.urandom(SALT_SIZE)
+                wrapping = AESGCM(params.derive(passphrase, salt))
+                nonce = os.urandom(NONCE_SIZE)
+                sealed = wrapping.encrypt(nonce, master, b"envcrypt vault master key")
+                write_json(self.path / CONFIG_FILE, {
+                    "format": 1, "master": "argon2id", "argon2id": params.as_dict(),
+                    "salt": b64e(salt), "sealed_master": b64e(nonce + sealed),
+                })
+                self._passphrase = passphrase
+        self._master = None
+
+    def _config(self) -> dict[str, Any]:
+        path = self.path / CONFIG_FILE
+        if not path.exists():
+            if (self.path / MASTER_KEY_FILE).exists():  # a vault made before vault.json existed
+                return {"format": 1, "master": "keyfile"}
+            self.ensure_dir()
+            with contextlib.suppress(VaultError):
+                self.init()
+        return read_json(path)
+
+    def master_mode(self) -> str:
+        return str(self._config()["master"])
+
+    def _master_bytes(self) -> bytes:
+        config = self._config()
+        mode = config.get("master")
+        if mode == "keyfile":
+            raw = read_private(self.path / MASTER_KEY_FILE)
+            if len(raw) != MASTER_KEY_SIZE:
+                raise VaultError("the vault master key file is corrupt")
+            return raw
+        if mode == "argon2id":
+            params = Argon2Params(**config["argon2id"])  # refuses parameters above the cap
+            passphrase = self._passphrase
+            if passphrase is None:
+                env = os.environ.get(PASSPHRASE_ENV)
+                if not env:
+                    raise VaultError(f"the vault is passphrase-protected: set ${PASSPHRASE_ENV}")
+                passphrase = env.encode("utf-8")
+            salt = b64d(config["salt"])
+            sealed = b64d(config["sealed_master"])
+            try:
+                return AESGCM(params.derive(passphrase, salt)).decrypt(
+                    sealed[:NONCE_SIZE], sealed[NONCE_SIZE:], b"envcrypt vault master key"
+                )
+            except InvalidTag:
+                raise VaultError("wrong vault passphrase") from None
+        raise VaultError(f"unknown vault master key mode {mode!r}")
+
+    def _aead(self) -> AESGCM:
+        if self._master is None:
+            raw = self._master_bytes()
+            self._master = AESGCM(raw)
+            self._audit_key = HKDF(hashes.SHA256(), 32, None, b"envcrypt vault audit chain").derive(raw)
+        return self._master
+
+    def audit_key(self) -> bytes:
+        self._aead()
+        assert self._audit_key is not None
+        return self._audit_key
+
+    def seal(self, label: str, data: bytes) -> str:
+        """AES-256-GCM under the master key, bound to ``label``; base64 text."""
+        nonce = os.urandom(NONCE_SIZE)
+        return b64e(nonce + self._aead().encrypt(nonce, data, label.encode()))
+
+    def open(self, label: str, sealed_b64: str) -> bytes:
+        sealed = b64d(sealed_b64)
+        try:
+            return self._aead().decrypt(sealed[:NONCE_SIZE], sealed[NONCE_SIZE:], label.encode())
+        except InvalidTag:
+            raise VaultError(f"sealed vault data for {label} failed to open") from None

@@ -1,0 +1,169 @@
+"""Import (raw and BYOK), backup/restore, sign/verify with vault keys."""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+import envcrypt
+from envcrypt.errors import (
+    IntegrityError,
+    InvalidSignatureError,
+    KeyAccessDeniedError,
+    KeyDeletedError,
+    KeyDisabledError,
+    KeyStateError,
+    WrongKeyError,
+)
+from envcrypt.keys import vault as vault_mod
+from envcrypt.keys.byok import wrap_for_transfer
+from envcrypt.keys.vault import LocalVault
+
+FAST = {"memory_cost": 8 * 1024, "iterations": 1, "lanes": 1}
+
+
+@functools.cache
+def _rsa_pem() -> bytes:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=3072)
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+@pytest.fixture
+def vault(_isolated_vault: Path) -> LocalVault:
+    return LocalVault(_isolated_vault)
+
+
+def test_import_raw_aes_key(vault: LocalVault) -> None:
+    material = os.urandom(32)
+    assert vault.import_key("byo", material) == "local:byo/1"
+    blob = envcrypt.encrypt(b"data", "local:byo")
+    # the slot is RFC 5649 wrap under exactly the imported bytes
+    from cryptography.hazmat.primitives.keywrap import aes_key_unwrap_with_padding
+
+    slot = envcrypt.inspect(blob).key_slots[0]
+    assert len(aes_key_unwrap_with_padding(material, slot.wrapped_dek)) == 32
+    assert vault.import_key("byo", os.urandom(32)) == "local:byo/2"  # a new version
+    with pytest.raises(ValueError):
+        vault.import_key("bad", b"short")
+    with pytest.raises(KeyStateError):
+        vault.import_key("byo", _rsa_pem(), kind="rsa")  # kind mismatch
+
+
+def test_import_rejects_wrong_private_keys(vault: LocalVault) -> None:
+    ec_pem = ec.generate_private_key(ec.SECP384R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    with pytest.raises(ValueError, match="P-256"):
+        vault.import_key("e", ec_pem, kind="ec-p256")
+    with pytest.raises(ValueError, match="RSA"):
+        vault.import_key("r", ec_pem, kind="rsa")
+    with pytest.raises(ValueError):
+        vault.import_key("r", b"not a key", kind="rsa")
+
+
+def test_byok_roundtrip(vault: LocalVault) -> None:
+    transfer_uri, public_pem = vault.create_transfer_key("transfer")
+    material = os.urandom(32)
+    package = wrap_for_transfer(public_pem, material)
+    assert material not in package
+    assert vault.import_byok("customer", transfer_uri, package) == "local:customer/1"
+    assert vault.show_key("customer")["versions"][0]["origin"] == "byok"
+    blob = envcrypt.encrypt(b"data", "local:customer")
+    from cryptography.hazmat.primitives.keywrap import aes_key_unwrap_with_padding
+
+    assert len(aes_key_unwrap_with_padding(material, envcrypt.inspect(blob).key_slots[0].wrapped_dek)) == 32
+    # the transfer key only unwraps BYOK packages: no DEK wrapping, no signing
+    with pytest.raises(KeyAccessDeniedError):
+        envcrypt.encrypt(b"data", "local:transfer")
+    tampered = bytearray(package)
+    tampered[-1] ^= 1
+    with pytest.raises(WrongKeyError):
+        vault.import_byok("customer2", transfer_uri, bytes(tampered))
+
+
+def test_byok_needs_a_transfer_key(vault: LocalVault) -> None:
+    vault.import_key("plain-rsa", _rsa_pem(), kind="rsa")
+    package = wrap_for_transfer(vault.public_key_pem("plain-rsa"), os.urandom(32))
+    with pytest.raises(KeyAccessDeniedError):
+        vault.import_byok("c", "plain-rsa", package)
+
+
+def test_backup_restore_with_passphrase_across_vaults(vault: LocalVault, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("envcrypt.keys.byok.ARGON2_DEFAULT", FAST)
+    vault.create_key("eu")
+    vault.rotate_key("eu")
+    old = envcrypt.encrypt(b"v1", "local:eu/1")
+    backup = vault.backup_key("eu", passphrase="pw")
+    assert (vault.path / "master.key").read_bytes() not in backup
+    other = LocalVault(tmp_path / "other")
+    with pytest.raises(IntegrityError):
+        other.restore_key(backup, passphrase="nope")
+    assert other.restore_key(backup, passphrase="pw") == "local:eu"
+    assert envcrypt.decrypt(old, vault=str(other.path)) == b"v1"
+    with pytest.raises(KeyStateError):
+        other.restore_key(backup, passphrase="pw")
+
+
+def test_backup_restores_after_purge(vault: LocalVault) -> None:
+    vault.create_key("eu")
+    blob = envcrypt.encrypt(b"data", "local:eu")
+    backup = vault.backup_key("eu")
+    vault.delete_key("eu")
+    vault.purge_key("eu")
+    with pytest.raises(KeyDeletedError):
+        envcrypt.decrypt(blob)
+    vault.restore_key(backup)
+    assert envcrypt.decrypt(blob) == b"data"
+
+
+def test_vault_sealed_backup_does_not_open_elsewhere(vault: LocalVault, tmp_path: Path) -> None:
+    vault.create_key("eu")
+    backup = vault.backup_key("eu")
+    edited = backup.replace(b'"name": "eu"', b'"name": "ev"')
+    with pytest.raises(IntegrityError):
+        vault.restore_key(edited)
+    with pytest.raises(IntegrityError):
+        LocalVault(tmp_path / "other").restore_key(backup)
+
+
+def test_sign_verify_ec_and_rsa(vault: LocalVault) -> None:
+    assert vault.create_key("ec", "ec-p256") == "local:ec/1"
+    vault.import_key("rsa", _rsa_pem(), kind="rsa")
+    for uri in ("local:ec", "local:rsa"):
+        signature = vault_mod.sign(uri, b"manifest")
+        assert vault_mod.verify(uri, b"manifest", signature) == f"{uri}/1"
+        with pytest.raises(InvalidSignatureError):
+            vault_mod.verify(uri, b"manifest!", signature)
+    signer, signature = vault_mod.sign_versioned("local:ec", b"m")
+    vault.rotate_key("ec")
+    # an unversioned verify still finds the older version
+    assert vault_mod.verify("local:ec", b"m", signature) == signer == "local:ec/1"
+    assert "BEGIN PUBLIC KEY" in vault_mod.public_key_pem("local:ec/1")
+
+
+def test_sign_state_errors(vault: LocalVault) -> None:
+    vault.create_key("aes")
+    with pytest.raises(KeyAccessDeniedError):
+        vault_mod.sign("local:aes", b"m")
+    vault.create_key("ec", "ec-p256", ops=["verify"])
+    with pytest.raises(KeyAccessDeniedError):
+        vault_mod.sign("local:ec", b"m")
+    vault.set_ops("ec", ["sign", "verify"])
+    signature = vault_mod.sign("local:ec", b"m")
+    vault.disable_key("ec")
+    with pytest.raises(KeyDisabledError):
+        vault_mod.verify("local:ec/1", b"m", signature)
+
+
+def test_rsa_encrypt_decrypt(vault: LocalVault) -> None:
+    vault.import_key("rsa", _rsa_pem(), kind="rsa")
+    uri, ct = vault.encrypt("rsa", b"short secret")
+    assert vault.decrypt(uri, ct) == b"short secret"
+    with pytest.raises(WrongKeyError):
+        vault.decrypt(uri, ct[:-1] + bytes([ct[-1] ^ 1]))
