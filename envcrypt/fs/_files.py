@@ -1,0 +1,270 @@
+"""The file objects of the envcrypt filesystem: a random-access reader and an atomic writer.
+
+``EnvcryptReadFile._fetch_range`` maps a plaintext range to the chunks that
+hold it, fetches exactly those sealed chunks with ONE ranged read of the target
+(``cat_file(path, start, end)``), and opens them with the object's chunk
+cipher straight into the returned buffer.  A read that reaches the end of the
+object always includes the final chunk, which authenticates the length.  The
+last partially-used chunk is kept, so small sequential reads do not fetch a
+chunk twice; nothing else is read ahead (the default ``cache_type`` is
+``"none"``).
+
+If a ranged read fails to authenticate because the object was replaced by a
+rewrap (same immutable header and body prefix, new key slots, so possibly a
+new header length), the reader re-reads the head and continues at the new
+body offset: readers never fail during a rotation.
+
+``EnvcryptWriteFile`` streams through an ``EncryptingWriter`` into an atomic
+sink; the object appears at the path only when ``close`` succeeds, and leaving
+a ``with`` block by an exception aborts: no final chunk, nothing published.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import TYPE_CHECKING, Any
+
+from fsspec.spec import AbstractBufferedFile
+
+from .. import _buffers
+from ..chunked import ChunkCipher
+from ..errors import ClosedError, IntegrityError
+from ..format import BODY_PREFIX_SIZE, CHUNK_SIZE, SEALED_CHUNK_SIZE, TAG_SIZE
+from ..streams import EncryptingWriter
+from ._heads import Head
+from ._sinks import Sink
+
+if TYPE_CHECKING:
+    from .filesystem import EnvcryptFileSystem
+
+__all__ = ["EnvcryptReadFile", "EnvcryptWriteFile"]
+
+
+class EnvcryptReadFile(AbstractBufferedFile):  # type: ignore[misc]
+    DEFAULT_BLOCK_SIZE = 1024 * 1024
+
+    def __init__(
+        self,
+        fs: EnvcryptFileSystem,
+        path: str,
+        head: Head,
+        immutable_size: int,
+        cipher: ChunkCipher,
+        block_size: int | None = None,
+        cache_type: str = "none",
+        cache_options: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        assert head.plaintext_size is not None
+        self._cipher = cipher
+        self._head = head
+        self._immutable_size = immutable_size
+        self._edge_index = -1
+        self._edge = b""
+        self.fetched_bytes = 0  # stored bytes read from the target by this file
+        super().__init__(
+            fs, path, mode="rb", block_size=block_size or "default", cache_type=cache_type,
+            cache_options=cache_options, size=head.plaintext_size, **kwargs,
+        )
+
+    def __repr__(self) -> str:
+        return f"<EnvcryptReadFile {self.path!r}>"
+
+    def __reduce__(self) -> Any:
+        return _reopen, (self.fs, self.path, self.loc)
+
+    # ------------------------------------------------------------ ranged reads
+
+    def _fetch_range(self, start: int, end: int) -> bytes:
+        size = self.size
+        end = min(end, size)
+        if start >= end and not (start == end == size):
+            return b""
+        try:
+            return self._read_plain(start, end)
+        except IntegrityError:
+            if not self._follow_rewrap():
+                raise
+            return self._read_plain(start, end)
+
+    def _read_plain(self, start: int, end: int) -> bytes:
+        size = self.size
+        final_index = size // CHUNK_SIZE
+        first = start // CHUNK_SIZE
+        last = (end - 1) // CHUNK_SIZE if end > start else first
+        if end == size:
+            last = final_index  # reaching the end authenticates the length
+        result, out = _buffers.new_bytes(end - start)
+        done = 0
+        if first == self._edge_index and first < last:
+            # the head of the range is in the chunk kept from the previous read
+            lo = start - first * CHUNK_SIZE
+            piece = self._edge[lo:]
+            out[: len(piece)] = piece
+            done, first = len(piece), first + 1
+        elif first == self._edge_index == last and end - start <= len(self._edge):
+            lo = start - first * CHUNK_SIZE
+            out[:] = self._edge[lo : lo + end - start]
+            return _buffers.finish(result)
+        sealed = self._fetch_sealed(first, last, final_index)
+        self._open_into(sealed, first, last, final_index, start + done, end, out[done:])
+        return _buffers.finish(result)
+
+    def _fetch_sealed(self, first: int, last: int, final_index: int) -> memoryview:
+        body = self._head.header_size + BODY_PREFIX_SIZE
+        lo = body + first * SEALED_CHUNK_SIZE
+        if last == final_index:
+            hi = body + last * SEALED_CHUNK_SIZE + self.size % CHUNK_SIZE + TAG_SIZE
+        else:
+            hi = body + (last + 1) * SEALED_CHUNK_SIZE
+        data = self.fs.target.cat_file(self.path, start=lo, end=hi)
+        self.fetched_bytes += len(data)
+        if len(data) != hi - lo:
+            raise IntegrityError()
+        return memoryview(data)
+
+    def _open_into(
+        self, sealed: memoryview, first: int, last: int, final_index: int, start: int, end: int,
+        out: memoryview,
+    ) -> None:
+        """Open chunks first..last of ``sealed`` and place plaintext [start, end) into ``out``."""
+        cipher = self._cipher
+
+        def run(i: int, j: int, dst: memoryview) -> int:
+            a = (i - first) * SEALED_CHUNK_SIZE
+            b = min((j + 1 - first) * SEALED_CHUNK_SIZE, len(sealed))
+            return cipher.open(i, sealed[a:b], dst, final=j == final_index)
+
+        def edge(i: int) -> bytes:
+            scratch = bytearray(CHUNK_SIZE)
+            n = run(i, i, memoryview(scratch))
+            self._edge_index, self._edge = i, bytes(scratch[:n])
+            return self._edge
+
+        if end == start:  # an empty read at the end: authenticate the final chunk only
+            edge(final_index)
+            return
+        lo = start - first * CHUNK_SIZE
+        tail_whole = end == min((last + 1) * CHUNK_SIZE, self.size)
+        if lo == 0 and tail_whole:
+            run(first, last, out)
+            return
+        pos = 0
+        i = first
+        if lo:
+            piece = edge(first)[lo : lo + len(out)]
+            out[: len(piece)] = piece
+            pos, i = len(piece), first + 1
+        if i > last:
+            return
+        if tail_whole:
+            run(i, last, out[pos:])
+            return
+        if i < last:
+            n = run(i, last - 1, out[pos : pos + (last - i) * CHUNK_SIZE])
+            pos += n
+        piece = edge(last)[: len(out) - pos]
+        out[pos : pos + len(piece)] = piece
+
+    def _follow_rewrap(self) -> bool:
+        """After a failed read: continue if the object was only rewrapped (same body)."""
+        old = self._head
+        fresh = self.fs._head(self.path, refresh=True)
+        if not fresh.encrypted or fresh.plaintext_size != old.plaintext_size:
+            return False
+        keep = self._immutable_size
+        same_immutable = fresh.data[:keep] == old.data[:keep]
+        old_prefix = old.data[old.header_size : old.header_size + BODY_PREFIX_SIZE]
+        new_prefix = fresh.data[fresh.header_size : fresh.header_size + BODY_PREFIX_SIZE]
+        if not same_immutable or old_prefix != new_prefix or fresh == old:
+            return False
+        self._head = fresh
+        return True
+
+
+def _reopen(fs: Any, path: str, loc: int) -> Any:
+    f = fs.open(path, "rb")
+    f.seek(loc)
+    return f
+
+
+class EnvcryptWriteFile(io.RawIOBase):
+    """A write-only file: encrypts into an atomic sink, published on a successful close."""
+
+    def __init__(
+        self, fs: EnvcryptFileSystem, path: str, writer: EncryptingWriter, sink: Sink, autocommit: bool = True
+    ) -> None:
+        super().__init__()
+        self.fs, self.path, self.mode = fs, path, "wb"
+        self._writer, self._sink = writer, sink
+        self.autocommit = autocommit
+        self._sealed = False  # final chunk written, waiting for commit
+        self._done = False
+
+    def __repr__(self) -> str:
+        return f"<EnvcryptWriteFile {self.path!r} closed={self.closed}>"
+
+    def __reduce__(self) -> Any:
+        raise TypeError("a file open for writing cannot be pickled")
+
+    def writable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._writer.tell()
+
+    def write(self, data: Any) -> int:
+        if self.closed:
+            raise ClosedError("write to a closed envcrypt file")
+        return self._writer.write(data)
+
+    def close(self) -> None:
+        """Write the final chunk and publish the object (unless in a transaction)."""
+        if self.closed:
+            return
+        try:
+            self._writer.close()
+            self._sealed = True
+            if self.autocommit:
+                self.commit()
+        except BaseException:
+            self.discard()
+            raise
+        finally:
+            super().close()
+
+    def commit(self) -> None:
+        if self._done:
+            return
+        if not self._sealed:
+            raise ClosedError("commit before the file was closed")
+        self._done = True
+        self._sink.commit()
+        self.fs._written(self.path)
+
+    def discard(self) -> None:
+        """Abort: no final chunk, nothing published at the path."""
+        if self._done:
+            return
+        self._done = True
+        try:
+            if not self._writer.closed:
+                self._writer.abort()
+        finally:
+            self._sink.abort()
+            if not self.closed:
+                super().close()
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is not None:
+            self.discard()
+        else:
+            self.close()
+
+    def __del__(self) -> None:
+        # an unclosed writer that is garbage-collected never publishes anything
+        if not getattr(self, "_done", True) and not self._sealed:
+            try:
+                self.discard()
+            except Exception:
+                pass

@@ -1,0 +1,180 @@
+"""Object heads: the first bytes of stored objects, parsed and cached.
+
+A *head* is what a listing needs to report an exact plaintext size (the
+header length) and what a reader needs to open an object (the header and the
+56-byte body prefix).  Heads are fetched with one short ranged read per
+object — many objects at once through the target's ``cat_ranges``, which is
+concurrent on async targets such as s3fs — and cached process-wide, keyed by
+the target filesystem, the path and a version token (ETag, or mtime + inode,
+or creation time, always with the stored size).  An object without a version
+token is never cached.  A head holds no secret: only stored bytes.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import EnvcryptError, NotEncryptedError
+from ..format import BODY_PREFIX_SIZE, MAGIC, header_length_hint, object_plaintext_size
+
+#: bytes fetched to find a header: enough for the header and body prefix of
+#: objects with a few key slots; longer headers cost one more read
+PROBE_SIZE = 2048
+CACHE_ENTRIES = 65536
+
+_TOKEN_KEYS = ("ETag", "etag", "e_tag", "generation", "VersionId", "version_id")
+_TIME_KEYS = ("mtime", "LastModified", "last_modified", "modified", "updated", "created")
+
+
+@dataclass(frozen=True)
+class Head:
+    """What the first bytes of a stored object say (no secret)."""
+
+    stored_size: int
+    encrypted: bool
+    header_size: int = 0
+    plaintext_size: int | None = None  # None when the stored length is impossible
+    data: bytes = b""  # the first stored bytes (header + body prefix when complete)
+    error: str | None = None  # the error class name for a broken header
+
+    @property
+    def complete(self) -> bool:
+        """Whether ``data`` holds the whole header and the body prefix."""
+        return len(self.data) >= self.open_size
+
+    @property
+    def open_size(self) -> int:
+        return min(self.header_size + BODY_PREFIX_SIZE, self.stored_size)
+
+    @property
+    def size(self) -> int:
+        """The size to report: plaintext when known, else the stored size."""
+        if self.encrypted:
+            return self.plaintext_size if self.plaintext_size is not None else 0
+        return self.stored_size
+
+
+def version_token(info: Mapping[str, Any]) -> Hashable | None:
+    """A token that changes whenever the object at a path is replaced, or None."""
+    size = info.get("size")
+    for key in _TOKEN_KEYS:
+        value = info.get(key)
+        if value:
+            return ("tag", str(value), size)
+    for key in _TIME_KEYS:
+        value = info.get(key)
+        if value:
+            return ("time", str(value), info.get("ino"), size)
+    return None
+
+
+def parse_head(data: bytes, stored_size: int) -> tuple[Head, int | None]:
+    """Parse the first bytes of an object; also return how many bytes a complete head needs."""
+    if stored_size == 0:
+        return Head(0, False), None
+    try:
+        hint = header_length_hint(data)
+    except NotEncryptedError:
+        return Head(stored_size, False, data=data[: len(MAGIC)]), None
+    except EnvcryptError as exc:
+        return Head(stored_size, True, data=data, error=type(exc).__name__), None
+    if hint is None:
+        # the slot length field lies beyond what was fetched: fetch up to it
+        context_length = int.from_bytes(data[12:16], "big")
+        return Head(stored_size, True, data=data), 16 + context_length + 4 + PROBE_SIZE
+    try:
+        size: int | None = object_plaintext_size(hint, stored_size)
+    except ValueError:
+        size = None
+    head = Head(stored_size, True, hint, size, data)
+    want = min(hint + BODY_PREFIX_SIZE, stored_size)
+    return head, (want if len(data) < want else None)
+
+
+class HeadCache:
+    """A bounded LRU of heads keyed by (filesystem token, path) and checked against a version token."""
+
+    def __init__(self, entries: int = CACHE_ENTRIES) -> None:
+        self._entries = entries
+        self._data: OrderedDict[tuple[Hashable, str], tuple[Hashable, Head]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, fs_token: Hashable, path: str, token: Hashable | None) -> Head | None:
+        if token is None:
+            return None
+        with self._lock:
+            hit = self._data.get((fs_token, path))
+            if hit is None or hit[0] != token:
+                return None
+            self._data.move_to_end((fs_token, path))
+            return hit[1]
+
+    def put(self, fs_token: Hashable, path: str, token: Hashable | None, head: Head) -> None:
+        if token is None:
+            return
+        with self._lock:
+            self._data[(fs_token, path)] = (token, head)
+            self._data.move_to_end((fs_token, path))
+            while len(self._data) > self._entries:
+                self._data.popitem(last=False)
+
+    def forget(self, fs_token: Hashable, path: str) -> None:
+        with self._lock:
+            self._data.pop((fs_token, path), None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+
+
+HEADS = HeadCache()
+
+
+def fs_token(target: Any) -> Hashable:
+    try:
+        return str(target._fs_token)
+    except Exception:
+        return id(target)
+
+
+def fetch_heads(target: Any, infos: Sequence[Mapping[str, Any]], *, use_cache: bool = True) -> list[Head]:
+    """Heads of the files described by ``infos`` (target ``info``/``ls`` entries).
+
+    Cached heads are reused; the rest are fetched with one ``cat_ranges`` call
+    (concurrent on async targets), and the rare long header with a second one.
+    """
+    ftok = fs_token(target)
+    heads: list[Head | None] = [None] * len(infos)
+    todo: list[int] = []
+    for i, info in enumerate(infos):
+        size = int(info.get("size") or 0)
+        if size == 0:
+            heads[i] = Head(0, False)
+            continue
+        cached = HEADS.get(ftok, info["name"], version_token(info)) if use_cache else None
+        if cached is not None and cached.stored_size == size:
+            heads[i] = cached
+        else:
+            todo.append(i)
+    want = {i: min(int(infos[i]["size"]), PROBE_SIZE) for i in todo}
+    while todo:
+        paths = [infos[i]["name"] for i in todo]
+        datas = target.cat_ranges(paths, [0] * len(todo), [want[i] for i in todo], on_error="return")
+        again = []
+        for i, data in zip(todo, datas, strict=False):
+            if isinstance(data, BaseException):
+                raise data
+            stored = int(infos[i]["size"])
+            head, more = parse_head(bytes(data), stored)
+            if more is not None and more > len(data) and want[i] < stored:
+                want[i] = min(more, stored)
+                again.append(i)
+                continue
+            heads[i] = head
+            HEADS.put(ftok, infos[i]["name"], version_token(infos[i]), head)
+        todo = again
+    return [h if h is not None else Head(0, False) for h in heads]

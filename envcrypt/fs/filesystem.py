@@ -1,0 +1,361 @@
+"""``EnvcryptFileSystem``: the ``envcrypt::`` fsspec protocol, transparent encryption at rest.
+
+Put ``envcrypt::`` in front of any fsspec URL (``envcrypt::s3://b/k``,
+``envcrypt::file:///d/f``, ``envcrypt::memory://x``, ``envcrypt::abfs://c/p``)
+and every object written through it is an envcrypt object; every object read
+is decrypted.  Options are keyed by protocol as fsspec does::
+
+    storage_options={"envcrypt": {"key_uri": "local:team"}, "s3": {"anon": False}}
+
+Options of the envcrypt layer (none is a secret; all are pickled):
+
+``key_uri``            key URI(s) for new writes (default ``$ENVCRYPT_KEY_URI`` / ``local:default``)
+``key_policy``         ``{prefix: key URI(s)}``, the longest prefix wins over ``key_uri``
+``encryption_context`` authenticated context for new writes (and required on reads)
+``plaintext``          ``"error"`` (default: reading a non-envcrypt object raises
+                       NotEncryptedError) or ``"allow"`` (read it as it is)
+``resolver_options``   options of the key resolvers (``{"vault": "/path"}``, ...)
+``pickle_credentials`` keep credential-like target options when pickled (default False:
+                       workers use their own environment's credentials)
+
+Paths are the target's paths.  Sizes in ``info``/``ls``/``find``/``du`` are exact
+plaintext sizes computed from each object's header length and stored size;
+``stored_size``, ``header_size`` and ``encrypted`` are reported alongside.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import fsspec
+from fsspec.implementations.chained import ChainedFileSystem
+
+from ..envelope import check_context, new_header, open_body
+from ..errors import IntegrityError, MalformedHeaderError, NotEncryptedError, UnsupportedVersionError
+from ..format import BODY_PREFIX_SIZE, parse_header
+from ..streams import EncryptingWriter
+from ._files import EnvcryptReadFile, EnvcryptWriteFile
+from ._heads import HEADS, Head, fetch_heads, fs_token
+from ._sinks import TEMP_PREFIX, open_sink
+from .policy import KeyChoice, KeyPolicy
+
+__all__ = ["EnvcryptFileSystem"]
+
+_SECRET_WORDS = ("secret", "password", "token", "credential", "connection_string", "sas", "account_key")
+_SECRET_NAMES = frozenset({"key", "access_key", "aws_access_key_id", "client_secret", "passphrase"})
+_ERRORS = {"MalformedHeaderError": MalformedHeaderError, "UnsupportedVersionError": UnsupportedVersionError}
+
+
+class _hybrid:
+    """A method that is a classmethod on the class and an instance method on instances."""
+
+    def __init__(self, on_class: Callable[..., Any], on_instance: Callable[..., Any]) -> None:
+        self._cls, self._inst = on_class, on_instance
+
+    def __get__(self, obj: Any, cls: type) -> Callable[..., Any]:
+        if obj is None:
+            return functools.partial(self._cls, cls)
+        return functools.partial(self._inst, obj)
+
+
+def _strip_class(cls: type, path: Any) -> Any:
+    if isinstance(path, list):
+        return [_strip_class(cls, p) for p in path]
+    path = fsspec.utils.stringify_path(path)
+    for prefix in ("envcrypt::", "envcrypt://"):
+        if path.startswith(prefix):
+            path = path[len(prefix) :]
+    return path.rstrip("/") if path.rstrip("/") else ""
+
+
+def _strip_instance(self: EnvcryptFileSystem, path: Any) -> Any:
+    if isinstance(path, list):
+        return [_strip_instance(self, p) for p in path]
+    return self.target._strip_protocol(_strip_class(type(self), path))
+
+
+def _is_secret(name: str) -> bool:
+    lowered = name.lower()
+    return lowered in _SECRET_NAMES or any(word in lowered for word in _SECRET_WORDS)
+
+
+def scrub(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Target options without credential-like entries (recursively)."""
+    out: dict[str, Any] = {}
+    for name, value in options.items():
+        if _is_secret(name):
+            continue
+        out[name] = scrub(value) if isinstance(value, Mapping) else value
+    return out
+
+
+def _rebuild(cls: type, options: dict[str, Any]) -> EnvcryptFileSystem:
+    return cls(**options)  # type: ignore[no-any-return]
+
+
+class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
+    """Transparent envelope encryption over any fsspec filesystem (see the module docstring)."""
+
+    protocol = "envcrypt"
+    root_marker = ""
+    _strip_protocol = _hybrid(_strip_class, _strip_instance)  # type: ignore[assignment]
+
+    def __init__(
+        self,
+        fo: str = "",
+        *,
+        target_protocol: str | None = None,
+        target_options: Mapping[str, Any] | None = None,
+        fs: Any = None,
+        key_uri: KeyChoice | None = None,
+        key_policy: Mapping[str, KeyChoice] | None = None,
+        encryption_context: Mapping[str, str] | None = None,
+        plaintext: str = "error",
+        resolver_options: Mapping[str, Any] | None = None,
+        pickle_credentials: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if plaintext not in ("error", "allow"):
+            raise ValueError("plaintext must be 'error' or 'allow'")
+        if fs is None:
+            protocol = target_protocol or "file"
+            fs = fsspec.filesystem(protocol, **dict(target_options or {}))
+        self.target = fs
+        self._target_protocol = target_protocol
+        self._target_options = dict(target_options or {})
+        self._given_fs = target_protocol is None and target_options is None and fs is not None
+        self.root = fs._strip_protocol(fo) if fo else ""
+        self.root_marker = fs.root_marker
+        self.key_uri = key_uri
+        self.policy = KeyPolicy(key_policy)
+        self.encryption_context = dict(encryption_context or {})
+        self.plaintext = plaintext
+        self.resolver_options = dict(resolver_options or {})
+        self.pickle_credentials = pickle_credentials
+
+    def __repr__(self) -> str:
+        return f"<EnvcryptFileSystem over {type(self.target).__name__} key_uri={self.key_uri!r}>"
+
+    # ------------------------------------------------------------ pickling (no secrets)
+
+    def _options(self) -> dict[str, Any]:
+        options: dict[str, Any] = {
+            "key_uri": self.key_uri,
+            "key_policy": self.policy.as_dict() or None,
+            "encryption_context": self.encryption_context or None,
+            "plaintext": self.plaintext,
+            "resolver_options": self.resolver_options or None,
+            "pickle_credentials": self.pickle_credentials,
+        }
+        if self._given_fs:
+            options["fs"] = self.target
+        else:
+            target_options = self._target_options
+            options["target_protocol"] = self._target_protocol
+            options["target_options"] = target_options if self.pickle_credentials else scrub(target_options)
+        if self.root:
+            options["fo"] = self.root
+        return {k: v for k, v in options.items() if v is not None}
+
+    def __reduce__(self) -> Any:
+        return _rebuild, (type(self), self._options())
+
+    def unstrip_protocol(self, name: str) -> str:
+        return "envcrypt::" + self.target.unstrip_protocol(name)
+
+    # ------------------------------------------------------------ heads and sizes
+
+    def _fs_tok(self) -> Any:
+        return fs_token(self.target)
+
+    def _decorate(self, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Copies of target entries with plaintext sizes (heads fetched concurrently)."""
+        files = [e for e in entries if e.get("type") == "file"]
+        heads = dict(zip((id(e) for e in files), fetch_heads(self.target, files), strict=False)) if files else {}
+        out = []
+        for entry in entries:
+            copy = dict(entry)
+            head = heads.get(id(entry))
+            if head is not None:
+                _apply(copy, head)
+            out.append(copy)
+        return out
+
+    def _hidden(self, name: str) -> bool:
+        return name.rsplit("/", 1)[-1].startswith(TEMP_PREFIX)
+
+    def _head(self, path: str, refresh: bool = False) -> Head:
+        path = self._strip_protocol(path)
+        if refresh:
+            HEADS.forget(self._fs_tok(), path)
+            self.target.invalidate_cache(path)
+        info = self.target.info(path)
+        if info.get("type") != "file":
+            raise IsADirectoryError(path)
+        return fetch_heads(self.target, [info], use_cache=not refresh)[0]
+
+    def info(self, path: str, **kwargs: Any) -> dict[str, Any]:
+        path = self._strip_protocol(path)
+        info = self.target.info(path, **kwargs)
+        if info.get("type") != "file":
+            return dict(info)
+        return self._decorate([info])[0]
+
+    def ls(self, path: str, detail: bool = True, **kwargs: Any) -> Any:
+        path = self._strip_protocol(path)
+        entries = self.target.ls(path, detail=True, **kwargs)
+        entries = [e for e in entries if not self._hidden(e["name"])]
+        if not detail:
+            return [e["name"] for e in entries]
+        return self._decorate(entries)
+
+    def find(self, path: str, maxdepth: int | None = None, withdirs: bool = False, detail: bool = False,
+             **kwargs: Any) -> Any:
+        path = self._strip_protocol(path)
+        found = self.target.find(path, maxdepth=maxdepth, withdirs=withdirs, detail=True, **kwargs)
+        names = [n for n in found if not self._hidden(n)]
+        if not detail:
+            return names
+        decorated = self._decorate([found[n] for n in names])
+        return dict(zip(names, decorated, strict=False))
+
+    def glob(self, path: str, maxdepth: int | None = None, **kwargs: Any) -> Any:
+        detail = kwargs.pop("detail", False)
+        path = self._strip_protocol(path) if "::" in path or "://" in path else path
+        found = self.target.glob(path, maxdepth=maxdepth, detail=True, **kwargs)
+        names = [n for n in found if not self._hidden(n)]
+        if not detail:
+            return names
+        return dict(zip(names, self._decorate([found[n] for n in names]), strict=False))
+
+    def exists(self, path: str, **kwargs: Any) -> bool:
+        return bool(self.target.exists(self._strip_protocol(path), **kwargs))
+
+    def lexists(self, path: str, **kwargs: Any) -> bool:
+        return bool(self.target.lexists(self._strip_protocol(path), **kwargs))
+
+    def isdir(self, path: str) -> bool:
+        return bool(self.target.isdir(self._strip_protocol(path)))
+
+    def isfile(self, path: str) -> bool:
+        return bool(self.target.isfile(self._strip_protocol(path)))
+
+    def created(self, path: str) -> Any:
+        return self.target.created(self._strip_protocol(path))
+
+    def modified(self, path: str) -> Any:
+        return self.target.modified(self._strip_protocol(path))
+
+    # ------------------------------------------------------------ namespace operations
+
+    def mkdir(self, path: str, create_parents: bool = True, **kwargs: Any) -> None:
+        self.target.mkdir(self._strip_protocol(path), create_parents=create_parents, **kwargs)
+
+    def makedirs(self, path: str, exist_ok: bool = False) -> None:
+        self.target.makedirs(self._strip_protocol(path), exist_ok=exist_ok)
+
+    def rmdir(self, path: str) -> None:
+        self.target.rmdir(self._strip_protocol(path))
+
+    def rm_file(self, path: str) -> None:
+        path = self._strip_protocol(path)
+        self.target.rm_file(path)
+        self._written(path)
+
+    def rm(self, path: Any, recursive: bool = False, maxdepth: int | None = None) -> None:
+        self.target.rm(self._strip_protocol(path), recursive=recursive, maxdepth=maxdepth)
+        self.invalidate_cache()
+
+    def _rm(self, path: str) -> None:
+        self.rm_file(path)
+
+    def cp_file(self, path1: str, path2: str, **kwargs: Any) -> None:
+        """Copy the stored ciphertext (no decryption; the copy opens with the same keys)."""
+        self.target.cp_file(self._strip_protocol(path1), self._strip_protocol(path2), **kwargs)
+        self._written(self._strip_protocol(path2))
+
+    def mv(self, path1: Any, path2: Any, recursive: bool = False, maxdepth: int | None = None,
+           **kwargs: Any) -> None:
+        self.target.mv(self._strip_protocol(path1), self._strip_protocol(path2), recursive=recursive,
+                       maxdepth=maxdepth, **kwargs)
+        self.invalidate_cache()
+
+    def invalidate_cache(self, path: str | None = None) -> None:
+        if path is None:
+            HEADS.clear()
+            self.target.invalidate_cache()
+        else:
+            path = self._strip_protocol(path)
+            HEADS.forget(self._fs_tok(), path)
+            self.target.invalidate_cache(path)
+
+    def _written(self, path: str) -> None:
+        HEADS.forget(self._fs_tok(), path)
+        self.target.invalidate_cache(path)
+        self.target.invalidate_cache(self.target._parent(path))
+
+    # ------------------------------------------------------------ files
+
+    def key_for(self, path: str) -> KeyChoice | None:
+        """The key URI(s) new writes at ``path`` use: key policy, else ``key_uri``, else the default."""
+        chosen = self.policy.for_path(self._strip_protocol(path), self.target._strip_protocol, self.root)
+        return chosen if chosen is not None else self.key_uri
+
+    def _open(self, path: str, mode: str = "rb", block_size: Any = None, autocommit: bool = True,
+              cache_options: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+        path = self._strip_protocol(path)
+        if "a" in mode or "+" in mode:
+            raise NotImplementedError(
+                f"mode {mode!r} is not supported by envcrypt: an object is sealed when it is closed "
+                "(its final chunk authenticates its length), so it cannot be appended to or updated; "
+                "rewrite it instead"
+            )
+        if mode in ("wb", "xb"):
+            if mode == "xb" and self.target.exists(path):
+                raise FileExistsError(path)
+            return self._open_write(path, autocommit, block_size)
+        if mode != "rb":
+            raise ValueError(f"unsupported mode {mode!r}")
+        return self._open_read(path, block_size, cache_options, **kwargs)
+
+    def _open_write(self, path: str, autocommit: bool, block_size: Any) -> EnvcryptWriteFile:
+        dek, header = new_header(self.key_for(path), self.encryption_context, self.resolver_options)
+        sink = open_sink(self.target, path, block_size=block_size if isinstance(block_size, int) else None)
+        try:
+            writer = EncryptingWriter(sink.raw, header, dek)
+        except BaseException:
+            sink.abort()
+            raise
+        return EnvcryptWriteFile(self, path, writer, sink, autocommit)
+
+    def _open_read(self, path: str, block_size: Any, cache_options: Any, **kwargs: Any) -> Any:
+        head = self._head(path)
+        if not head.encrypted:
+            if self.plaintext == "allow":
+                return self.target.open(path, "rb", block_size=block_size, cache_options=cache_options, **kwargs)
+            raise NotEncryptedError(f"{path} is not an envcrypt object (pass plaintext='allow' to read it)")
+        if head.error is not None:
+            raise _ERRORS.get(head.error, MalformedHeaderError)(f"{path}: unreadable envcrypt header")
+        if head.plaintext_size is None:
+            raise IntegrityError()
+        header, header_size = parse_header(head.data)
+        check_context(header, self.encryption_context)
+        prefix = head.data[header_size : header_size + BODY_PREFIX_SIZE]
+        cipher = open_body(header, prefix, self.resolver_options)
+        immutable = len(header.immutable)
+        kwargs.pop("size", None)
+        return EnvcryptReadFile(
+            self, path, head, immutable, cipher, block_size=block_size,
+            cache_type=kwargs.pop("cache_type", "none"), cache_options=cache_options, **kwargs,
+        )
+
+
+def _apply(entry: dict[str, Any], head: Head) -> None:
+    entry["stored_size"] = head.stored_size
+    entry["encrypted"] = head.encrypted
+    entry["size"] = head.size
+    if head.encrypted:
+        entry["header_size"] = head.header_size
