@@ -1,0 +1,183 @@
+"""envcrypt:: over S3: a real moto server through s3fs, raw bytes checked with boto3; pandas and pyarrow."""
+
+from __future__ import annotations
+
+import io
+import os
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import fsspec
+import pytest
+
+from envcrypt import NotEncryptedError
+from envcrypt.format import CHUNK_SIZE
+from envcrypt.fs import EnvcryptFileSystem
+
+pytestmark = pytest.mark.cloud
+
+pd = pytest.importorskip("pandas")
+pa = pytest.importorskip("pyarrow")
+pq = pytest.importorskip("pyarrow.parquet")
+ds = pytest.importorskip("pyarrow.dataset")
+boto3 = pytest.importorskip("boto3")
+pytest.importorskip("s3fs")
+
+
+@pytest.fixture
+def s3(moto_server: str) -> Iterator[dict[str, Any]]:
+    """A fresh bucket; yields the bucket name, boto3 client and storage options."""
+    client = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1")
+    bucket = f"b-{uuid.uuid4().hex[:12]}"
+    client.create_bucket(Bucket=bucket)
+    options = {"s3": {"client_kwargs": {"endpoint_url": moto_server}, "skip_instance_cache": True}}
+    yield {"bucket": bucket, "client": client, "options": options, "endpoint": moto_server}
+
+
+def _raw(s3: dict[str, Any], key: str) -> bytes:
+    return bytes(s3["client"].get_object(Bucket=s3["bucket"], Key=key)["Body"].read())
+
+
+def _keys(s3: dict[str, Any]) -> list[str]:
+    listing = s3["client"].list_objects_v2(Bucket=s3["bucket"])
+    return sorted(o["Key"] for o in listing.get("Contents", []))
+
+
+def _fs(s3: dict[str, Any], **options: Any) -> EnvcryptFileSystem:
+    fs, _ = fsspec.core.url_to_fs(f"envcrypt::s3://{s3['bucket']}", envcrypt=options, **s3["options"])
+    assert isinstance(fs, EnvcryptFileSystem)
+    return fs
+
+
+def test_write_read_sizes_and_raw_ciphertext(s3: dict[str, Any]) -> None:
+    fs = _fs(s3)
+    data = b"card=4111111111111111;" * 5000
+    fs.pipe_file(f"{s3['bucket']}/dir/a.bin", data)
+    raw = _raw(s3, "dir/a.bin")
+    assert raw[:8] == b"ENVCRYPT" and b"4111111111111111" not in raw
+    info = fs.info(f"{s3['bucket']}/dir/a.bin")
+    assert info["size"] == len(data) and info["stored_size"] == len(raw)
+    assert fs.cat_file(f"{s3['bucket']}/dir/a.bin", 1000, 70000) == data[1000:70000]
+    for i in range(12):
+        fs.pipe_file(f"{s3['bucket']}/dir/n{i:02d}", b"x" * (i * 1000))
+    fs.invalidate_cache()
+    sizes = {e["name"].rsplit("/", 1)[-1]: e["size"] for e in fs.ls(f"{s3['bucket']}/dir", detail=True)}
+    assert sizes["a.bin"] == len(data) and all(sizes[f"n{i:02d}"] == i * 1000 for i in range(12))
+    assert fs.du(f"{s3['bucket']}/dir") == len(data) + sum(i * 1000 for i in range(12))
+
+
+def test_exception_in_with_leaves_no_object_not_even_multipart(s3: dict[str, Any]) -> None:
+    fs = _fs(s3)
+    with pytest.raises(RuntimeError):
+        with fs.open(f"{s3['bucket']}/small", "wb") as f:
+            f.write(b"tiny")
+            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError):
+        with fs.open(f"{s3['bucket']}/large", "wb", block_size=5 * 2**20) as f:
+            for _ in range(3):
+                f.write(os.urandom(5 * 2**20))  # parts of a multipart upload go out
+            raise RuntimeError("boom")
+    assert _keys(s3) == []
+    uploads = s3["client"].list_multipart_uploads(Bucket=s3["bucket"]).get("Uploads", [])
+    assert uploads == []
+    with fs.open(f"{s3['bucket']}/large", "wb", block_size=5 * 2**20) as f:
+        f.write(b"y" * (11 * 2**20))
+    assert fs.info(f"{s3['bucket']}/large")["size"] == 11 * 2**20
+    assert _raw(s3, "large")[:8] == b"ENVCRYPT"
+
+
+def test_ranged_read_fetches_only_the_chunks(s3: dict[str, Any]) -> None:
+    fs = _fs(s3)
+    data = os.urandom(64 * CHUNK_SIZE)
+    fs.pipe_file(f"{s3['bucket']}/r", data)
+    with fs.open(f"{s3['bucket']}/r") as f:
+        f.seek(40 * CHUNK_SIZE + 7)
+        assert f.read(100) == data[40 * CHUNK_SIZE + 7 : 40 * CHUNK_SIZE + 107]
+        assert f.fetched_bytes == CHUNK_SIZE + 16
+
+
+def test_plaintext_object_is_refused(s3: dict[str, Any]) -> None:
+    s3["client"].put_object(Bucket=s3["bucket"], Key="plain.txt", Body=b"hello")
+    with pytest.raises(NotEncryptedError):
+        _fs(s3).cat_file(f"{s3['bucket']}/plain.txt")
+    assert _fs(s3, plaintext="allow").cat_file(f"{s3['bucket']}/plain.txt") == b"hello"
+
+
+def _frame(n: int = 2000) -> Any:
+    return pd.DataFrame({
+        "id": range(n),
+        "email": [f"user{i}@example.com" for i in range(n)],
+        "amount": [i * 0.5 for i in range(n)],
+        "region": ["eu" if i % 2 else "us" for i in range(n)],
+    })
+
+
+def test_pandas_csv_json_parquet(s3: dict[str, Any]) -> None:
+    df = _frame()
+    so = s3["options"]
+    base = f"envcrypt::s3://{s3['bucket']}"
+    fs = _fs(s3)
+    df.to_csv(f"{base}/t.csv", index=False, storage_options=so)
+    pd.testing.assert_frame_equal(pd.read_csv(f"{base}/t.csv", storage_options=so), df)
+    csv_bytes = df.to_csv(index=False).encode()
+    assert fs.info(f"{s3['bucket']}/t.csv")["size"] == len(csv_bytes)
+    df.to_json(f"{base}/t.json", orient="records", lines=True, storage_options=so)
+    back = pd.read_json(f"{base}/t.json", orient="records", lines=True, storage_options=so)
+    pd.testing.assert_frame_equal(back, df)
+    df.to_parquet(f"{base}/t.parquet", storage_options=so)
+    pd.testing.assert_frame_equal(pd.read_parquet(f"{base}/t.parquet", storage_options=so), df)
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(f"{base}/t.parquet", columns=["email"], storage_options=so), df[["email"]]
+    )
+    for key in ("t.csv", "t.json", "t.parquet"):
+        raw = _raw(s3, key)
+        assert raw[:8] == b"ENVCRYPT" and b"user1@example.com" not in raw and b"PAR1" not in raw[:100]
+    plain_parquet = io.BytesIO()
+    df.to_parquet(plain_parquet)
+    assert fs.info(f"{s3['bucket']}/t.parquet")["size"] == len(plain_parquet.getvalue())
+
+
+def test_pyarrow_tables_and_partitioned_datasets(s3: dict[str, Any]) -> None:
+    fs = _fs(s3)
+    bucket = s3["bucket"]
+    table = pa.Table.from_pandas(_frame(3000), preserve_index=False)
+    pq.write_table(table, f"{bucket}/one.parquet", filesystem=fs)
+    assert pq.read_table(f"{bucket}/one.parquet", filesystem=fs).equals(table)
+    assert pq.read_table(f"{bucket}/one.parquet", filesystem=fs, columns=["id"]).num_rows == 3000
+    pq.write_to_dataset(table, f"{bucket}/lake", partition_cols=["region"], filesystem=fs)
+    dataset = ds.dataset(f"{bucket}/lake", filesystem=fs, format="parquet", partitioning="hive")
+    got = dataset.to_table().to_pandas().sort_values("id").reset_index(drop=True)
+    assert list(got["id"]) == list(range(3000))
+    assert set(got["region"].astype(str)) == {"eu", "us"}
+    eu = dataset.to_table(filter=ds.field("region") == "eu")
+    assert eu.num_rows == 1500
+    stored = [k for k in _keys(s3) if k.startswith("lake/")]
+    assert len(stored) == 2
+    for key in stored:
+        raw = _raw(s3, key)
+        assert raw[:8] == b"ENVCRYPT" and b"PAR1" not in raw
+        plain = fs.cat_file(f"{bucket}/{key}")
+        assert plain[:4] == b"PAR1" and fs.info(f"{bucket}/{key}")["size"] == len(plain)
+
+
+def test_listing_fetches_heads_in_one_concurrent_batch_and_caches_them(s3: dict[str, Any]) -> None:
+    import s3fs
+
+    class CountingS3(s3fs.S3FileSystem):  # a real s3fs, counting its batched ranged reads
+        batches: list[int] = []
+
+        async def _cat_ranges(self, paths: Any, *args: Any, **kwargs: Any) -> Any:
+            self.batches.append(len(paths))
+            return await super()._cat_ranges(paths, *args, **kwargs)
+
+    target = CountingS3(client_kwargs={"endpoint_url": s3["endpoint"]}, skip_instance_cache=True)
+    fs = EnvcryptFileSystem(fs=target, skip_instance_cache=True)
+    for i in range(20):
+        fs.pipe_file(f"{s3['bucket']}/many/{i:03d}", b"v" * i)
+    fs.invalidate_cache()
+    entries = fs.ls(f"{s3['bucket']}/many", detail=True)
+    assert [e["size"] for e in entries] == list(range(20))
+    assert CountingS3.batches == [20]  # one batch of 20 ranged reads, gathered concurrently
+    fs.ls(f"{s3['bucket']}/many", detail=True)
+    assert CountingS3.batches == [20]  # cached by ETag
