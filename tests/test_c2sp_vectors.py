@@ -40,6 +40,7 @@ from envcrypt.format import (
     KeySlot,
 )
 from envcrypt.streams import DecryptingReader
+from tests.test_streams import Pipe
 
 WYCHEPROOF = Path(__file__).resolve().parents[2] / "shared" / "vectors" / "wycheproof"
 FILES = {
@@ -207,23 +208,6 @@ def reference(v: Vector) -> tuple[bytes, bool]:
     return released, False
 
 
-class ForwardOnly(io.RawIOBase):
-    """A non-seekable source that returns short reads (like a pipe or socket)."""
-
-    def __init__(self, data: bytes, step: int = 5000) -> None:
-        self._data, self._pos, self._step = data, 0, step
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        n = min(len(view), self._step, len(self._data) - self._pos)
-        view[:n] = self._data[self._pos : self._pos + n]
-        self._pos += n
-        return n
-
-
 ANY_HEADER = Header({}, (KeySlot("local:unused/1", 1, bytes(40)),))
 
 
@@ -232,7 +216,7 @@ def bare_reader(v: Vector, cipher: ChunkCipher, seekable: bool) -> DecryptingRea
 
     Like ``open_reader``, it is handed the source positioned after salt and commitment.
     """
-    source: Any = io.BytesIO(v.ct) if seekable else ForwardOnly(v.ct)
+    source: Any = io.BytesIO(v.ct) if seekable else Pipe(v.ct, step=5000)
     source.read(BODY_PREFIX_SIZE)
     return DecryptingReader(source, ANY_HEADER, 0, cipher)
 

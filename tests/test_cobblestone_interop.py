@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any
 
 import pytest
 from cryptography.cobblestone import Cobblestone256Decryptor, Cobblestone256Encryptor
@@ -24,6 +23,7 @@ from envcrypt.envelope import new_header, unwrap_dek, wrap_dek
 from envcrypt.errors import WrongKeyError
 from envcrypt.format import BODY_PREFIX_SIZE, CHUNK_SIZE, body_size, parse_header
 from envcrypt.keys.vault import LocalVault
+from tests.test_streams import Pipe
 
 SIZES = [0, 1, CHUNK_SIZE - 1, CHUNK_SIZE, CHUNK_SIZE + 1, 3 * CHUNK_SIZE + 100, 70 * CHUNK_SIZE + 3]
 CONTEXTS: list[dict[str, str]] = [{}, {"tenant": "acme", "table": "orders", "é": "ü\x00"}]
@@ -57,17 +57,6 @@ def object_from_reference(plaintext: bytes, context: dict[str, str]) -> bytes:
     """A header from envcrypt (fresh DEK, wrapped by the vault) + a body from the reference."""
     dek, header = new_header("local:default", context, {})
     return header.pack() + reference_encrypt(dek, header.immutable, plaintext)
-
-
-class Pipe(io.RawIOBase):
-    def __init__(self, data: bytes) -> None:
-        self._src = io.BytesIO(data)
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        return self._src.readinto(memoryview(buffer)[:7919])
 
 
 # ---------------------------------------------------------------- envcrypt -> reference

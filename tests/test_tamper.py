@@ -42,21 +42,11 @@ from envcrypt.format import (
     parse_header,
 )
 from envcrypt.keys.vault import LocalVault
+from tests.test_streams import Pipe
 
 C = CHUNK_SIZE
 S = SEALED_CHUNK_SIZE
 SMALL = bytes(range(1, 101))  # one short chunk
-
-
-class Pipe(io.RawIOBase):
-    def __init__(self, data: bytes) -> None:
-        self._src = io.BytesIO(data)
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        return self._src.readinto(memoryview(buffer)[:5003])
 
 
 def read_to_end(reader: Any) -> bytes:
