@@ -33,6 +33,7 @@ from envcrypt.errors import EnvcryptError, IntegrityError, WrongKeyError
 from envcrypt.format import (
     BODY_PREFIX_SIZE,
     CHUNK_SIZE,
+    MAX_CHUNKS,
     SALT_SIZE,
     SEALED_CHUNK_SIZE,
     TAG_SIZE,
@@ -432,3 +433,32 @@ def test_runs_of_whole_chunks_open_at_any_index(bits: int, threads: int) -> None
         # a whole chunk is never a valid final chunk
         with pytest.raises(IntegrityError):
             cipher.open(first, src, memoryview(out), final=True)
+
+
+def test_nonce_is_base_nonce_xor_big_endian_counter() -> None:
+    v = load(256)[0]
+    assert v.base_nonce is not None
+    cipher = v.raw_cipher()
+    base = int.from_bytes(v.base_nonce, "big")
+    for index in (0, 1, 0xFF, 0x100, 0x1_0000_0000, MAX_CHUNKS - 1):
+        assert cipher.nonce(index) == (base ^ index).to_bytes(12, "big")
+    assert cipher.nonce(0) == v.base_nonce
+    for bad in (-1, MAX_CHUNKS):
+        with pytest.raises(IntegrityError):
+            cipher.nonce(bad)
+
+
+def test_chunk_counter_stops_at_two_to_the_38() -> None:
+    """The last chunk index is 2**38 - 1; a run reaching 2**38 is refused on both sides."""
+    cipher = load(256)[0].raw_cipher()
+    sealed = bytearray(TAG_SIZE)
+    assert cipher.seal(MAX_CHUNKS - 1, memoryview(b""), memoryview(sealed), final=True) == TAG_SIZE
+    out = bytearray(0)
+    assert cipher.open(MAX_CHUNKS - 1, memoryview(sealed), memoryview(out), final=True) == 0
+    with pytest.raises(IntegrityError):
+        cipher.open(MAX_CHUNKS, memoryview(sealed), memoryview(out), final=True)
+    with pytest.raises(EnvcryptError):
+        cipher.seal(MAX_CHUNKS, memoryview(b""), memoryview(sealed), final=True)
+    two = bytearray(SEALED_CHUNK_SIZE + TAG_SIZE)
+    with pytest.raises(EnvcryptError):  # a full chunk at 2**38 - 1 would need a final one at 2**38
+        cipher.seal(MAX_CHUNKS - 1, memoryview(bytes(CHUNK_SIZE)), memoryview(two), final=True)
