@@ -5,7 +5,9 @@ from __future__ import annotations
 import array
 import io
 import os
+import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -204,3 +206,16 @@ def test_object_inside_a_larger_file(tmp_path: Path) -> None:
     assert reader.read(6) == plaintext[C - 3 : C + 3]
     container.seek(1000)
     assert envcrypt.inspect(container).header_size == parse_header(blob)[1]
+
+
+def test_concurrent_callers_share_the_pool(threads: int) -> None:
+    """Several threads running parallel chunk runs at once all get their own bytes back,
+    and the GIL switch interval is put back when the last run ends."""
+    switch = sys.getswitchinterval()
+    plaintexts = [data(40 * C + i, seed=i) for i in range(6)]
+    blobs = [envcrypt.encrypt(p) for p in plaintexts]
+    with ThreadPoolExecutor(6) as callers:
+        again = list(callers.map(envcrypt.encrypt, plaintexts))
+        opened = list(callers.map(envcrypt.decrypt, blobs + again))
+    assert opened == plaintexts + plaintexts
+    assert sys.getswitchinterval() == switch

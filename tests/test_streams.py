@@ -257,6 +257,18 @@ def test_small_read_at_a_large_offset_touches_at_most_two_chunks(
         assert sum(source.fetched) <= 2 * SEALED_CHUNK_SIZE
 
 
+@pytest.mark.parametrize(("offset", "length"), [(0, 600 * C + 5), (100, 300 * C), (C - 1, 257 * C + 2), (5, 256 * C)])
+def test_long_reads_across_batches(shared_vault: str, offset: int, length: int) -> None:
+    """Reads longer than one batch of chunks (4 MiB), aligned or not, in one call."""
+    size = 600 * C + 5
+    plaintext = make(size)
+    reader = envcrypt.open_reader(io.BytesIO(envcrypt.encrypt(plaintext, vault=shared_vault)), vault=shared_vault)
+    reader.seek(offset)
+    buf = bytearray(length)
+    assert reader.readinto(buf) == min(length, size - offset)
+    assert buf[: size - offset] == plaintext[offset : offset + length]
+
+
 def test_size_opens_only_the_final_chunk(shared_vault: str, opened_chunks: list[int]) -> None:
     size = 100 * C + 5
     source = ReadLog(envcrypt.encrypt(make(size), vault=shared_vault))
