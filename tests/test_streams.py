@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import io
 from pathlib import Path
 from typing import Any
@@ -444,6 +445,34 @@ def test_exception_inside_writer_block_writes_no_final_chunk(written: int, batch
         envcrypt.open_reader(Pipe(blob)).read()
     with pytest.raises(ClosedError):
         writer.write(b"more")
+
+
+def test_writer_dropped_without_close_is_never_sealed() -> None:
+    out = io.BytesIO()
+    writer = envcrypt.open_writer(out)
+    writer.write(make(3 * C))
+    del writer
+    gc.collect()
+    with pytest.raises(IntegrityError):
+        envcrypt.decrypt(out.getvalue())
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="core bug/hazard: an io wrapper's __exit__ closes the raw writer first, and close() "
+    "seals the final chunk, so an exception leaves a truncated object that decrypts as complete",
+)
+@pytest.mark.parametrize("wrap", ["text", "buffered"])
+def test_exception_inside_a_wrapped_writer_writes_no_final_chunk(wrap: str) -> None:
+    out = io.BytesIO()
+    with pytest.raises(RuntimeError):
+        with envcrypt.open_writer(out) as writer, (
+            io.TextIOWrapper(writer, encoding="utf-8") if wrap == "text" else io.BufferedWriter(writer)
+        ) as wrapped:
+            wrapped.write("row 1\n" if wrap == "text" else b"row 1\n")  # type: ignore[arg-type]
+            raise RuntimeError("the producer failed")
+    with pytest.raises(IntegrityError):
+        envcrypt.decrypt(out.getvalue())
 
 
 def test_abort_then_close_writes_nothing_more() -> None:
