@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any, Mapping, Sequence, Union
 
@@ -36,7 +37,8 @@ from .format import (
     parse_header,
     plaintext_size,
 )
-from .keys.base import check_options, default_key_uri, get_resolver, split_key_uri
+from .keys.base import _hashable, check_options, default_key_uri, get_resolver, split_key_uri
+from .keys.cache import CACHE_OPTION, DekCache, choose_cache
 
 __all__ = ["encrypt", "decrypt", "inspect", "ObjectInfo", "KeyUris"]
 
@@ -63,7 +65,8 @@ def normalize_key_uris(key_uri: KeyUris) -> list[str]:
 def wrap_dek(
     dek: bytes, key_uris: Sequence[str], encryption_context: Mapping[str, str], options: Mapping[str, Any]
 ) -> tuple[KeySlot, ...]:
-    """Wrap ``dek`` once per master key."""
+    """Wrap ``dek`` once per master key (never cached: rewrap relies on this)."""
+    options = _resolver_options(options)
     check_options({split_key_uri(u)[0] for u in key_uris}, options)
     slots = []
     for uri in key_uris:
@@ -72,36 +75,98 @@ def wrap_dek(
     return tuple(slots)
 
 
+def _resolver_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The options without the DEK cache setting (which is ours, not a resolver's)."""
+    return {k: v for k, v in options.items() if k != CACHE_OPTION}
+
+
+def _cache_for(schemes: Sequence[str], options: Mapping[str, Any]) -> tuple[DekCache | None, dict[str, Any]]:
+    plain = _resolver_options(options)
+    setting = options.get(CACHE_OPTION)
+    if setting is False:
+        return None, plain
+    check_options(set(schemes), plain)
+    resolvers = [get_resolver(scheme, **plain) for scheme in dict.fromkeys(schemes)]
+    return choose_cache(setting, resolvers), plain
+
+
+def _options_key(options: Mapping[str, Any]) -> tuple[Any, ...]:
+    return tuple(sorted((k, _hashable(v)) for k, v in options.items()))
+
+
 def new_header(
-    key_uri: KeyUris, encryption_context: Mapping[str, str] | None, options: Mapping[str, Any]
+    key_uri: KeyUris,
+    encryption_context: Mapping[str, str] | None,
+    options: Mapping[str, Any],
+    plaintext_size: int | None = None,
 ) -> tuple[bytes, Header]:
-    """A fresh random DEK and a header whose key slots wrap it."""
+    """A DEK and a header whose key slots wrap it.
+
+    The DEK is fresh, or taken from the DEK cache when it is on for these keys
+    (``plaintext_size``, when known, is charged to the cache entry's byte budget).
+    """
     context = dict(encryption_context or {})
+    uris = normalize_key_uris(key_uri)
+    cache, plain = _cache_for([split_key_uri(u)[0] for u in uris], options)
+    cache_key = None
+    if cache is not None:
+        cache_key = (tuple(uris), Header(context, ()).immutable, _options_key(plain))
+        hit = cache.take_encryption(cache_key, plaintext_size)
+        if hit is not None:
+            return hit[0], Header(context, hit[1])
     dek = os.urandom(DEK_SIZE)
-    slots = wrap_dek(dek, normalize_key_uris(key_uri), context, options)
+    slots = wrap_dek(dek, uris, context, plain)
+    if cache is not None:
+        cache.put_encryption(cache_key, dek, slots, plaintext_size)
     return dek, Header(context, slots)
 
 
-def unwrap_dek(header: Header, options: Mapping[str, Any]) -> list[bytes]:
-    """Candidate DEKs from the slots this process can open, in slot order.
+def _slot_deks(header: Header, options: Mapping[str, Any]) -> Iterator[tuple[bytes, Any]]:
+    """``(dek, cache key)`` per slot this process can open, lazily, in slot order.
 
     Raises the first key error when no slot opens at all.
     """
-    check_options({split_key_uri(s.key_uri)[0] for s in header.key_slots}, options)
-    candidates: list[bytes] = []
+    schemes: list[str] = []
     first_error: EnvcryptError | None = None
     for slot in header.key_slots:
         try:
-            resolver = get_resolver(split_key_uri(slot.key_uri)[0], **options)
-            candidates.append(resolver.unwrap(slot, header.encryption_context))
-        except (KeyError_, WrongKeyError) as exc:
-            first_error = first_error or exc
+            schemes.append(split_key_uri(slot.key_uri)[0])
         except ValueError as exc:  # an unparseable URI in a slot
             first_error = first_error or MalformedHeaderError(str(exc))
-    if not candidates:
+    cache, plain = _cache_for(schemes, options) if schemes else (None, _resolver_options(options))
+    check_options(set(schemes), plain)
+    opened = False
+    for slot in header.key_slots:
+        cache_key = None
+        if cache is not None:
+            cache_key = (slot.key_uri, slot.wrap_algorithm, slot.wrapped_dek, header.immutable, _options_key(plain))
+            dek = cache.take_decryption(cache_key)
+            if dek is not None:
+                opened = True
+                yield dek, None
+                continue
+        try:
+            resolver = get_resolver(split_key_uri(slot.key_uri)[0], **plain)
+            dek = resolver.unwrap(slot, header.encryption_context)
+        except (KeyError_, WrongKeyError) as exc:
+            first_error = first_error or exc
+            continue
+        except ValueError as exc:
+            first_error = first_error or MalformedHeaderError(str(exc))
+            continue
+        opened = True
+        yield dek, (cache, cache_key) if cache is not None else None
+    if not opened:
         assert first_error is not None
         raise first_error
-    return candidates
+
+
+def unwrap_dek(header: Header, options: Mapping[str, Any]) -> list[bytes]:
+    """Candidate DEKs from every slot this process can open, in slot order.
+
+    Raises the first key error when no slot opens at all.
+    """
+    return [dek for dek, _ in _slot_deks(header, options)]
 
 
 def check_context(header: Header, expected: Mapping[str, str] | None) -> None:
@@ -114,16 +179,25 @@ def check_context(header: Header, expected: Mapping[str, str] | None) -> None:
 
 
 def open_body(header: Header, prefix: bytes, options: Mapping[str, Any]) -> ChunkCipher:
-    """The chunk cipher of an object, after the key commitment accepted one of its DEKs."""
+    """The chunk cipher of an object, after the key commitment accepted one of its DEKs.
+
+    Slots are tried lazily in order (a later slot's key service is not called
+    when an earlier slot opens); a DEK enters the DEK cache only after its
+    commitment checked.
+    """
     if len(prefix) < BODY_PREFIX_SIZE:
         raise IntegrityError()
     context = header.immutable
     error: WrongKeyError | None = None
-    for dek in unwrap_dek(header, options):
+    for dek, remember in _slot_deks(header, options):
         try:
-            return open_message(dek, context, prefix)
+            cipher = open_message(dek, context, prefix)
         except WrongKeyError as exc:
             error = exc
+            continue
+        if remember is not None:
+            remember[0].put_decryption(remember[1], dek)
+        return cipher
     assert error is not None
     raise error
 
@@ -145,7 +219,7 @@ def encrypt(
     ``encryption_context`` is authenticated, stored in clear, and bound to the body.
     """
     plaintext = memoryview(data).cast("B")
-    dek, header = new_header(key_uri, encryption_context, resolver_options)
+    dek, header = new_header(key_uri, encryption_context, resolver_options, len(plaintext))
     head = header.pack()
     prefix, cipher = new_message(dek, header.immutable)
     total = len(head) + body_size(len(plaintext))

@@ -1,0 +1,167 @@
+"""The DEK cache: fewer key-service calls for many small objects.
+
+Reusing one DEK for many objects is safe with the C2SP body: every message
+derives its own AEAD key from a fresh 24-byte salt.  Two caches share one
+policy:
+
+* **encryption**: ``(key URIs, encryption context, resolver options)`` -> the DEK
+  and its key slots.  An entry serves at most ``max_objects`` objects and
+  ``max_bytes`` plaintext bytes (sizes that are unknown up front, as in streaming
+  writes, are charged as 0 bytes) and lives at most ``max_age`` seconds.
+* **decryption**: ``(slot bytes, encryption context, resolver options)`` -> the DEK,
+  used at most ``max_objects`` times within ``max_age`` seconds.
+
+Both hold at most ``max_entries`` entries (least recently used out first) and
+are thread-safe.  A DEK in the cache is still usable after the master key is
+disabled, until the entry ages out: that is the usual trade of DEK caching
+(AWS Encryption SDK, Tink) and the reason for a short default age.
+
+The envelope layer turns the cache on by default only when every resolver of
+an object says ``cache_by_default`` (on for ``aws-kms``, off for ``local``); the
+resolver option ``dek_cache`` (False, True or a :class:`DekCache`) overrides
+that, and ``ENVCRYPT_DEK_CACHE=0`` turns the default off everywhere.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import Any
+
+from ..format import KeySlot
+
+__all__ = ["DekCache", "default_cache", "CACHE_OPTION"]
+
+CACHE_OPTION = "dek_cache"
+ENV_SWITCH = "ENVCRYPT_DEK_CACHE"
+
+
+@dataclass
+class _Entry:
+    dek: bytes
+    slots: tuple[KeySlot, ...]
+    created: float
+    objects: int = 0
+    nbytes: int = 0
+
+
+class DekCache:
+    """A bounded, thread-safe cache of data keys (never pickled, never shown)."""
+
+    def __init__(
+        self,
+        max_age: float = 300.0,
+        max_objects: int = 10_000,
+        max_bytes: int = 64 * 1024**3,
+        max_entries: int = 1024,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if max_age <= 0 or max_objects < 1 or max_bytes < 0 or max_entries < 1:
+            raise ValueError("DEK cache limits must be positive")
+        self.max_age, self.max_objects, self.max_bytes = max_age, max_objects, max_bytes
+        self.max_entries = max_entries
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._encrypt: OrderedDict[Hashable, _Entry] = OrderedDict()
+        self._decrypt: OrderedDict[Hashable, _Entry] = OrderedDict()
+        self.hits = self.misses = 0
+
+    def __repr__(self) -> str:
+        return (f"DekCache(max_age={self.max_age}, max_objects={self.max_objects}, "
+                f"max_bytes={self.max_bytes}, entries={len(self._encrypt) + len(self._decrypt)})")
+
+    def __reduce__(self) -> Any:
+        raise TypeError("a DekCache holds data keys and cannot be pickled")
+
+    def _live(self, table: OrderedDict[Hashable, _Entry], key: Hashable, nbytes: int) -> _Entry | None:
+        entry = table.get(key)
+        if entry is None:
+            return None
+        if (self._clock() - entry.created >= self.max_age or entry.objects >= self.max_objects
+                or entry.nbytes + nbytes > self.max_bytes):
+            del table[key]
+            return None
+        table.move_to_end(key)
+        return entry
+
+    def _insert(self, table: OrderedDict[Hashable, _Entry], key: Hashable, entry: _Entry) -> None:
+        table[key] = entry
+        table.move_to_end(key)
+        while len(table) > self.max_entries:
+            table.popitem(last=False)
+
+    # ------------------------------------------------------------ encryption
+
+    def take_encryption(self, key: Hashable, plaintext_size: int | None) -> tuple[bytes, tuple[KeySlot, ...]] | None:
+        """A cached DEK and slots for one more object, charged to the entry; None on a miss."""
+        nbytes = plaintext_size or 0
+        with self._lock:
+            entry = self._live(self._encrypt, key, nbytes)
+            if entry is None:
+                self.misses += 1
+                return None
+            entry.objects += 1
+            entry.nbytes += nbytes
+            self.hits += 1
+            return entry.dek, entry.slots
+
+    def put_encryption(self, key: Hashable, dek: bytes, slots: tuple[KeySlot, ...], plaintext_size: int | None) -> None:
+        """Remember a fresh DEK that has already been used for one object."""
+        nbytes = plaintext_size or 0
+        if nbytes > self.max_bytes:
+            return
+        with self._lock:
+            self._insert(self._encrypt, key, _Entry(dek, slots, self._clock(), 1, nbytes))
+
+    # ------------------------------------------------------------ decryption
+
+    def take_decryption(self, key: Hashable) -> bytes | None:
+        with self._lock:
+            entry = self._live(self._decrypt, key, 0)
+            if entry is None:
+                self.misses += 1
+                return None
+            entry.objects += 1
+            self.hits += 1
+            return entry.dek
+
+    def put_decryption(self, key: Hashable, dek: bytes) -> None:
+        with self._lock:
+            self._insert(self._decrypt, key, _Entry(dek, (), self._clock(), 1, 0))
+
+    def clear(self) -> None:
+        with self._lock:
+            self._encrypt.clear()
+            self._decrypt.clear()
+            self.hits = self.misses = 0
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._encrypt) + len(self._decrypt)
+
+
+_default = DekCache()
+
+
+def default_cache() -> DekCache:
+    """The process-wide cache used when ``dek_cache`` is not given a cache of its own."""
+    return _default
+
+
+def choose_cache(setting: Any, resolvers: list[Any]) -> DekCache | None:
+    """The cache to use for an operation: from the ``dek_cache`` option, else the resolvers' default."""
+    if isinstance(setting, DekCache):
+        return setting
+    if setting is None:
+        if os.environ.get(ENV_SWITCH, "").lower() in ("0", "off", "false", "no"):
+            return None
+        setting = bool(resolvers) and all(getattr(r, "cache_by_default", False) for r in resolvers)
+    if setting is True:
+        return _default
+    if setting is False:
+        return None
+    raise TypeError("dek_cache is True, False, None or a DekCache")
