@@ -1,0 +1,93 @@
+"""The fs command line: ls|cat|cp|put|get|rm|inspect|rewrap|migrate|manifest|encrypt-tree|decrypt-tree."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from envcrypt.cli import main
+
+from .fs_helpers import make_key
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    code = main(list(argv))
+    return code, capsys.readouterr().out
+
+
+def test_put_ls_cat_get_cp_rm_inspect(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    make_key("cli")
+    local = tmp_path / "report.csv"
+    local.write_bytes(b"id,card\n1,4111111111111111\n" * 1000)
+    store = tmp_path / "store"
+    store.mkdir()
+    assert _run(capsys, "put", str(local), f"file://{store}/report.csv", "--key", "local:cli")[0] == 0
+    assert (store / "report.csv").read_bytes()[:8] == b"ENVCRYPT"
+    code, out = _run(capsys, "ls", f"file://{store}", "--json")
+    rows = json.loads(out)
+    assert code == 0 and rows[0]["size"] == local.stat().st_size and rows[0]["encrypted"] is True
+    assert rows[0]["stored_size"] == (store / "report.csv").stat().st_size
+    assert _run(capsys, "cat", f"{store}/report.csv", "--range", "0", "8") == (0, "id,card\n")
+    code, out = _run(capsys, "inspect", f"{store}/report.csv", "--json")
+    assert json.loads(out)["key_slots"][0]["key_uri"] == "local:cli/1"
+    assert _run(capsys, "cp", f"{store}/report.csv", f"{store}/copy.csv")[0] == 0
+    assert (store / "copy.csv").read_bytes() == (store / "report.csv").read_bytes()
+    assert _run(capsys, "get", f"{store}/copy.csv", str(tmp_path / "back.csv"))[0] == 0
+    assert (tmp_path / "back.csv").read_bytes() == local.read_bytes()
+    assert _run(capsys, "rm", f"{store}/copy.csv")[0] == 0
+    assert not (store / "copy.csv").exists()
+    plain = store / "plain.txt"
+    plain.write_bytes(b"not encrypted")
+    assert main(["cat", str(plain)]) == 2  # NotEncryptedError, a clear message
+    assert "NotEncryptedError" in capsys.readouterr().err
+    assert _run(capsys, "cat", str(plain), "--plaintext", "allow")[1] == "not encrypted"
+
+
+def test_trees_migrate_rewrap_manifest(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    for i in range(5):
+        (src / "d" / f"{i}.txt").write_bytes(b"row\n" * (i * 100))
+    enc = f"file://{tmp_path}/enc"
+    code, out = _run(capsys, "encrypt-tree", str(src), enc, "--json", "--no-progress")
+    assert code == 0 and json.loads(out)["done"] == 5
+    assert main(["encrypt-tree", str(src), enc, "--json"]) == 0  # resumable: all skipped
+    captured = capsys.readouterr()
+    assert json.loads(captured.out) == {"done": 0, "skipped": 5, "failed": []}
+    assert "encrypt-tree: 5/5" in captured.err  # the plain progress counter (no tqdm installed)
+    make_key("next")
+    code, out = _run(capsys, "rewrap", enc, "--to", "local:next", "-r", "--json", "--no-progress")
+    assert code == 0 and json.loads(out)["done"] == 5
+    make_key("signer", "ec-p256")
+    assert _run(capsys, "manifest", "sign", enc, "--key", "local:signer")[0] == 0
+    code, out = _run(capsys, "manifest", "verify", enc, "--json")
+    assert code == 0 and json.loads(out)["ok"] is True
+    (tmp_path / "enc" / "d" / "0.txt").unlink()
+    code, out = _run(capsys, "manifest", "verify", enc)
+    assert code == 1 and "removed     d/0.txt" in out
+    code, out = _run(capsys, "decrypt-tree", enc, str(tmp_path / "dec"), "--json", "--no-progress")
+    assert code == 0 and (tmp_path / "dec" / "d" / "3.txt").read_bytes() == b"row\n" * 300
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "p.csv").write_bytes(b"a,b\n")
+    code, out = _run(capsys, "migrate", str(tmp_path / "plain"), "--json", "--no-progress")
+    assert json.loads(out)["done"] == 1 and (tmp_path / "plain" / "p.csv").read_bytes()[:8] == b"ENVCRYPT"
+
+
+@pytest.mark.cloud
+def test_cli_over_s3(moto_server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import boto3
+
+    bucket = f"cli-{uuid.uuid4().hex[:10]}"
+    client: Any = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1")
+    client.create_bucket(Bucket=bucket)
+    options = json.dumps({"s3": {"client_kwargs": {"endpoint_url": moto_server}}})
+    (tmp_path / "x.bin").write_bytes(b"\x00" * 70_000)
+    assert _run(capsys, "put", str(tmp_path / "x.bin"), f"s3://{bucket}/k/x.bin", "-o", options)[0] == 0
+    code, out = _run(capsys, "ls", f"s3://{bucket}/k", "-o", options, "--json")
+    assert json.loads(out)[0]["size"] == 70_000
+    raw = client.get_object(Bucket=bucket, Key="k/x.bin")["Body"].read()
+    assert raw[:8] == b"ENVCRYPT" and len(raw) > 70_000

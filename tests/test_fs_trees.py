@@ -1,0 +1,168 @@
+"""Key policy, tree encryption/decryption, migration, rewrap and signed manifests."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import fsspec
+import pytest
+
+from envcrypt import EnvcryptError, inspect
+from envcrypt.format import CHUNK_SIZE
+from envcrypt.fs import EnvcryptFileSystem, KeyPolicy, trees
+from envcrypt.fs import manifest as mf
+from envcrypt.keys.vault import LocalVault
+
+from .fs_helpers import make_key
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    files = {"a.csv": b"id,email\n1,x@example.com\n", "sub/b.bin": os.urandom(3 * CHUNK_SIZE + 7),
+             "sub/deeper/c.txt": b"hello " * 5000, "empty": b""}
+    for rel, data in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+    return files
+
+
+def test_key_policy_longest_prefix() -> None:
+    policy = KeyPolicy({"tenants/a/": "local:a", "tenants/": "local:t", "": "local:default"})
+    assert policy.for_path("/lake/tenants/a/x", root="/lake") == "local:a"
+    assert policy.for_path("/lake/tenants/ab/x", root="/lake") == "local:t"
+    assert policy.for_path("/lake/other", root="/lake") == "local:default"
+    assert KeyPolicy({"tenants/a/": "local:a"}).for_path("/lake/x", root="/lake") is None
+    with pytest.raises(ValueError):
+        KeyPolicy({"x/": "not-a-uri"})
+
+
+def test_per_tenant_keys_and_crypto_shredding() -> None:
+    make_key("tenant-a")
+    make_key("tenant-b")
+    fs, root = fsspec.core.url_to_fs(
+        "envcrypt::memory://lake-policy",
+        envcrypt={"key_policy": {"tenants/a/": "local:tenant-a", "tenants/b/": "local:tenant-b"}},
+    )
+    fs.pipe_file(f"{root}/tenants/a/x.csv", b"alpha")
+    fs.pipe_file(f"{root}/tenants/b/y.csv", b"beta")
+    fs.pipe_file(f"{root}/shared.csv", b"common")
+    memory = fsspec.filesystem("memory")
+    slot = lambda p: inspect(memory.cat_file(p)).key_uris  # noqa: E731
+    assert slot(f"{root}/tenants/a/x.csv") == ["local:tenant-a/1"]
+    assert slot(f"{root}/tenants/b/y.csv") == ["local:tenant-b/1"]
+    assert slot(f"{root}/shared.csv") == ["local:default/1"]
+    vault = LocalVault()
+    vault.delete_key("tenant-a")
+    vault.purge_key("tenant-a")
+    with pytest.raises(EnvcryptError):
+        fs.cat_file(f"{root}/tenants/a/x.csv")
+    assert fs.cat_file(f"{root}/tenants/b/y.csv") == b"beta"
+    memory.rm(root, recursive=True)
+
+
+def test_encrypt_and_decrypt_tree_resumable(tmp_path: Path) -> None:
+    src, enc, dec = tmp_path / "src", tmp_path / "enc", tmp_path / "dec"
+    src.mkdir()
+    files = _tree(src)
+    report = trees.encrypt_tree(str(src), f"file://{enc}", progress=False)
+    assert report.ok and len(report.done) == len(files)
+    for rel, data in files.items():
+        stored = (enc / rel).read_bytes()
+        assert stored[:8] == b"ENVCRYPT" and (not data or data[:20] not in stored)
+    again = trees.encrypt_tree(str(src), f"file://{enc}", progress=False)
+    assert again.done == [] and len(again.skipped) == len(files)
+    (enc / "sub/b.bin").unlink()  # an interrupted run: only the missing object is redone
+    resumed = trees.encrypt_tree(str(src), f"file://{enc}", progress=False)
+    assert [p.rsplit("/", 1)[-1] for p in resumed.done] == ["b.bin"]
+    back = trees.decrypt_tree(f"file://{enc}", str(dec), progress=False)
+    assert back.ok and len(back.done) == len(files)
+    for rel, data in files.items():
+        assert (dec / rel).read_bytes() == data
+    assert trees.decrypt_tree(f"file://{enc}", str(dec), progress=False).done == []
+
+
+def test_migrate_in_place(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    files = _tree(tmp_path / "data")
+    fs = EnvcryptFileSystem(target_protocol="file", skip_instance_cache=True)
+    fs.pipe_file(str(tmp_path / "data/already.bin"), b"enc")
+    before = (tmp_path / "data/already.bin").read_bytes()
+    report = trees.migrate(str(tmp_path / "data"), progress=False)
+    assert report.ok and len(report.done) == len(files) and len(report.skipped) == 1
+    assert (tmp_path / "data/already.bin").read_bytes() == before
+    for rel, data in files.items():
+        assert (tmp_path / "data" / rel).read_bytes()[:8] == b"ENVCRYPT"
+        assert fs.cat_file(str(tmp_path / "data" / rel)) == data
+    assert trees.migrate(str(tmp_path / "data"), progress=False).done == []
+
+
+def test_rewrap_prefix_replaces_only_key_slots(tmp_path: Path) -> None:
+    old, new = make_key("old"), make_key("new-key-with-longer-name")
+    fs = EnvcryptFileSystem(target_protocol="file", key_uri=old, skip_instance_cache=True)
+    data = os.urandom(5 * CHUNK_SIZE)
+    paths = [str(tmp_path / f"r/{i}") for i in range(3)]
+    for p in paths:
+        fs.makedirs(os.path.dirname(p), exist_ok=True)
+        fs.pipe_file(p, data)
+    before = {p: Path(p).read_bytes() for p in paths}
+    reader = fs.open(paths[0], "rb")
+    assert reader.read(10) == data[:10]
+    report = trees.rewrap(f"file://{tmp_path}/r", new, recursive=True, progress=False)
+    assert report.ok and len(report.done) == 3
+    for p in paths:
+        after = Path(p).read_bytes()
+        old_info, new_info = inspect(before[p]), inspect(after)
+        assert new_info.key_uris == ["local:new-key-with-longer-name/1"]
+        assert after[new_info.header_size :] == before[p][old_info.header_size :]  # body byte-identical
+        assert fs.cat_file(p) == data
+    reader.seek(4 * CHUNK_SIZE)
+    assert reader.read() == data[4 * CHUNK_SIZE :]  # an open reader follows the rewrap
+    assert trees.rewrap(f"file://{tmp_path}/r", new, recursive=True, progress=False).skipped == sorted(paths)
+
+
+def test_signed_manifest_detects_add_remove_swap_rollback() -> None:
+    signer = make_key("signer", "ec-p256")
+    fs = EnvcryptFileSystem(target_protocol="memory", target_options={}, skip_instance_cache=True)
+    root = "/manifest-lake"
+    for name in ("a", "b", "c"):
+        fs.pipe_file(f"{root}/{name}", name.encode() * 100)
+    old_a = fs.target.cat_file(f"{root}/a")
+    fs.pipe_file(f"{root}/a", b"a2" * 100)  # a newer version of a
+    mf.sign_manifest(fs, root, "local:signer")
+    fs.pipe_file(f"{root}/a", b"a3" * 100)
+    mf.sign_manifest(fs, root, signer)  # re-signed: remembers a's older digests
+    assert mf.verify_manifest(fs, root).ok
+    trees.rewrap(f"envcrypt::memory://{root}", make_key("rotated"), recursive=True, progress=False)
+    assert mf.verify_manifest(fs, root).ok  # a rotation is not a change
+    b, c = fs.target.cat_file(f"{root}/b"), fs.target.cat_file(f"{root}/c")
+    fs.target.pipe_file(f"{root}/b", c)
+    fs.target.pipe_file(f"{root}/c", b)
+    fs.pipe_file(f"{root}/new", b"x")
+    fs.target.pipe_file(f"{root}/a", old_a)
+    result = mf.verify_manifest(fs, root)
+    assert not result.ok
+    assert result.added == ["new"] and result.removed == []
+    assert sorted(result.swapped) == [("b", "c"), ("c", "b")]
+    assert result.rolled_back == [] and result.changed == ["a"]  # older than any signed version
+    fs.target.rm_file(f"{root}/new")
+    fs.target.pipe_file(f"{root}/a", b"junk")
+    assert mf.verify_manifest(fs, root).changed == ["a"]
+    # tampering with the manifest itself breaks the signature
+    path = f"{root}/{mf.MANIFEST_NAME}"
+    fs.target.pipe_file(path, fs.target.cat_file(path).replace(b'"size": 100', b'"size": 101', 1))
+    assert mf.verify_manifest(fs, root).error is not None
+    fs.target.rm(root, recursive=True)
+
+
+def test_manifest_reports_rollback_to_a_signed_version() -> None:
+    make_key("signer2", "ec-p256")
+    fs = EnvcryptFileSystem(target_protocol="memory", target_options={}, skip_instance_cache=True)
+    root = "/manifest-rollback"
+    fs.pipe_file(f"{root}/x", b"v1")
+    v1 = fs.target.cat_file(f"{root}/x")
+    mf.sign_manifest(fs, root, "local:signer2")
+    fs.pipe_file(f"{root}/x", b"v2")
+    mf.sign_manifest(fs, root, "local:signer2")
+    fs.target.pipe_file(f"{root}/x", v1)
+    assert mf.verify_manifest(fs, root).rolled_back == ["x"]
+    fs.target.rm(root, recursive=True)
