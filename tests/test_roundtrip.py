@@ -9,6 +9,7 @@ import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -219,3 +220,36 @@ def test_concurrent_callers_share_the_pool(threads: int) -> None:
         opened = list(callers.map(envcrypt.decrypt, blobs + again))
     assert opened == plaintexts + plaintexts
     assert sys.getswitchinterval() == switch
+
+
+def test_sixteen_key_slots_and_no_more(vault: LocalVault) -> None:
+    uris = [f"local:{vault.create_key(f'k{i}').split(':')[1].split('/')[0]}" for i in range(17)]
+    blob = envcrypt.encrypt(b"many", uris[:16])
+    assert len(envcrypt.inspect(blob).key_slots) == 16
+    assert envcrypt.decrypt(blob) == b"many"
+    with pytest.raises(ValueError):
+        envcrypt.encrypt(b"many", uris)
+
+
+def test_inspect_reports_sizes_only_when_the_length_is_possible() -> None:
+    blob = envcrypt.encrypt(data(2 * C + 3))
+    header_size = parse_header(blob)[1]
+    assert envcrypt.inspect(blob).plaintext_size == 2 * C + 3
+    assert envcrypt.inspect(blob[:-19]).plaintext_size is None  # cut at a chunk boundary
+    assert envcrypt.inspect(blob[:-4]).plaintext_size is None  # cut inside the tag
+    assert envcrypt.inspect(blob[:-3]).plaintext_size == 2 * C  # unauthenticated: only a guess
+    info = envcrypt.inspect(io.BytesIO(blob))
+    assert (info.header_size, info.stored_size, info.plaintext_size) == (header_size, len(blob), 2 * C + 3)
+
+    class Stream(io.RawIOBase):
+        def __init__(self) -> None:
+            self._src = io.BytesIO(blob)
+
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, buffer: Any) -> int:
+            return self._src.readinto(buffer)
+
+    streamed = envcrypt.inspect(Stream())
+    assert streamed.header_size == header_size and streamed.stored_size is None and streamed.plaintext_size is None
