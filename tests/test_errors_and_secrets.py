@@ -105,6 +105,21 @@ def test_wrong_dek_is_wrong_key_before_any_chunk() -> None:
         open_message(dek, header.immutable + b"\x00", prefix)
 
 
+def test_commitment_failures_decrypt_no_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
+    blob = envcrypt.encrypt(b"data" * 10_000, encryption_context={"k": "v"})
+    size = parse_header(blob)[1]
+    calls: list[int] = []
+    monkeypatch.setattr(ChunkCipher, "open", lambda *args: calls.append(1))
+    for offset in (size, size + SALT_SIZE + 3):  # salt, commitment
+        bad = bytearray(blob)
+        bad[offset] ^= 0x10
+        with pytest.raises(WrongKeyError):
+            envcrypt.decrypt(bytes(bad))
+        with pytest.raises(WrongKeyError):
+            envcrypt.open_reader(io.BytesIO(bytes(bad)))
+    assert calls == []
+
+
 def test_thread_count_must_be_positive() -> None:
     with pytest.raises(ValueError):
         set_threads(0)
