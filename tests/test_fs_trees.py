@@ -28,10 +28,13 @@ def _tree(root: Path) -> dict[str, bytes]:
 
 def test_key_policy_longest_prefix() -> None:
     policy = KeyPolicy({"tenants/a/": "local:a", "tenants/": "local:t", "": "local:default"})
-    assert policy.for_path("/lake/tenants/a/x", root="/lake") == "local:a"
-    assert policy.for_path("/lake/tenants/ab/x", root="/lake") == "local:t"
-    assert policy.for_path("/lake/other", root="/lake") == "local:default"
-    assert KeyPolicy({"tenants/a/": "local:a"}).for_path("/lake/x", root="/lake") is None
+    assert policy.for_path("/lake/tenants/a/x") == "local:a"
+    assert policy.for_path("bucket/tenants/a/deep/x") == "local:a"
+    assert policy.for_path("/lake/tenants/ab/x") == "local:t"
+    assert policy.for_path("/lake/other/atenants/a/x") == "local:default"  # only at a boundary
+    assert KeyPolicy({"tenants/a/": "local:a"}).for_path("/lake/x") is None
+    full = KeyPolicy({"memory://lake/t/": "local:m"})
+    assert full.for_path("/lake/t/x", fsspec.filesystem("memory")._strip_protocol) == "local:m"
     with pytest.raises(ValueError):
         KeyPolicy({"x/": "not-a-uri"})
 

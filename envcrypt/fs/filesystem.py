@@ -301,7 +301,7 @@ class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
 
     def key_for(self, path: str) -> KeyChoice | None:
         """The key URI(s) new writes at ``path`` use: key policy, else ``key_uri``, else the default."""
-        chosen = self.policy.for_path(self._strip_protocol(path), self.target._strip_protocol, self.root)
+        chosen = self.policy.for_path(self._strip_protocol(path), self.target._strip_protocol)
         return chosen if chosen is not None else self.key_uri
 
     def _open(self, path: str, mode: str = "rb", block_size: Any = None, autocommit: bool = True,

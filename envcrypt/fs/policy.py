@@ -4,10 +4,10 @@
 objects written under ``tenants/a/`` their own key, so purging that key
 crypto-shreds exactly that tenant's data.  A prefix ending in ``/`` matches
 whole path segments only (``tenants/a/`` never matches ``tenants/ab``).
-Prefixes are compared with paths as the filesystem sees them, after the
-target's own protocol stripping, and also with the path relative to the
-filesystem's root (the ``fo`` of a chained URL), so both full and relative
-prefixes work.
+A prefix matches at any directory boundary of a path as the target sees it
+(``tenants/a/`` matches ``bucket/tenants/a/x`` and ``/data/lake/tenants/a/x``);
+a prefix written as a URL (``s3://lake/tenants/a/``) is stripped by the target
+first.
 """
 
 from __future__ import annotations
@@ -45,11 +45,14 @@ class KeyPolicy:
     def as_dict(self) -> dict[str, KeyChoice]:
         return {k: (v if isinstance(v, str) else list(v)) for k, v in self.rules.items()}
 
-    def for_path(self, path: str, normalize: Callable[[str], str] = lambda p: p, root: str = "") -> KeyChoice | None:
-        """The key URI(s) for a new object at ``path``; None when no rule applies."""
-        candidates = [path]
-        if root and path.startswith(root.rstrip("/") + "/"):
-            candidates.append(path[len(root.rstrip("/")) + 1 :])
+    def for_path(self, path: str, normalize: Callable[[str], str] = lambda p: p) -> KeyChoice | None:
+        """The key URI(s) for a new object at ``path``; None when no rule applies.
+
+        A prefix matches at any directory boundary of the path (``tenants/a/``
+        matches ``bucket/tenants/a/x`` and ``/data/lake/tenants/a/x``); the
+        longest matching prefix wins, and ``""`` matches everything.
+        """
+        target = "/" + path.lstrip("/")
         best: tuple[int, KeyChoice] | None = None
         for prefix, choice in self.rules.items():
             if prefix == "":
@@ -57,19 +60,18 @@ class KeyPolicy:
                     best = (0, choice)
                 continue
             forms = {prefix, _norm(prefix, normalize)}
-            for form in forms:
-                if any(_matches(candidate, form) for candidate in candidates):
-                    if best is None or len(prefix) > best[0]:
-                        best = (len(prefix), choice)
+            if any(_matches(target, form) for form in forms) and (best is None or len(prefix) > best[0]):
+                best = (len(prefix), choice)
         return None if best is None else best[1]
 
 
 def _norm(prefix: str, normalize: Callable[[str], str]) -> str:
+    if "://" not in prefix:
+        return prefix
     stripped = normalize(prefix)
     return stripped.rstrip("/") + "/" if prefix.endswith("/") else stripped
 
 
 def _matches(path: str, prefix: str) -> bool:
-    if prefix.endswith("/"):
-        return path.startswith(prefix) or path == prefix.rstrip("/")
-    return path.startswith(prefix)
+    """``prefix`` starts at a directory boundary of ``path`` (which begins with ``/``)."""
+    return "/" + prefix.lstrip("/") in path

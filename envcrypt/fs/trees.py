@@ -72,6 +72,9 @@ def _run(items: Sequence[str], work: Callable[[str], bool], desc: str, workers: 
             list(pool.map(one, items))
     finally:
         bar.close()
+    report.done.sort()
+    report.skipped.sort()
+    report.failed.sort()
     return report
 
 
