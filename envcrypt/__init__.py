@@ -27,6 +27,7 @@ from .errors import (
 )
 from .format import CHUNK_SIZE, Header, KeySlot
 from .keys.base import KeyResolver, register_resolver
+from .rewrap import rewrap
 from .streams import DecryptingReader, EncryptingWriter, open_reader, open_writer
 
 __version__ = "0.1.0"
@@ -58,4 +59,5 @@ __all__ = [
     "KeyDeletedError",
     "KeyAccessDeniedError",
     "ResolverUnavailableError",
+    "rewrap",
 ]

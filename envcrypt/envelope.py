@@ -63,11 +63,19 @@ def normalize_key_uris(key_uri: KeyUris) -> list[str]:
 
 
 def wrap_dek(
-    dek: bytes, key_uris: Sequence[str], encryption_context: Mapping[str, str], options: Mapping[str, Any]
+    dek: bytes,
+    key_uris: Sequence[str],
+    encryption_context: Mapping[str, str],
+    options: Mapping[str, Any],
+    *,
+    also_in_play: Sequence[str] = (),
 ) -> tuple[KeySlot, ...]:
-    """Wrap ``dek`` once per master key (never cached: rewrap relies on this)."""
+    """Wrap ``dek`` once per master key (never cached: rewrap relies on this).
+
+    ``also_in_play`` names further schemes whose options may be in ``options``.
+    """
     options = _resolver_options(options)
-    check_options({split_key_uri(u)[0] for u in key_uris}, options)
+    check_options({split_key_uri(u)[0] for u in key_uris} | set(also_in_play), options)
     slots = []
     for uri in key_uris:
         resolver = get_resolver(split_key_uri(uri)[0], **options)
@@ -85,7 +93,6 @@ def _cache_for(schemes: Sequence[str], options: Mapping[str, Any]) -> tuple[DekC
     setting = options.get(CACHE_OPTION)
     if setting is False:
         return None, plain
-    check_options(set(schemes), plain)
     resolvers = [get_resolver(scheme, **plain) for scheme in dict.fromkeys(schemes)]
     return choose_cache(setting, resolvers), plain
 
@@ -121,7 +128,9 @@ def new_header(
     return dek, Header(context, slots)
 
 
-def _slot_deks(header: Header, options: Mapping[str, Any]) -> Iterator[tuple[bytes, Any]]:
+def _slot_deks(
+    header: Header, options: Mapping[str, Any], also_in_play: Sequence[str] = ()
+) -> Iterator[tuple[bytes, Any]]:
     """``(dek, cache key)`` per slot this process can open, lazily, in slot order.
 
     Raises the first key error when no slot opens at all.
@@ -133,8 +142,9 @@ def _slot_deks(header: Header, options: Mapping[str, Any]) -> Iterator[tuple[byt
             schemes.append(split_key_uri(slot.key_uri)[0])
         except ValueError as exc:  # an unparseable URI in a slot
             first_error = first_error or MalformedHeaderError(str(exc))
-    cache, plain = _cache_for(schemes, options) if schemes else (None, _resolver_options(options))
-    check_options(set(schemes), plain)
+    plain = _resolver_options(options)
+    check_options(set(schemes) | set(also_in_play), plain)
+    cache = _cache_for(schemes, options)[0] if schemes else None
     opened = False
     for slot in header.key_slots:
         cache_key = None

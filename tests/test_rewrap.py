@@ -1,0 +1,105 @@
+"""Rewrap: new key slots, body bytes unchanged."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import boto3
+import pytest
+
+import envcrypt
+from envcrypt.errors import IntegrityError, KeyDeletedError, WrongKeyError
+from envcrypt.format import KeySlot, parse_header
+from envcrypt.keys.vault import LocalVault
+from envcrypt.rewrap import rewrap_header
+
+DATA = bytes(range(256)) * 300  # several chunks
+
+
+@pytest.fixture
+def vault(_isolated_vault: Path) -> LocalVault:
+    v = LocalVault(_isolated_vault)
+    v.create_key("old")
+    v.create_key("new")
+    v.create_key("dr")
+    return v
+
+
+def _body(blob: bytes) -> bytes:
+    return blob[parse_header(blob)[1]:]
+
+
+def test_rewrap_keeps_body_bytes_and_moves_to_new_key(vault: LocalVault) -> None:
+    blob = envcrypt.encrypt(DATA, "local:old", encryption_context={"t": "1"})
+    out = envcrypt.rewrap(blob, ["local:new", "local:dr"])
+    assert _body(out) == _body(blob)
+    assert envcrypt.inspect(out).key_uris == ["local:new/1", "local:dr/1"]
+    assert envcrypt.inspect(out).encryption_context == {"t": "1"}
+    vault.delete_key("old")
+    vault.purge_key("old")
+    with pytest.raises(KeyDeletedError):
+        envcrypt.decrypt(blob)
+    assert envcrypt.decrypt(out) == DATA
+
+
+def test_rewrap_after_rotation_uses_newest_version(vault: LocalVault) -> None:
+    blob = envcrypt.encrypt(DATA, "local:old")
+    vault.rotate_key("old")
+    out = envcrypt.rewrap(blob, "local:old")
+    assert envcrypt.inspect(out).key_uris == ["local:old/2"]
+    assert _body(out) == _body(blob)
+    vault.disable_key("old/1")
+    assert envcrypt.decrypt(out) == DATA
+
+
+def test_rewrap_header_alone(vault: LocalVault) -> None:
+    blob = envcrypt.encrypt(DATA, "local:old")
+    header, size = parse_header(blob)
+    # from a Header object with an explicit body prefix
+    head = rewrap_header(header, "local:new", body_prefix=blob[size:size + 56])
+    assert envcrypt.decrypt(head + blob[size:]) == DATA
+    # from the leading bytes (the prefix is taken from them)
+    head2 = rewrap_header(blob[:size + 56], "local:new")
+    assert envcrypt.inspect(head2 + blob[size:]).key_uris == ["local:new/1"]
+
+
+def test_rewrap_checks_the_key_commitment(vault: LocalVault) -> None:
+    a = envcrypt.encrypt(DATA, "local:old")
+    b = envcrypt.encrypt(DATA, "local:old")
+    header_a, size_a = parse_header(a)
+    header_b, size_b = parse_header(b)
+    # b's header with a's slot: the slot unwraps, but to a DEK that fails b's commitment
+    spliced = header_b.with_slots(header_a.key_slots).pack() + b[size_b:]
+    with pytest.raises(WrongKeyError):
+        envcrypt.rewrap(spliced, "local:new")
+    # without a body prefix, disagreeing slots are refused rather than guessed
+    two = header_b.with_slots(header_a.key_slots + header_b.key_slots)
+    with pytest.raises(WrongKeyError):
+        rewrap_header(two, "local:new")
+    # with the prefix, the committed DEK is found in the second slot
+    fixed = rewrap_header(two, "local:new", body_prefix=b[size_b:size_b + 56])
+    assert envcrypt.decrypt(fixed + b[size_b:]) == DATA
+
+
+def test_rewrap_without_access_fails_and_short_input(vault: LocalVault) -> None:
+    blob = envcrypt.encrypt(DATA, "local:old")
+    vault.disable_key("old")
+    with pytest.raises(envcrypt.KeyDisabledError):
+        envcrypt.rewrap(blob, "local:new")
+    with pytest.raises(IntegrityError):
+        envcrypt.rewrap(blob[: parse_header(blob)[1] + 10], "local:new")
+    forged = KeySlot("local:new/1", 1, b"\x00" * 40)
+    assert forged.key_uri == "local:new/1"
+
+
+@pytest.mark.cloud
+def test_rewrap_local_to_kms(vault: LocalVault, moto_server: str) -> None:
+    kms = boto3.client("kms", endpoint_url=moto_server, region_name="us-east-1")
+    arn = kms.create_key()["KeyMetadata"]["Arn"]
+    opts = {"endpoint_url": moto_server, "region_name": "us-east-1"}
+    blob = envcrypt.encrypt(DATA, "local:old", encryption_context={"t": "1"})
+    out = envcrypt.rewrap(blob, f"aws-kms://{arn}", **opts)
+    assert _body(out) == _body(blob)
+    assert envcrypt.inspect(out).key_uris == [f"aws-kms://{arn}"]
+    vault.delete_key("old")
+    assert envcrypt.decrypt(out, **opts) == DATA
