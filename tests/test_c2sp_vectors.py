@@ -41,14 +41,14 @@ from envcrypt.format import (
     KeySlot,
 )
 from envcrypt.streams import DecryptingReader
-from tests.test_streams import Pipe
+from tests.test_streams import pipe
 
 WYCHEPROOF = Path(__file__).resolve().parents[2] / "shared" / "vectors" / "wycheproof"
 FILES = {
     256: "c2sp_chunked_encryption_aes_256_gcm_test.json",
     128: "c2sp_chunked_encryption_aes_128_gcm_test.json",
 }
-REFERENCE = {256: Cobblestone256Decryptor, 128: Cobblestone128Decryptor}
+REFERENCE: dict[int, Any] = {256: Cobblestone256Decryptor, 128: Cobblestone128Decryptor}
 
 
 @dataclass(frozen=True)
@@ -217,7 +217,7 @@ def bare_reader(v: Vector, cipher: ChunkCipher, seekable: bool) -> DecryptingRea
 
     Like ``open_reader``, it is handed the source positioned after salt and commitment.
     """
-    source: Any = io.BytesIO(v.ct) if seekable else Pipe(v.ct, step=5000)
+    source: Any = io.BytesIO(v.ct) if seekable else pipe(v.ct, step=5000)
     source.read(BODY_PREFIX_SIZE)
     return DecryptingReader(source, ANY_HEADER, 0, cipher)
 

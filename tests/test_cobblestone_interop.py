@@ -23,7 +23,7 @@ from envcrypt.envelope import new_header, unwrap_dek, wrap_dek
 from envcrypt.errors import WrongKeyError
 from envcrypt.format import BODY_PREFIX_SIZE, CHUNK_SIZE, body_size, parse_header
 from envcrypt.keys.vault import LocalVault
-from tests.test_streams import Pipe
+from tests.test_streams import pipe
 
 SIZES = [0, 1, CHUNK_SIZE - 1, CHUNK_SIZE, CHUNK_SIZE + 1, 3 * CHUNK_SIZE + 100, 70 * CHUNK_SIZE + 3]
 CONTEXTS: list[dict[str, str]] = [{}, {"tenant": "acme", "table": "orders", "é": "ü\x00"}]
@@ -122,7 +122,7 @@ def test_reference_body_opens_with_decrypt_and_readers(size: int, context: dict[
     assert reader.seek(-tail, io.SEEK_END) == size - tail
     assert reader.read() == plaintext[size - tail :]
 
-    forward = envcrypt.open_reader(Pipe(blob))
+    forward = envcrypt.open_reader(pipe(blob))
     assert not forward.seekable()
     assert forward.read() == plaintext
 

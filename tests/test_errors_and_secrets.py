@@ -6,6 +6,7 @@ import base64
 import copy
 import io
 import pickle
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -202,7 +203,7 @@ def test_errors_carry_no_key_material(opened: dict[str, Any]) -> None:
     blob, dek = opened["blob"], opened["dek"]
     header, size = parse_header(blob)
     caught: list[BaseException] = []
-    attempts = [
+    attempts: list[Callable[[], object]] = [
         lambda: envcrypt.decrypt(blob[:-1]),
         lambda: envcrypt.decrypt(blob[: size + 10]),
         lambda: envcrypt.decrypt(blob[:size] + bytes(BODY_PREFIX_SIZE) + blob[size + BODY_PREFIX_SIZE :]),

@@ -9,7 +9,6 @@ import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -19,6 +18,7 @@ from envcrypt.chunked import set_threads
 from envcrypt.errors import KeyNotFoundError, WrongKeyError
 from envcrypt.format import CHUNK_SIZE, body_size, object_size, parse_header
 from envcrypt.keys.vault import KEYS_DIR, LocalVault
+from tests.test_streams import pipe
 
 C = CHUNK_SIZE
 SIZES = [0, 1, C - 1, C, C + 1, 2 * C - 1, 2 * C, 2 * C + 1, 5 * C + 7]
@@ -180,7 +180,7 @@ def test_writer_one_big_write(size: int) -> None:
 def test_files_on_disk_round_trip(tmp_path: Path, size: int) -> None:
     plaintext = data(size, seed=-1)
     path = tmp_path / "obj.enc"
-    with open(path, "wb") as raw, envcrypt.open_writer(raw) as writer:
+    with open(path, "wb") as sink, envcrypt.open_writer(sink) as writer:
         writer.write(plaintext)
     assert path.stat().st_size == object_size(writer.header_size, size)
     with open(path, "rb") as raw:
@@ -189,7 +189,7 @@ def test_files_on_disk_round_trip(tmp_path: Path, size: int) -> None:
         reader = envcrypt.open_reader(raw)
         assert reader.size == size
         assert reader.read() == plaintext
-    with open(path, "rb", buffering=0) as raw, io.BufferedReader(envcrypt.open_reader(raw)) as buffered:
+    with open(path, "rb", buffering=0) as unbuffered, io.BufferedReader(envcrypt.open_reader(unbuffered)) as buffered:
         assert buffered.read(7) == plaintext[:7]
         assert buffered.read() == plaintext[7:]
     assert envcrypt.decrypt(path.read_bytes()) == plaintext
@@ -241,15 +241,5 @@ def test_inspect_reports_sizes_only_when_the_length_is_possible() -> None:
     info = envcrypt.inspect(io.BytesIO(blob))
     assert (info.header_size, info.stored_size, info.plaintext_size) == (header_size, len(blob), 2 * C + 3)
 
-    class Stream(io.RawIOBase):
-        def __init__(self) -> None:
-            self._src = io.BytesIO(blob)
-
-        def readable(self) -> bool:
-            return True
-
-        def readinto(self, buffer: Any) -> int:
-            return self._src.readinto(buffer)
-
-    streamed = envcrypt.inspect(Stream())
+    streamed = envcrypt.inspect(pipe(blob, step=50))
     assert streamed.header_size == header_size and streamed.stored_size is None and streamed.plaintext_size is None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import io
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -64,6 +64,11 @@ class Pipe(io.RawIOBase):
 
     def readinto(self, buffer: Any) -> int:
         return self._src.readinto(memoryview(buffer)[: self._step])
+
+
+def pipe(data: bytes, step: int = 6007) -> IO[bytes]:
+    """A :class:`Pipe`, typed as the binary file object the API takes."""
+    return cast(IO[bytes], Pipe(data, step))
 
 
 class ReadLog(io.BytesIO):
@@ -177,7 +182,7 @@ def test_reads_at_and_past_the_end_return_nothing(objects: dict[int, bytes], sha
 def test_forward_only_reader_gives_the_same_plaintext(
     objects: dict[int, bytes], shared_vault: str, size: int, step: int
 ) -> None:
-    reader = envcrypt.open_reader(Pipe(objects[size]), vault=shared_vault)
+    reader = envcrypt.open_reader(pipe(objects[size]), vault=shared_vault)
     assert not reader.seekable()
     got = bytearray()
     while True:
@@ -201,13 +206,13 @@ def test_forward_only_reader_gives_the_same_plaintext(
 )
 @pytest.mark.parametrize("step", [1, 7, 40])
 def test_forward_only_reader_tolerates_short_reads(objects: dict[int, bytes], shared_vault: str, step: int) -> None:
-    reader = envcrypt.open_reader(Pipe(objects[2 * C + 1], step=step), vault=shared_vault)
+    reader = envcrypt.open_reader(pipe(objects[2 * C + 1], step=step), vault=shared_vault)
     assert reader.read() == make(2 * C + 1)
 
 
 def test_forward_only_reader_readinto(objects: dict[int, bytes], shared_vault: str) -> None:
     size = 5 * C + 7
-    reader = envcrypt.open_reader(Pipe(objects[size], step=977), vault=shared_vault)
+    reader = envcrypt.open_reader(pipe(objects[size], step=977), vault=shared_vault)
     buf = bytearray(C + 3)
     got = bytearray()
     while n := reader.readinto(buf):
@@ -222,7 +227,7 @@ def test_forward_only_reader_detects_truncation(objects: dict[int, bytes], share
     cuts = {len(blob) - 1, len(blob) - 16, len(blob) - 17, start, start + 1}
     cuts |= {start + k * SEALED_CHUNK_SIZE + d for k in range(1, size // C + 1) for d in (-1, 0, 1, 16)}
     for cut in sorted(c for c in cuts if start <= c < len(blob)):
-        reader = envcrypt.open_reader(Pipe(blob[:cut]), vault=shared_vault)
+        reader = envcrypt.open_reader(pipe(blob[:cut]), vault=shared_vault)
         got = bytearray()
         with pytest.raises(IntegrityError):
             while part := reader.read(4000):
@@ -234,7 +239,7 @@ def test_forward_only_reader_detects_truncation(objects: dict[int, bytes], share
 
 def test_forward_only_reader_rejects_appended_bytes(objects: dict[int, bytes], shared_vault: str) -> None:
     for extra in (b"\x00", bytes(16), bytes(SEALED_CHUNK_SIZE)):
-        reader = envcrypt.open_reader(Pipe(objects[2 * C + 1] + extra), vault=shared_vault)
+        reader = envcrypt.open_reader(pipe(objects[2 * C + 1] + extra), vault=shared_vault)
         with pytest.raises(IntegrityError):
             reader.read()
 
@@ -372,7 +377,7 @@ def test_failed_readinto_leaves_no_unauthenticated_bytes(
     tampered = bytearray(blob)
     for i in range(0, C, 97):
         tampered[body_start(blob) + 3 * SEALED_CHUNK_SIZE + i] ^= 0x80
-    source: Any = io.BytesIO(bytes(tampered)) if seekable else Pipe(bytes(tampered))
+    source: Any = io.BytesIO(bytes(tampered)) if seekable else pipe(bytes(tampered))
     reader = envcrypt.open_reader(source, vault=shared_vault)
     if seekable:
         reader.seek(offset)
@@ -442,7 +447,7 @@ def test_exception_inside_writer_block_writes_no_final_chunk(written: int, batch
     with pytest.raises(IntegrityError):
         envcrypt.open_reader(io.BytesIO(blob)).read()
     with pytest.raises(IntegrityError):
-        envcrypt.open_reader(Pipe(blob)).read()
+        envcrypt.open_reader(pipe(blob)).read()
     with pytest.raises(ClosedError):
         writer.write(b"more")
 
@@ -467,7 +472,9 @@ def test_exception_inside_a_wrapped_writer_writes_no_final_chunk(wrap: str) -> N
     out = io.BytesIO()
     with pytest.raises(RuntimeError):
         with envcrypt.open_writer(out) as writer, (
-            io.TextIOWrapper(writer, encoding="utf-8") if wrap == "text" else io.BufferedWriter(writer)
+            io.TextIOWrapper(writer, encoding="utf-8")  # type: ignore[type-var]
+            if wrap == "text"
+            else io.BufferedWriter(writer)
         ) as wrapped:
             wrapped.write("row 1\n" if wrap == "text" else b"row 1\n")  # type: ignore[arg-type]
             raise RuntimeError("the producer failed")

@@ -42,7 +42,7 @@ from envcrypt.format import (
     parse_header,
 )
 from envcrypt.keys.vault import LocalVault
-from tests.test_streams import Pipe
+from tests.test_streams import pipe
 
 C = CHUNK_SIZE
 S = SEALED_CHUNK_SIZE
@@ -60,7 +60,7 @@ def read_to_end(reader: Any) -> bytes:
 PATHS: dict[str, Callable[[bytes], bytes]] = {
     "decrypt": lambda blob: envcrypt.decrypt(blob),
     "reader": lambda blob: read_to_end(envcrypt.open_reader(io.BytesIO(blob))),
-    "forward-only": lambda blob: read_to_end(envcrypt.open_reader(Pipe(blob))),
+    "forward-only": lambda blob: read_to_end(envcrypt.open_reader(pipe(blob))),
 }
 
 
@@ -261,11 +261,13 @@ def test_appended_copy_of_the_final_chunk_is_rejected(five_chunks: tuple[bytes, 
 # ---------------------------------------------------------------- header edits
 
 
-def rebuilt(blob: bytes, **changes: Any) -> bytes:
+def rebuilt(
+    blob: bytes, *, encryption_context: dict[str, str] | None = None, key_slots: tuple[KeySlot, ...] | None = None
+) -> bytes:
+    """The object with its header rebuilt around the same body, some fields replaced."""
     header, size = parse_header(blob)
-    fields = {"encryption_context": header.encryption_context, "key_slots": header.key_slots}
-    fields.update(changes)
-    return Header(**fields).pack() + blob[size:]
+    context = header.encryption_context if encryption_context is None else encryption_context
+    return Header(context, header.key_slots if key_slots is None else key_slots).pack() + blob[size:]
 
 
 @pytest.mark.parametrize(
@@ -308,7 +310,7 @@ def test_slot_with_unknown_scheme_is_reported() -> None:
 )
 @pytest.mark.parametrize("with_options", [False, True], ids=["no-options", "vault-option"])
 def test_unknown_scheme_slot_does_not_block_other_slots(with_options: bool) -> None:
-    options = {"vault": str(LocalVault().path)} if with_options else {}
+    options: dict[str, Any] = {"vault": str(LocalVault().path)} if with_options else {}
     blob = envcrypt.encrypt(b"data", **options)
     slot = parse_header(blob)[0].key_slots[0]
     forged = KeySlot("nosuch:key", 1, slot.wrapped_dek)
