@@ -1,0 +1,318 @@
+"""``envcrypt key ...``, ``envcrypt secret ...``, ``envcrypt audit ...``: the local vault.
+
+Every command takes ``--vault DIR`` (default ``$ENVCRYPT_VAULT``) and ``--json``.
+Passphrases (a passphrase-protected vault, a portable key backup) come from
+environment variables, never from the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime as dt
+import json
+import os
+import sys
+from typing import Any
+
+from ..keys.byok import wrap_for_transfer
+from ..keys.vault import LocalVault
+from ..keys.vault_crypto import ALL_OPS, KINDS
+
+BACKUP_PASSPHRASE_ENV = "ENVCRYPT_BACKUP_PASSPHRASE"
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--vault", metavar="DIR", help="vault directory (default $ENVCRYPT_VAULT)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _add(sub: Any, name: str, func: Any, helptext: str, *args: tuple[tuple[str, ...], dict[str, Any]]) -> None:
+    p = sub.add_parser(name, help=helptext)
+    for names, kwargs in args:
+        p.add_argument(*names, **kwargs)
+    _common(p)
+    p.set_defaults(func=func)
+
+
+def _a(*names: str, **kwargs: Any) -> tuple[tuple[str, ...], dict[str, Any]]:
+    return names, kwargs
+
+
+def register(sub: Any) -> None:
+    key = sub.add_parser("key", help="manage keys in the local vault").add_subparsers(
+        dest="key_command", metavar="ACTION", required=True)
+    validity = (_a("--not-before", metavar="TIME", help="ISO 8601 time or Unix seconds"),
+                _a("--expires", metavar="TIME", help="ISO 8601 time or Unix seconds"))
+    ops = _a("--ops", metavar="OP,OP", help=f"permitted operations, from {','.join(ALL_OPS)}")
+    _add(key, "create", _key_create, "create a key", _a("name"),
+         _a("--kind", choices=KINDS, default="aes256"), ops, *validity)
+    _add(key, "list", _key_list, "list keys", _a("--all", action="store_true", help="include soft-deleted keys"))
+    _add(key, "show", _key_show, "show a key's metadata and versions", _a("name"))
+    _add(key, "rotate", _key_rotate, "add a new key version", _a("name"))
+    _add(key, "disable", _key_disable, "disable a key or one version (NAME/V)", _a("name"))
+    _add(key, "enable", _key_enable, "enable a key or one version (NAME/V)", _a("name"))
+    _add(key, "update", _key_update, "change permitted operations or validity", _a("name"), ops, *validity,
+         _a("--clear-validity", action="store_true", help="remove not-before and expiry"))
+    _add(key, "delete", _key_delete, "soft-delete a key (recoverable)", _a("name"),
+         _a("--retention-days", type=int, default=7))
+    _add(key, "recover", _key_recover, "recover a soft-deleted key", _a("name"))
+    _add(key, "purge", _key_purge, "destroy a soft-deleted key (data under it becomes unreadable)",
+         _a("name"), _a("--yes", action="store_true", required=True, help="confirm crypto-shredding"))
+    _add(key, "import", _key_import, "import key material (raw, PEM/DER, or a BYOK package)", _a("name"),
+         _a("--file", required=True, help="material file (32 raw bytes, a private key, or a BYOK package)"),
+         _a("--kind", choices=KINDS, default="aes256"), ops,
+         _a("--byok", metavar="TRANSFER_KEY", help="the file is a BYOK package for this transfer key"))
+    _add(key, "transfer-key", _key_transfer, "create an RSA transfer key for BYOK; prints its public key",
+         _a("name"))
+    _add(key, "byok-pack", _key_byok_pack, "pack material for BYOK import (run by the key owner)",
+         _a("--public-key", required=True, help="transfer public key PEM file"),
+         _a("--file", required=True, help="material file"), _a("--out", required=True))
+    _add(key, "backup", _key_backup, f"encrypted backup of one key (portable with ${BACKUP_PASSPHRASE_ENV})",
+         _a("name"), _a("--out", required=True))
+    _add(key, "restore", _key_restore, "restore a key from a backup", _a("file"))
+    _add(key, "sign", _key_sign, "sign a file (base64 signature on stdout)", _a("name"), _a("file"))
+    _add(key, "verify", _key_verify, "verify a base64 signature of a file", _a("name"), _a("file"),
+         _a("signature"))
+
+    secret = sub.add_parser("secret", help="the vault's secrets store").add_subparsers(
+        dest="secret_command", metavar="ACTION", required=True)
+    _add(secret, "set", _secret_set, "store a new version (value from --file or stdin)", _a("name"),
+         _a("--file", help="read the value from a file (default: stdin)"))
+    _add(secret, "get", _secret_get, "print a secret", _a("name"), _a("--version", type=int))
+    _add(secret, "list", _secret_list, "list secrets (never values)")
+    _add(secret, "versions", _secret_versions, "list a secret's versions", _a("name"))
+    _add(secret, "delete", _secret_delete, "delete a secret and all its versions", _a("name"))
+
+    audit = sub.add_parser("audit", help="the vault audit log").add_subparsers(
+        dest="audit_command", metavar="ACTION", required=True)
+    _add(audit, "verify", _audit_verify, "check the hash chain (exit 1 when broken)")
+    _add(audit, "tail", _audit_tail, "show the last entries", _a("-n", type=int, default=20))
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _vault(args: argparse.Namespace) -> LocalVault:
+    return LocalVault(args.vault)
+
+
+def _time(text: str | None) -> int | None:
+    if text is None:
+        return None
+    if text.isdigit():
+        return int(text)
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"not an ISO 8601 time or Unix seconds: {text!r}") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return int(when.timestamp())
+
+
+def _ops(text: str | None) -> list[str] | None:
+    return None if text is None else [op.strip() for op in text.split(",") if op.strip()]
+
+
+def _out(args: argparse.Namespace, data: Any, text: str | None = None) -> int:
+    if args.json:
+        print(json.dumps(data, indent=2, sort_keys=True))
+    elif text is not None:
+        print(text)
+    elif isinstance(data, list):
+        for row in data:
+            print("  ".join(f"{k}={v}" for k, v in row.items()))
+    elif isinstance(data, dict):
+        for k, v in data.items():
+            print(f"{k:16} {v}")
+    return 0
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _write_private(path: str, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+def _backup_passphrase() -> bytes | None:
+    value = os.environ.get(BACKUP_PASSPHRASE_ENV)
+    return value.encode("utf-8") if value else None
+
+
+# ---------------------------------------------------------------- key
+
+
+def _key_create(args: argparse.Namespace) -> int:
+    uri = _vault(args).create_key(args.name, args.kind, ops=_ops(args.ops),
+                                  not_before=_time(args.not_before), expires=_time(args.expires))
+    return _out(args, {"uri": uri}, uri)
+
+
+def _key_list(args: argparse.Namespace) -> int:
+    keys = _vault(args).list_keys(include_deleted=args.all)
+    if args.json:
+        return _out(args, keys)
+    for k in keys:
+        state = "deleted" if k["deleted"] else ("enabled" if k["enabled"] else "disabled")
+        print(f"{k['uri']:32} {k['kind']:8} v{k['current_version']}  {state:8} {','.join(k['ops'])}")
+    return 0
+
+
+def _key_show(args: argparse.Namespace) -> int:
+    return _out(args, _vault(args).show_key(args.name))
+
+
+def _key_rotate(args: argparse.Namespace) -> int:
+    uri = _vault(args).rotate_key(args.name)
+    return _out(args, {"uri": uri}, uri)
+
+
+def _key_disable(args: argparse.Namespace) -> int:
+    _vault(args).disable_key(args.name)
+    return _out(args, {"disabled": args.name}, f"disabled {args.name}")
+
+
+def _key_enable(args: argparse.Namespace) -> int:
+    _vault(args).enable_key(args.name)
+    return _out(args, {"enabled": args.name}, f"enabled {args.name}")
+
+
+def _key_update(args: argparse.Namespace) -> int:
+    vault = _vault(args)
+    if args.ops is not None:
+        vault.set_ops(args.name, _ops(args.ops) or [])
+    if args.clear_validity:
+        vault.set_validity(args.name)
+    elif args.not_before or args.expires:
+        current = vault.show_key(args.name)
+        vault.set_validity(
+            args.name,
+            not_before=_time(args.not_before) if args.not_before else current["not_before"],
+            expires=_time(args.expires) if args.expires else current["expires"],
+        )
+    return _out(args, vault.show_key(args.name))
+
+
+def _key_delete(args: argparse.Namespace) -> int:
+    _vault(args).delete_key(args.name, args.retention_days)
+    return _out(args, {"deleted": args.name}, f"deleted {args.name} (recoverable until purged)")
+
+
+def _key_recover(args: argparse.Namespace) -> int:
+    _vault(args).recover_key(args.name)
+    return _out(args, {"recovered": args.name}, f"recovered {args.name}")
+
+
+def _key_purge(args: argparse.Namespace) -> int:
+    _vault(args).purge_key(args.name)
+    return _out(args, {"purged": args.name}, f"purged {args.name}: data under it is unrecoverable")
+
+
+def _key_import(args: argparse.Namespace) -> int:
+    vault, data = _vault(args), _read(args.file)
+    if args.byok:
+        uri = vault.import_byok(args.name, args.byok, data, args.kind, ops=_ops(args.ops))
+    else:
+        uri = vault.import_key(args.name, data, args.kind, ops=_ops(args.ops))
+    return _out(args, {"uri": uri}, uri)
+
+
+def _key_transfer(args: argparse.Namespace) -> int:
+    uri, pem = _vault(args).create_transfer_key(args.name)
+    return _out(args, {"uri": uri, "public_key": pem}, pem.rstrip())
+
+
+def _key_byok_pack(args: argparse.Namespace) -> int:
+    package = wrap_for_transfer(_read(args.public_key), _read(args.file))
+    _write_private(args.out, package)
+    return _out(args, {"out": args.out, "size": len(package)}, f"wrote {args.out}")
+
+
+def _key_backup(args: argparse.Namespace) -> int:
+    passphrase = _backup_passphrase()
+    _write_private(args.out, _vault(args).backup_key(args.name, passphrase))
+    protection = "passphrase" if passphrase else "vault"
+    return _out(args, {"out": args.out, "protection": protection}, f"wrote {args.out} ({protection}-protected)")
+
+
+def _key_restore(args: argparse.Namespace) -> int:
+    uri = _vault(args).restore_key(_read(args.file), _backup_passphrase())
+    return _out(args, {"uri": uri}, f"restored {uri}")
+
+
+def _key_sign(args: argparse.Namespace) -> int:
+    uri, signature = _vault(args).sign(args.name, _read(args.file))
+    text = base64.b64encode(signature).decode("ascii")
+    return _out(args, {"key_uri": uri, "signature": text}, text)
+
+
+def _key_verify(args: argparse.Namespace) -> int:
+    uri = _vault(args).verify(args.name, _read(args.file), base64.b64decode(args.signature, validate=True))
+    return _out(args, {"valid": True, "key_uri": uri}, f"valid ({uri})")
+
+
+# ---------------------------------------------------------------- secret
+
+
+def _secret_set(args: argparse.Namespace) -> int:
+    value = _read(args.file) if args.file else sys.stdin.buffer.read()
+    version = _vault(args).secrets.set(args.name, value)
+    return _out(args, {"name": args.name, "version": version}, f"{args.name} version {version}")
+
+
+def _secret_get(args: argparse.Namespace) -> int:
+    value = _vault(args).secrets.get(args.name, args.version)
+    if args.json:
+        try:
+            shown: dict[str, Any] = {"name": args.name, "value": value.decode("utf-8")}
+        except UnicodeDecodeError:
+            shown = {"name": args.name, "value_base64": base64.b64encode(value).decode("ascii")}
+        return _out(args, shown)
+    sys.stdout.buffer.write(value)
+    sys.stdout.flush()
+    return 0
+
+
+def _secret_list(args: argparse.Namespace) -> int:
+    return _out(args, _vault(args).secrets.list())
+
+
+def _secret_versions(args: argparse.Namespace) -> int:
+    return _out(args, _vault(args).secrets.versions(args.name))
+
+
+def _secret_delete(args: argparse.Namespace) -> int:
+    _vault(args).secrets.delete(args.name)
+    return _out(args, {"deleted": args.name}, f"deleted {args.name}")
+
+
+# ---------------------------------------------------------------- audit
+
+
+def _audit_verify(args: argparse.Namespace) -> int:
+    report = _vault(args).audit.verify()
+    if args.json:
+        _out(args, report.as_dict())
+    elif report.ok:
+        print(f"ok: {report.entries} entries, chain intact")
+    else:
+        where = f" at line {report.line}" if report.line else ""
+        print(f"BROKEN{where}: {report.problem} ({report.entries} entries verified before it)")
+    return 0 if report.ok else 1
+
+
+def _audit_tail(args: argparse.Namespace) -> int:
+    entries = _vault(args).audit.tail(args.n)
+    if args.json:
+        return _out(args, entries)
+    for e in entries:
+        version = f"/{e['version']}" if e.get("version") else ""
+        print(f"{e['seq']:6} {e['time']} {e['who'].get('user')}@{e['who'].get('host')} "
+              f"{e['op']:14} {e.get('key') or '-'}{version} {e['outcome']}")
+    return 0
