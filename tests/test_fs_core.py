@@ -244,3 +244,23 @@ def test_open_reader_still_fails_on_a_different_object() -> None:
         f.seek(2 * CHUNK_SIZE)
         with pytest.raises(IntegrityError):
             f.read(10)
+
+
+def test_get_file_in_parallel_ranges_and_no_partial_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from envcrypt.fs import filesystem
+
+    monkeypatch.setattr(filesystem, "GET_PART", 3 * CHUNK_SIZE + 100)  # ranges cut through chunks
+    fs, target = memory_envcrypt()
+    data = os.urandom(20 * CHUNK_SIZE + 5)
+    fs.pipe_file("/g", data)
+    fs.get_file("/g", str(tmp_path / "out.bin"))
+    assert (tmp_path / "out.bin").read_bytes() == data
+    fs.pipe_file("/empty", b"")
+    fs.get_file("/empty", str(tmp_path / "empty.bin"))
+    assert (tmp_path / "empty.bin").read_bytes() == b""
+    stored = bytearray(target.cat_file("/g"))
+    stored[len(stored) // 2] ^= 1
+    target.pipe_file("/g", bytes(stored))
+    with pytest.raises(IntegrityError):
+        fs.get_file("/g", str(tmp_path / "bad.bin"))
+    assert not (tmp_path / "bad.bin").exists()

@@ -22,8 +22,10 @@ a ``with`` block by an exception aborts: no final chunk, nothing published.
 from __future__ import annotations
 
 import io
+import os
 from typing import TYPE_CHECKING, Any
 
+from fsspec.implementations.local import LocalFileSystem
 from fsspec.spec import AbstractBufferedFile
 
 from .. import _buffers
@@ -61,6 +63,8 @@ class EnvcryptReadFile(AbstractBufferedFile):  # type: ignore[misc]
         self._immutable_size = immutable_size
         self._edge_index = -1
         self._edge = b""
+        self._fd: int | None = None  # local targets: one descriptor, positional reads
+        self._local = isinstance(fs.target, LocalFileSystem)
         self.fetched_bytes = 0  # stored bytes read from the target by this file
         super().__init__(
             fs, path, mode="rb", block_size=block_size or "default", cache_type=cache_type,
@@ -87,7 +91,23 @@ class EnvcryptReadFile(AbstractBufferedFile):  # type: ignore[misc]
                 raise
             return self._read_plain(start, end)
 
-    def _read_plain(self, start: int, end: int) -> bytes:
+    def read_range(self, start: int, end: int) -> bytes:
+        """Plaintext ``[start, end)`` without touching the file position; safe to call from threads."""
+        end = min(end, self.size)
+        try:
+            return self._read_plain(start, end, keep=False)
+        except IntegrityError:
+            if not self._follow_rewrap():
+                raise
+            return self._read_plain(start, end, keep=False)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        super().close()
+
+    def _read_plain(self, start: int, end: int, keep: bool = True) -> bytes:
         size = self.size
         final_index = size // CHUNK_SIZE
         first = start // CHUNK_SIZE
@@ -96,7 +116,9 @@ class EnvcryptReadFile(AbstractBufferedFile):  # type: ignore[misc]
             last = final_index  # reaching the end authenticates the length
         result, out = _buffers.new_bytes(end - start)
         done = 0
-        if first == self._edge_index and first < last:
+        if not keep:
+            pass
+        elif first == self._edge_index and first < last:
             # the head of the range is in the chunk kept from the previous read
             lo = start - first * CHUNK_SIZE
             piece = self._edge[lo:]
@@ -107,7 +129,7 @@ class EnvcryptReadFile(AbstractBufferedFile):  # type: ignore[misc]
             out[:] = self._edge[lo : lo + end - start]
             return _buffers.finish(result)
         sealed = self._fetch_sealed(first, last, final_index)
-        self._open_into(sealed, first, last, final_index, start + done, end, out[done:])
+        self._open_into(sealed, first, last, final_index, start + done, end, out[done:], keep)
         return _buffers.finish(result)
 
     def _fetch_sealed(self, first: int, last: int, final_index: int) -> memoryview:
@@ -117,15 +139,31 @@ class EnvcryptReadFile(AbstractBufferedFile):  # type: ignore[misc]
             hi = body + last * SEALED_CHUNK_SIZE + self.size % CHUNK_SIZE + TAG_SIZE
         else:
             hi = body + (last + 1) * SEALED_CHUNK_SIZE
-        data = self.fs.target.cat_file(self.path, start=lo, end=hi)
+        if self._local:
+            data = self._pread(lo, hi - lo)
+        else:
+            data = self.fs.target.cat_file(self.path, start=lo, end=hi)
         self.fetched_bytes += len(data)
         if len(data) != hi - lo:
             raise IntegrityError()
         return memoryview(data)
 
+    def _pread(self, offset: int, length: int) -> bytes:
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDONLY)
+        parts = []
+        while length > 0:
+            piece = os.pread(self._fd, length, offset)
+            if not piece:
+                break
+            parts.append(piece)
+            offset += len(piece)
+            length -= len(piece)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
     def _open_into(
         self, sealed: memoryview, first: int, last: int, final_index: int, start: int, end: int,
-        out: memoryview,
+        out: memoryview, keep: bool = True,
     ) -> None:
         """Open chunks first..last of ``sealed`` and place plaintext [start, end) into ``out``."""
         cipher = self._cipher
@@ -138,8 +176,10 @@ class EnvcryptReadFile(AbstractBufferedFile):  # type: ignore[misc]
         def edge(i: int) -> bytes:
             scratch = bytearray(CHUNK_SIZE)
             n = run(i, i, memoryview(scratch))
-            self._edge_index, self._edge = i, bytes(scratch[:n])
-            return self._edge
+            plain = bytes(scratch[:n])
+            if keep:
+                self._edge_index, self._edge = i, plain
+            return plain
 
         if end == start:  # an empty read at the end: authenticate the final chunk only
             edge(final_index)
