@@ -17,6 +17,7 @@ reader keeps failing.
 from __future__ import annotations
 
 import io
+import sys
 from collections.abc import Mapping
 from typing import IO, Any
 
@@ -65,6 +66,7 @@ class EncryptingWriter(io.RawIOBase):
         self._chunk = 0  # index of the next chunk to seal
         self._written = 0  # plaintext bytes accepted
         self._failed = False
+        self._with_depth = 0  # > 0 inside our own ``with`` block
         self._raw.write(head + prefix)
         self.header_size = len(head)
 
@@ -119,8 +121,16 @@ class EncryptingWriter(io.RawIOBase):
         self._chunk += count
 
     def close(self) -> None:
-        """Seal whatever is staged, with the short final chunk, and write it."""
+        """Seal whatever is staged, with the short final chunk, and write it.
+
+        Inside this writer's own ``with`` block, a close() made while an
+        exception propagates (an ``io.TextIOWrapper`` or ``BufferedWriter``
+        around the writer closes it from its own ``__exit__``) is deferred to
+        this writer's ``__exit__``, which aborts if the block failed.
+        """
         if self.closed:
+            return
+        if self._with_depth and not self._failed and sys.exc_info()[1] is not None:
             return
         try:
             if not self._failed:
@@ -153,7 +163,14 @@ class EncryptingWriter(io.RawIOBase):
         if self._close_raw:
             self._raw.close()
 
+    def __enter__(self) -> EncryptingWriter:
+        if self.closed or self._failed:
+            raise ClosedError("enter a closed or aborted envcrypt writer")
+        self._with_depth += 1
+        return self
+
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self._with_depth -= 1
         if exc_type is not None:
             self.abort()
         else:
@@ -351,6 +368,8 @@ class DecryptingReader(io.RawIOBase):
                 self._open_with_edges(first, last, pos, span_end, out[done : done + span_end - pos])
             done += span_end - pos
             pos = span_end
+        if end == self._size:  # the read reaches the end: the length must be authentic
+            self._authenticate_length()
         return done
 
     def _open_with_edges(self, first: int, last: int, pos: int, end: int, out: memoryview) -> None:
@@ -484,10 +503,10 @@ def open_reader(
     start = fileobj.tell() if fileobj.seekable() else 0
     header, header_size = read_header(fileobj)
     check_context(header, encryption_context)
-    prefix = fileobj.read(BODY_PREFIX_SIZE)
-    if len(prefix) < BODY_PREFIX_SIZE:
+    prefix = bytearray(BODY_PREFIX_SIZE)
+    if _readinto_full(fileobj, memoryview(prefix)) < BODY_PREFIX_SIZE:
         raise IntegrityError()
-    cipher = open_body(header, prefix, resolver_options)
+    cipher = open_body(header, bytes(prefix), resolver_options)
     return DecryptingReader(
         fileobj, header, header_size, cipher, start=start, stored_size=stored_size, close_fileobj=close_fileobj
     )

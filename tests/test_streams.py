@@ -199,11 +199,6 @@ def test_forward_only_reader_gives_the_same_plaintext(
         reader.seek(0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: open_reader reads salt+commitment with one fileobj.read(56); a source "
-    "that returns short reads (raw pipe, socket) makes a valid object fail with IntegrityError",
-)
 @pytest.mark.parametrize("step", [1, 7, 40])
 def test_forward_only_reader_tolerates_short_reads(objects: dict[int, bytes], shared_vault: str, step: int) -> None:
     reader = envcrypt.open_reader(pipe(objects[2 * C + 1], step=step), vault=shared_vault)
@@ -312,11 +307,6 @@ def test_final_chunk_is_authenticated_before_anything_that_depends_on_the_length
 TRUNCATED_TO_EMPTY_FINAL = [(2 * C + 1, 1), (C + 100, 100), (5 * C + 7, 7)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: a seekable read that ends exactly at a 16 KiB-multiple size returns data "
-    "without opening the (empty) final chunk, so a truncated object reads as a shorter one",
-)
 @pytest.mark.parametrize(("size", "cut"), TRUNCATED_TO_EMPTY_FINAL)
 @pytest.mark.parametrize("how", ["read()", "read(n)", "readinto"])
 def test_reading_up_to_the_end_authenticates_the_length(shared_vault: str, size: int, cut: int, how: str) -> None:
@@ -462,11 +452,6 @@ def test_writer_dropped_without_close_is_never_sealed() -> None:
         envcrypt.decrypt(out.getvalue())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug/hazard: an io wrapper's __exit__ closes the raw writer first, and close() "
-    "seals the final chunk, so an exception leaves a truncated object that decrypts as complete",
-)
 @pytest.mark.parametrize("wrap", ["text", "buffered"])
 def test_exception_inside_a_wrapped_writer_writes_no_final_chunk(wrap: str) -> None:
     out = io.BytesIO()
