@@ -181,3 +181,18 @@ def test_listing_fetches_heads_in_one_concurrent_batch_and_caches_them(s3: dict[
     assert CountingS3.batches == [20]  # one batch of 20 ranged reads, gathered concurrently
     fs.ls(f"{s3['bucket']}/many", detail=True)
     assert CountingS3.batches == [20]  # cached by ETag
+
+
+def test_put_and_get_files(s3: dict[str, Any], tmp_path: Any) -> None:
+    fs = _fs(s3)
+    (tmp_path / "local").mkdir()
+    src = tmp_path / "local" / "in.bin"
+    src.write_bytes(os.urandom(3 * 2**20 + 11))
+    fs.put_file(str(src), f"{s3['bucket']}/up/in.bin")
+    raw = _raw(s3, "up/in.bin")
+    assert raw[:8] == b"ENVCRYPT" and fs.info(f"{s3['bucket']}/up/in.bin")["size"] == src.stat().st_size
+    fs.get_file(f"{s3['bucket']}/up/in.bin", str(tmp_path / "local" / "out.bin"))
+    assert (tmp_path / "local" / "out.bin").read_bytes() == src.read_bytes()
+    fs.put(str(tmp_path / "local"), f"{s3['bucket']}/tree", recursive=True)
+    assert sorted(fs.find(f"{s3['bucket']}/tree")) == [
+        f"{s3['bucket']}/tree/in.bin", f"{s3['bucket']}/tree/out.bin"]

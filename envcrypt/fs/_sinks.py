@@ -23,7 +23,7 @@ from typing import IO, Any, Protocol
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.implementations.memory import MemoryFile, MemoryFileSystem
 
-__all__ = ["Sink", "open_sink", "TEMP_PREFIX"]
+__all__ = ["Sink", "open_sink", "uses_buffered_sink", "TEMP_PREFIX"]
 
 TEMP_PREFIX = ".envcrypt-tmp-"
 _BUFFERED_PROTOCOLS = frozenset({"s3", "s3a", "gcs", "gs", "abfs", "abfss", "az", "adl"})
@@ -133,13 +133,18 @@ class SpoolSink:
             os.unlink(self._tmp)
 
 
+def uses_buffered_sink(target: Any) -> bool:
+    """Whether ``target`` is an object store whose own buffered files publish atomically."""
+    protocols = target.protocol if isinstance(target.protocol, (tuple, list)) else (target.protocol,)
+    return bool(_BUFFERED_PROTOCOLS.intersection(protocols))
+
+
 def open_sink(target: Any, path: str, *, block_size: int | None = None) -> Sink:
     """The atomic sink for ``path`` on ``target``."""
     if isinstance(target, LocalFileSystem):
         return LocalSink(target, path)
     if isinstance(target, MemoryFileSystem):
         return MemorySink(target, path)
-    protocols = target.protocol if isinstance(target.protocol, (tuple, list)) else (target.protocol,)
-    if _BUFFERED_PROTOCOLS.intersection(protocols):
+    if uses_buffered_sink(target):
         return BufferedFileSink(target, path, block_size)
     return SpoolSink(target, path)
