@@ -160,6 +160,8 @@ def open_message(dek: bytes, context: bytes, prefix: bytes) -> ChunkCipher:
     """
     if len(prefix) != SALT_SIZE + COMMITMENT_SIZE:
         raise IntegrityError()
+    if len(dek) != DEK_SIZE:  # a forged or foreign slot unwrapped to something else
+        raise WrongKeyError("the data key does not match this object's key commitment")
     key, base_nonce, commitment = derive(dek, bytes(prefix[:SALT_SIZE]), context)
     if not hmac.compare_digest(commitment, bytes(prefix[SALT_SIZE:])):
         raise WrongKeyError("the data key does not match this object's key commitment")
@@ -207,7 +209,7 @@ class ChunkCipher:
         out_size = len(src) + count * TAG_SIZE
         if len(dst) < out_size:
             raise ValueError("output buffer too small")
-        self._run(self._aead.encrypt_into, first_chunk, count, src, CHUNK_SIZE, dst, SEALED_CHUNK_SIZE)
+        self._run(self._aead.encrypt_into, first_chunk, count, src, CHUNK_SIZE, dst[:out_size], SEALED_CHUNK_SIZE)
         return out_size
 
     def open(self, first_chunk: int, src: memoryview, dst: memoryview, final: bool) -> int:
@@ -232,7 +234,7 @@ class ChunkCipher:
             raise ValueError("output buffer too small")
         try:
             self._run(
-                self._aead.decrypt_into, first_chunk, count, src, SEALED_CHUNK_SIZE, dst, CHUNK_SIZE
+                self._aead.decrypt_into, first_chunk, count, src, SEALED_CHUNK_SIZE, dst[:out_size], CHUNK_SIZE
             )
         except InvalidTag:
             _zero(dst[:out_size])
@@ -292,13 +294,14 @@ class ChunkCipher:
         dst_step: int,
     ) -> None:
         """Chunks ``lo..hi-1`` of the run, in sub-batches: one C-level ``map`` over prebuilt views each."""
+        # ``src`` and ``dst`` end exactly where the run ends, so slicing at the
+        # fixed strides gives the short final chunk its right length on both sides.
         base = self._base
-        delta = dst_step - src_step  # +16 when sealing, -16 when opening
         for start in range(lo, hi, SUB_BATCH_CHUNKS):
             stop = min(start + SUB_BATCH_CHUNKS, hi)
             nonces = [(base ^ i).to_bytes(NONCE_SIZE, "big") for i in range(first + start, first + stop)]
-            ins = [src[i * src_step : (i + 1) * src_step] for i in range(start, stop)]
-            outs = [dst[i * dst_step : i * dst_step + len(piece) + delta] for i, piece in zip(range(start, stop), ins, strict=True)]
+            ins = [src[o : o + src_step] for o in range(start * src_step, stop * src_step, src_step)]
+            outs = [dst[o : o + dst_step] for o in range(start * dst_step, stop * dst_step, dst_step)]
             deque(map(op, nonces, ins, repeat(None, stop - start), outs), maxlen=0)
 
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import IO, Any, Mapping, Sequence, Union
+from typing import IO, Any
 
 from . import _buffers
 from .chunked import DEK_SIZE, ChunkCipher, new_message, open_message
@@ -23,6 +23,7 @@ from .errors import (
     IntegrityError,
     KeyError_,
     MalformedHeaderError,
+    UnknownKeySchemeError,
     WrongKeyError,
 )
 from .format import (
@@ -42,7 +43,7 @@ from .keys.cache import CACHE_OPTION, DekCache, choose_cache
 
 __all__ = ["encrypt", "decrypt", "inspect", "ObjectInfo", "KeyUris"]
 
-KeyUris = Union[str, Sequence[str], None]
+KeyUris = str | Sequence[str] | None
 
 
 def normalize_key_uris(key_uri: KeyUris) -> list[str]:
@@ -93,7 +94,12 @@ def _cache_for(schemes: Sequence[str], options: Mapping[str, Any]) -> tuple[DekC
     setting = options.get(CACHE_OPTION)
     if setting is False:
         return None, plain
-    resolvers = [get_resolver(scheme, **plain) for scheme in dict.fromkeys(schemes)]
+    resolvers = []
+    for scheme in dict.fromkeys(schemes):
+        try:
+            resolvers.append(get_resolver(scheme, **plain))
+        except UnknownKeySchemeError:
+            continue  # reported when (and if) a slot of that scheme is tried
     return choose_cache(setting, resolvers), plain
 
 

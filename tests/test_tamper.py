@@ -303,11 +303,6 @@ def test_slot_with_unknown_scheme_is_reported() -> None:
     assert_fails(rebuilt(blob, key_slots=(forged,)), b"data", UnknownKeySchemeError)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: check_options() resolves every slot's scheme up front, so an unknown-scheme "
-    "slot raises UnknownKeySchemeError before the readable slots are tried",
-)
 @pytest.mark.parametrize("with_options", [False, True], ids=["no-options", "vault-option"])
 def test_unknown_scheme_slot_does_not_block_other_slots(with_options: bool) -> None:
     options: dict[str, Any] = {"vault": str(LocalVault().path)} if with_options else {}
@@ -325,11 +320,6 @@ def test_unparseable_slot_uri_is_malformed_and_skipped() -> None:
     assert envcrypt.decrypt(rebuilt(blob, key_slots=(forged, slot))) == b"data"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: a slot that unwraps to a DEK of the wrong length makes derive() raise a bare "
-    "ValueError in open_body instead of WrongKeyError, and stops the search for a good slot",
-)
 @pytest.mark.parametrize("dek_size", [16, 31, 33])
 def test_slot_unwrapping_to_a_wrong_size_dek_is_wrong_key(dek_size: int) -> None:
     blob = envcrypt.encrypt(b"data")

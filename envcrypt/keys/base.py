@@ -154,11 +154,19 @@ def check_options(schemes: set[str], options: Mapping[str, Any]) -> None:
     if not options:
         return
     accepted: set[str] = set()
+    known = 0
     for scheme in schemes:
-        names = _accepted_options(_factory(scheme))
+        try:
+            factory = _factory(scheme)
+        except UnknownKeySchemeError:
+            continue  # reported when (and if) a slot of that scheme is tried
+        names = _accepted_options(factory)
         if names is None:
             return
         accepted |= names
+        known += 1
+    if not known:
+        return
     unknown = sorted(set(options) - accepted)
     if unknown:
         raise TypeError(f"unknown key resolver option(s): {', '.join(unknown)}")
