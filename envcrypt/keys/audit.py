@@ -6,11 +6,14 @@ pid), ``op``, ``key`` (a key or secret name, never material), ``version``,
 previous line (64 zeros for the first); ``mac`` is HMAC-SHA256 over the
 canonical JSON of the line without ``mac``, under a key derived from the vault
 master key, so the chain cannot be recomputed without the vault.  ``audit.head``
-repeats the last ``seq``/``mac``, so deleting lines at the end is detected too.
+holds the ``seq`` and ``mac`` of the last line (fixed width, rewritten in place),
+so lines deleted at the end are detected too (unless the head is also set back
+to an older line: an attacker with write access to the vault directory can
+always truncate; keep a copy of the head elsewhere to pin it).
 
-A line is appended after the file is flushed under ``.audit.lock``; the head
-is replaced afterwards, so a crash between the two leaves the log at most one
-line ahead of the head, which ``verify`` accepts.
+A line is appended under ``.audit.lock`` before the head is updated, so a crash
+between the two leaves the log at most one line ahead of the head, which
+``verify`` accepts.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import AuditLogError
-from .vault_store import VaultStore, check_private, read_json
+from .vault_store import VaultStore, check_private
 
 __all__ = ["AuditLog", "AuditReport"]
 
@@ -37,6 +40,17 @@ HEAD_FILE = "audit.head"
 LOCK_FILE = ".audit.lock"
 GENESIS = "0" * 64
 MAX_LINE_SIZE = 64 * 1024
+_HEAD = "{:020d} {}\n"  # seq and mac of the last line, fixed width
+HEAD_SIZE = 20 + 1 + 64 + 1
+
+
+def _parse_head(raw: bytes) -> tuple[int, str] | None:
+    if len(raw) != HEAD_SIZE:
+        return None
+    seq, _, mac = raw.decode("ascii", "replace").strip().partition(" ")
+    if not seq.isdigit() or len(mac) != 64:
+        return None
+    return int(seq), mac
 
 
 def _canonical(entry: dict[str, Any]) -> bytes:
@@ -78,38 +92,33 @@ class AuditLog:
 
     def record(self, op: str, key: str | None, version: int | None, outcome: str, **extra: Any) -> None:
         """Append one line (never pass key material in ``extra``)."""
-        audit_key = self.store.audit_key()  # before the lock: may derive the master key
-        del audit_key
+        self.store.audit_key()  # before the lock: may derive the master key
         with self.store.locked(LOCK_FILE):
-            seq, prev = self._last()
-            entry: dict[str, Any] = {
-                "seq": seq + 1,
-                "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "who": _who(), "op": op, "key": key, "version": version, "outcome": outcome,
-                "prev": prev,
-            }
-            entry.update(extra)
-            entry["mac"] = self._mac(entry)
-            line = _canonical(entry) + b"\n"
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+            head_fd = os.open(self.store.path / HEAD_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
             try:
-                os.write(fd, line)
+                seq, prev = self._last(head_fd)
+                entry: dict[str, Any] = {
+                    "seq": seq + 1,
+                    "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    "who": _who(), "op": op, "key": key, "version": version, "outcome": outcome,
+                    "prev": prev,
+                }
+                entry.update(extra)
+                entry["mac"] = self._mac(entry)
+                log_fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+                try:
+                    os.write(log_fd, _canonical(entry) + b"\n")
+                finally:
+                    os.close(log_fd)
+                # one small in-place write: the head never exists half-renamed
+                os.pwrite(head_fd, _HEAD.format(entry["seq"], entry["mac"]).encode(), 0)
             finally:
-                os.close(fd)
-            head = self.store.path / HEAD_FILE
-            tmp = self.store.path / f".{HEAD_FILE}.tmp"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-            try:
-                os.write(fd, _canonical({"seq": entry["seq"], "mac": entry["mac"]}))
-            finally:
-                os.close(fd)
-            os.replace(tmp, head)
+                os.close(head_fd)
 
-    def _last(self) -> tuple[int, str]:
-        head = self.store.path / HEAD_FILE
-        if head.exists():
-            data = read_json(head)
-            return int(data["seq"]), str(data["mac"])
+    def _last(self, head_fd: int) -> tuple[int, str]:
+        head = _parse_head(os.pread(head_fd, HEAD_SIZE, 0))
+        if head is not None:
+            return head
         if self.path.exists():  # head lost: continue from the last line (verify still reports it)
             last = None
             for entry in self.entries():
@@ -157,11 +166,14 @@ class AuditLog:
         head_path = self.store.path / HEAD_FILE
         if count == 0 and not head_path.exists():
             return AuditReport(True, 0)
+        head = None
         with contextlib.suppress(FileNotFoundError):
-            head = read_json(head_path)
-            if head.get("seq") == seq and head.get("mac") == prev:
-                return AuditReport(True, count)
-            if head.get("seq") == seq - 1 and head.get("mac") == older:  # a crash between the append and the head update
-                return AuditReport(True, count)
-            return AuditReport(False, count, "log does not end where the head says (lines removed at the end)")
-        return AuditReport(False, count, "audit head is missing")
+            check_private(head_path, want_dir=False)
+            head = _parse_head(head_path.read_bytes())
+        if head is None:
+            return AuditReport(False, count, "audit head is missing or corrupt")
+        if head == (seq, prev):
+            return AuditReport(True, count)
+        if head == (seq - 1, older):  # a crash between the append and the head update
+            return AuditReport(True, count)
+        return AuditReport(False, count, "log does not end where the head says (lines removed at the end)")

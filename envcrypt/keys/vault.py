@@ -386,7 +386,8 @@ class LocalVault:
     def _version_entry(record: dict[str, Any], version: int) -> dict[str, Any]:
         for entry in record["versions"]:
             if entry["version"] == version:
-                return entry
+                found: dict[str, Any] = entry
+                return found
         if version <= record.get("purged_through", 0):
             raise KeyDeletedError(f"local:{record['name']}/{version} was purged: data under it is unrecoverable")
         raise KeyNotFoundError(f"no version {version} of local:{record['name']}")

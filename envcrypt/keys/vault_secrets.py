@@ -7,6 +7,7 @@ Every call is audited (the value never is).
 
 from __future__ import annotations
 
+import builtins
 import re
 import time
 from collections.abc import Callable
@@ -62,7 +63,7 @@ class SecretStore:
         def run() -> tuple[int, int]:
             with self.store.locked():
                 path = self._path(name)
-                record = read_json(path) if path.exists() else {"name": name, "versions": []}
+                record: dict[str, Any] = read_json(path) if path.exists() else {"name": name, "versions": []}
                 version = max([v["version"] for v in record["versions"]] + [0]) + 1
                 record["versions"].append({
                     "version": version, "created": int(time.time()),
@@ -95,7 +96,7 @@ class SecretStore:
                         "updated": versions[-1]["created"] if versions else None})
         return out
 
-    def versions(self, name: str) -> list[dict[str, Any]]:
+    def versions(self, name: str) -> builtins.list[dict[str, Any]]:
         return [{"version": v["version"], "created": v["created"]} for v in self._load(name)["versions"]]
 
     def delete(self, name: str) -> None:
