@@ -132,3 +132,18 @@ def test_audit_verify_and_tail(capsys: pytest.CaptureFixture[str], _isolated_vau
     log.write_text(log.read_text().replace('"op":"wrapKey"', '"op":"verify"'))
     code, text = run(capsys, "audit", "verify")
     assert code == 1 and "BROKEN at line 2" in text
+
+
+def test_init_passphrase_vault_and_purge_due(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    vault = str(tmp_path / "pv")
+    monkeypatch.setenv("MY_PW", "s3cret")
+    code, out = run(capsys, "key", "init", "--vault", vault, "--passphrase-env", "MY_PW",
+                    "--memory-mib", "8", "--iterations", "1", "--lanes", "1", "--json")
+    assert code == 0 and out["master"] == "argon2id passphrase"
+    assert main(["key", "create", "k", "--vault", vault]) == 2  # no $ENVCRYPT_VAULT_PASSPHRASE
+    assert "passphrase" in capsys.readouterr().err
+    monkeypatch.setenv("ENVCRYPT_VAULT_PASSPHRASE", "s3cret")
+    assert run(capsys, "key", "create", "k", "--vault", vault, "--json") == (0, {"uri": "local:k/1"})
+    run(capsys, "key", "delete", "k", "--vault", vault, "--retention-days", "0")
+    assert run(capsys, "key", "purge-due", "--vault", vault, "--json") == (0, {"purged": ["k"]})

@@ -223,3 +223,26 @@ def test_repr_and_pickle_carry_no_key(vault: LocalVault) -> None:
     assert master.hex() not in repr(vault)
     clone = pickle.loads(pickle.dumps(vault))
     assert clone.identity("eu") == "local:eu/1"
+
+
+def test_purge_due_after_retention(vault: LocalVault) -> None:
+    vault.create_key("old")
+    vault.create_key("recent")
+    vault.create_key("live")
+    vault.delete_key("old", retention_days=0)
+    vault.delete_key("recent", retention_days=7)
+    assert vault.purge_due() == ["old"]
+    assert not vault.key_exists("old") and vault.key_exists("recent") and vault.key_exists("live")
+    assert vault.purge_due(now=int(time.time()) + 8 * 86400) == ["recent"]
+
+
+def test_threads_share_one_vault_and_keep_the_audit_chain(vault: LocalVault) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    vault.create_key("eu")
+    with ThreadPoolExecutor(8) as pool:
+        blobs = list(pool.map(lambda i: envcrypt.encrypt(b"%d" % i, "local:eu"), range(64)))
+        plain = list(pool.map(envcrypt.decrypt, blobs))
+    assert plain == [b"%d" % i for i in range(64)]
+    report = vault.audit.verify()
+    assert report.ok and report.entries == 1 + 64 + 64

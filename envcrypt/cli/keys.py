@@ -59,6 +59,11 @@ def register(sub: Any) -> None:
     _add(key, "recover", _key_recover, "recover a soft-deleted key", _a("name"))
     _add(key, "purge", _key_purge, "destroy a soft-deleted key (data under it becomes unreadable)",
          _a("name"), _a("--yes", action="store_true", required=True, help="confirm crypto-shredding"))
+    _add(key, "purge-due", _key_purge_due, "purge soft-deleted keys whose retention period has ended")
+    _add(key, "init", _key_init, "initialise a vault (a key file, or a passphrase from an environment variable)",
+         _a("--passphrase-env", metavar="VAR", help="protect the master key with the passphrase in $VAR"),
+         _a("--memory-mib", type=int, default=64, help="Argon2id memory (MiB)"),
+         _a("--iterations", type=int, default=3), _a("--lanes", type=int, default=4))
     _add(key, "import", _key_import, "import key material (raw, PEM/DER, or a BYOK package)", _a("name"),
          _a("--file", required=True, help="material file (32 raw bytes, a private key, or a BYOK package)"),
          _a("--kind", choices=KINDS, default="aes256"), ops,
@@ -212,6 +217,23 @@ def _key_recover(args: argparse.Namespace) -> int:
 def _key_purge(args: argparse.Namespace) -> int:
     _vault(args).purge_key(args.name)
     return _out(args, {"purged": args.name}, f"purged {args.name}: data under it is unrecoverable")
+
+
+def _key_purge_due(args: argparse.Namespace) -> int:
+    purged = _vault(args).purge_due()
+    return _out(args, {"purged": purged}, "purged: " + (", ".join(purged) or "nothing due"))
+
+
+def _key_init(args: argparse.Namespace) -> int:
+    passphrase = None
+    if args.passphrase_env:
+        passphrase = os.environ.get(args.passphrase_env)
+        if not passphrase:
+            raise ValueError(f"${args.passphrase_env} is not set")
+    vault = _vault(args)
+    vault.init(passphrase, memory_cost=args.memory_mib * 1024, iterations=args.iterations, lanes=args.lanes)
+    mode = "argon2id passphrase" if passphrase else "key file"
+    return _out(args, {"vault": str(vault.path), "master": mode}, f"initialised {vault.path} ({mode})")
 
 
 def _key_import(args: argparse.Namespace) -> int:

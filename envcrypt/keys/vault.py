@@ -334,6 +334,18 @@ class LocalVault:
 
         self._update("purge", name, change)
 
+    def purge_due(self, now: int | None = None) -> list[str]:
+        """Purge every soft-deleted key whose retention period has ended; their names.
+
+        There is no background job: call this (``envcrypt key purge-due``) from a schedule.
+        """
+        now = _now() if now is None else now
+        due = [k["name"] for k in self.list_keys(include_deleted=True)
+               if k["deleted"] and k["scheduled_purge"] is not None and k["scheduled_purge"] <= now]
+        for name in due:
+            self.purge_key(name)
+        return due
+
     # ------------------------------------------------------------ inspection
 
     def key_exists(self, name: str) -> bool:
