@@ -264,3 +264,19 @@ def test_get_file_in_parallel_ranges_and_no_partial_output(tmp_path: Path, monke
     with pytest.raises(IntegrityError):
         fs.get_file("/g", str(tmp_path / "bad.bin"))
     assert not (tmp_path / "bad.bin").exists()
+
+
+def test_text_writer_aborts_on_exception_and_target_secrets_are_not_pickled() -> None:
+    fs, target = memory_envcrypt()
+    with pytest.raises(KeyError):
+        with fs.open("/t.txt", "w", encoding="utf-8") as f:
+            f.write("partial line\n" * 1000)
+            raise KeyError("boom")
+    assert not target.exists("/t.txt")
+    with fs.open("/t.txt", "w") as f:
+        f.write("whole\n")
+    assert fs.cat_file("/t.txt") == b"whole\n"
+    given = EnvcryptFileSystem(fs=fsspec.filesystem("memory", skip_instance_cache=True, password="pw-123"),
+                               skip_instance_cache=True)
+    blob = pickle.dumps(given)
+    assert b"pw-123" not in blob and type(pickle.loads(blob).target).__name__ == "MemoryFileSystem"

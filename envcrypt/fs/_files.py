@@ -21,11 +21,14 @@ a ``with`` block by an exception aborts: no final chunk, nothing published.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from fsspec.implementations.local import LocalFileSystem
+from fsspec.implementations.memory import MemoryFileSystem
 from fsspec.spec import AbstractBufferedFile
 
 from .. import _buffers
@@ -40,6 +43,8 @@ if TYPE_CHECKING:
     from .filesystem import EnvcryptFileSystem
 
 __all__ = ["EnvcryptReadFile", "EnvcryptWriteFile"]
+
+OPEN_BATCH_CHUNKS = 256  # 4 MiB of plaintext per open call
 
 
 class EnvcryptReadFile(AbstractBufferedFile):  # type: ignore[misc]
@@ -65,6 +70,7 @@ class EnvcryptReadFile(AbstractBufferedFile):  # type: ignore[misc]
         self._edge = b""
         self._fd: int | None = None  # local targets: one descriptor, positional reads
         self._local = isinstance(fs.target, LocalFileSystem)
+        self._memory = type(fs.target) is MemoryFileSystem  # subclasses may serve reads their own way
         self.fetched_bytes = 0  # stored bytes read from the target by this file
         super().__init__(
             fs, path, mode="rb", block_size=block_size or "default", cache_type=cache_type,
@@ -128,17 +134,44 @@ class EnvcryptReadFile(AbstractBufferedFile):  # type: ignore[misc]
             lo = start - first * CHUNK_SIZE
             out[:] = self._edge[lo : lo + end - start]
             return _buffers.finish(result)
-        sealed = self._fetch_sealed(first, last, final_index)
-        self._open_into(sealed, first, last, final_index, start + done, end, out[done:], keep)
+        with self._sealed(first, last, final_index) as sealed:
+            self._open_into(sealed, first, last, final_index, start + done, end, out[done:], keep)
         return _buffers.finish(result)
 
-    def _fetch_sealed(self, first: int, last: int, final_index: int) -> memoryview:
+    @contextlib.contextmanager
+    def _sealed(self, first: int, last: int, final_index: int) -> Iterator[memoryview]:
+        """The sealed chunks first..last, from ONE ranged read (a view, without a copy, in memory)."""
+        lo, hi = self._stored_span(first, last, final_index)
+        store = getattr(self.fs.target, "store", None) if self._memory else None
+        if store is None:
+            yield self._fetch_sealed(lo, hi)
+            return
+        try:
+            whole = store[self.path].getbuffer()
+        except KeyError:
+            raise FileNotFoundError(self.path) from None
+        try:
+            view = whole[lo:hi]
+            try:
+                self.fetched_bytes += len(view)
+                if len(view) != hi - lo:
+                    raise IntegrityError()
+                yield view
+            finally:
+                view.release()
+        finally:
+            whole.release()
+
+    def _stored_span(self, first: int, last: int, final_index: int) -> tuple[int, int]:
         body = self._head.header_size + BODY_PREFIX_SIZE
         lo = body + first * SEALED_CHUNK_SIZE
         if last == final_index:
             hi = body + last * SEALED_CHUNK_SIZE + self.size % CHUNK_SIZE + TAG_SIZE
         else:
             hi = body + (last + 1) * SEALED_CHUNK_SIZE
+        return lo, hi
+
+    def _fetch_sealed(self, lo: int, hi: int) -> memoryview:
         if self._local:
             data = self._pread(lo, hi - lo)
         else:
@@ -169,9 +202,13 @@ class EnvcryptReadFile(AbstractBufferedFile):  # type: ignore[misc]
         cipher = self._cipher
 
         def run(i: int, j: int, dst: memoryview) -> int:
-            a = (i - first) * SEALED_CHUNK_SIZE
-            b = min((j + 1 - first) * SEALED_CHUNK_SIZE, len(sealed))
-            return cipher.open(i, sealed[a:b], dst, final=j == final_index)
+            done = 0
+            for k in range(i, j + 1, OPEN_BATCH_CHUNKS):  # cache-sized batches, each on the thread pool
+                m = min(k + OPEN_BATCH_CHUNKS - 1, j)
+                a = (k - first) * SEALED_CHUNK_SIZE
+                b = min((m + 1 - first) * SEALED_CHUNK_SIZE, len(sealed))
+                done += cipher.open(k, sealed[a:b], dst[done:], final=m == final_index)
+            return done
 
         def edge(i: int) -> bytes:
             scratch = bytearray(CHUNK_SIZE)

@@ -26,6 +26,7 @@ plaintext sizes computed from each object's header length and stored size;
 from __future__ import annotations
 
 import functools
+import io
 import os
 import shutil
 import tempfile
@@ -159,8 +160,13 @@ class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
             "resolver_options": self.resolver_options or None,
             "pickle_credentials": self.pickle_credentials,
         }
-        if self._given_fs:
-            options["fs"] = self.target
+        if self._given_fs and (self.pickle_credentials or scrub(self.target.storage_options)
+                               == dict(self.target.storage_options)):
+            options["fs"] = self.target  # nothing credential-like in it: pickle the instance itself
+        elif self._given_fs:
+            protocol = self.target.protocol
+            options["target_protocol"] = protocol if isinstance(protocol, str) else protocol[0]
+            options["target_options"] = scrub(self.target.storage_options)
         else:
             target_options = self._target_options
             options["target_protocol"] = self._target_protocol
@@ -371,6 +377,17 @@ class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
             os.close(fd)
         return None
 
+    def open(self, path: str, mode: str = "rb", block_size: Any = None, cache_options: Any = None,
+             compression: Any = None, **kwargs: Any) -> Any:
+        """fsspec's ``open``; text writers also abort (publish nothing) when a ``with`` block raises."""
+        if "b" in mode or "r" in mode or compression is not None:
+            return super().open(path, mode, block_size=block_size, cache_options=cache_options,
+                                compression=compression, **kwargs)
+        text = {k: kwargs.pop(k) for k in ("encoding", "errors", "newline") if k in kwargs}
+        raw = super().open(path, mode.replace("t", "") + "b", block_size=block_size,
+                           cache_options=cache_options, **kwargs)
+        return _TextWriter(raw, **text)
+
     def _open(self, path: str, mode: str = "rb", block_size: Any = None, autocommit: bool = True,
               cache_options: dict[str, Any] | None = None, **kwargs: Any) -> Any:
         path = self._strip_protocol(path)
@@ -418,6 +435,15 @@ class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
             self, path, head, immutable, cipher, block_size=block_size,
             cache_type=kwargs.pop("cache_type", "none"), cache_options=cache_options, **kwargs,
         )
+
+
+class _TextWriter(io.TextIOWrapper):
+    """A text writer over an envcrypt writer: leaving ``with`` by an exception publishes nothing."""
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is not None and isinstance(self.buffer, EnvcryptWriteFile):
+            self.buffer.discard()
+        self.close()
 
 
 def _apply(entry: dict[str, Any], head: Head) -> None:
