@@ -229,3 +229,16 @@ def test_streaming_writer_uses_the_cache(moto_server: str, kms_alias: str, kms_c
     for i, blob in enumerate(outs):
         assert envcrypt.open_reader(io.BytesIO(blob), **opts).read() == b"stream %d" % i
     assert kms_calls == {"Encrypt": 1, "Decrypt": 1}
+
+
+def test_cache_key_includes_resolver_options(tmp_path: Any) -> None:
+    from envcrypt.keys.vault import LocalVault
+
+    for name in ("a", "b"):
+        LocalVault(tmp_path / name).create_key("k")
+    in_a = envcrypt.encrypt(b"x", "local:k", vault=str(tmp_path / "a"), dek_cache=True)
+    in_b = envcrypt.encrypt(b"x", "local:k", vault=str(tmp_path / "b"), dek_cache=True)
+    assert _slot_bytes(in_a) != _slot_bytes(in_b)
+    assert envcrypt.decrypt(in_b, vault=str(tmp_path / "b"), dek_cache=True) == b"x"
+    with pytest.raises(envcrypt.WrongKeyError):  # vault a's cached DEK is not offered for vault b
+        envcrypt.decrypt(in_b, vault=str(tmp_path / "a"), dek_cache=True)
