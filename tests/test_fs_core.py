@@ -212,13 +212,11 @@ def test_pickle_carries_no_secret(_isolated_vault: Path) -> None:
 
 def _rewrapped(stored: bytes, key_uris: list[str]) -> bytes:
     """The same object with its key slots replaced (body byte-identical), as a rewrap does."""
-    from envcrypt.envelope import unwrap_dek, wrap_dek
     from envcrypt.format import parse_header
+    from envcrypt.rewrap import rewrap_header
 
-    header, size = parse_header(stored)
-    dek = unwrap_dek(header, {})[0]
-    new = header.with_slots(wrap_dek(dek, key_uris, header.encryption_context, {}))
-    return new.pack() + stored[size:]
+    _, size = parse_header(stored)
+    return rewrap_header(stored, key_uris) + stored[size:]
 
 
 def test_open_reader_survives_a_rewrap_with_a_longer_header() -> None:
@@ -280,3 +278,19 @@ def test_text_writer_aborts_on_exception_and_target_secrets_are_not_pickled() ->
                                skip_instance_cache=True)
     blob = pickle.dumps(given)
     assert b"pw-123" not in blob and type(pickle.loads(blob).target).__name__ == "MemoryFileSystem"
+
+
+def test_headers_longer_than_the_probe_and_context_on_reads() -> None:
+    context = {"dataset": "x" * 5000, "owner": "team-a"}
+    fs, target = memory_envcrypt(encryption_context=context)
+    data = os.urandom(CHUNK_SIZE + 3)
+    fs.pipe_file("/long", data)
+    HEADS.clear()
+    info = fs.info("/long")
+    assert info["header_size"] > 5000 and info["size"] == len(data)
+    assert fs.cat_file("/long", 10, CHUNK_SIZE + 2) == data[10 : CHUNK_SIZE + 2]
+    other = EnvcryptFileSystem(fs=target, encryption_context={"owner": "team-b"}, skip_instance_cache=True)
+    from envcrypt import ContextMismatchError
+
+    with pytest.raises(ContextMismatchError):
+        other.cat_file("/long")

@@ -196,3 +196,15 @@ def test_put_and_get_files(s3: dict[str, Any], tmp_path: Any) -> None:
     fs.put(str(tmp_path / "local"), f"{s3['bucket']}/tree", recursive=True)
     assert sorted(fs.find(f"{s3['bucket']}/tree")) == [
         f"{s3['bucket']}/tree/in.bin", f"{s3['bucket']}/tree/out.bin"]
+
+
+def test_aws_kms_key_through_the_filesystem(s3: dict[str, Any]) -> None:
+    kms = boto3.client("kms", endpoint_url=s3["endpoint"], region_name="us-east-1")
+    key_id = kms.create_key()["KeyMetadata"]["KeyId"]
+    resolver = {"endpoint_url": s3["endpoint"], "region_name": "us-east-1"}
+    fs = _fs(s3, key_uri=f"aws-kms://{key_id}", resolver_options=resolver)
+    fs.pipe_file(f"{s3['bucket']}/kms.bin", b"wrapped by KMS")
+    from envcrypt import inspect
+
+    assert inspect(_raw(s3, "kms.bin")).key_uris[0].startswith("aws-kms://")
+    assert _fs(s3, resolver_options=resolver).cat_file(f"{s3['bucket']}/kms.bin") == b"wrapped by KMS"

@@ -24,10 +24,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..envelope import normalize_key_uris, open_body, read_header
+from ..envelope import normalize_key_uris, read_header
 from ..errors import EnvcryptError
-from ..format import BODY_PREFIX_SIZE, Header, parse_header
+from ..format import BODY_PREFIX_SIZE
 from ..keys.base import resolver_for
+from ..rewrap import rewrap_header
 from ._sinks import open_sink
 from .filesystem import EnvcryptFileSystem
 from .manifest import MANIFEST_NAME
@@ -179,19 +180,6 @@ def migrate(
 # ---------------------------------------------------------------- rewrap
 
 
-def _new_header(header: Header, key_uris: Sequence[str], options: Mapping[str, Any]) -> bytes:
-    """The packed header with new key slots; issue-3's ``rewrap_header`` when present."""
-    try:
-        from ..rewrap import rewrap_header  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        from ..envelope import unwrap_dek, wrap_dek
-
-        dek = unwrap_dek(header, options)[0]
-        return header.with_slots(wrap_dek(dek, key_uris, header.encryption_context, options)).pack()
-    packed: bytes = rewrap_header(header, list(key_uris), **dict(options))
-    return packed
-
-
 def target_identities(key_uris: Iterable[str], options: Mapping[str, Any]) -> list[str]:
     """The exact key versions new slots under ``key_uris`` would name."""
     return [resolver_for(uri, **dict(options)).identity(uri) for uri in key_uris]
@@ -207,9 +195,8 @@ def rewrap_object(fs: EnvcryptFileSystem, path: str, key_uris: Sequence[str],
         if [slot.key_uri for slot in header.key_slots] == list(identities):
             return False
         prefix = src.read(BODY_PREFIX_SIZE)
-        packed = _new_header(header, key_uris, options)
-        new_header, _ = parse_header(packed)
-        open_body(new_header, prefix, options)  # the new slots open this very body
+        # the DEK is checked against this body's key commitment before it is wrapped again
+        packed = rewrap_header(header, list(key_uris), body_prefix=prefix, **dict(options))
         sink = open_sink(fs.target, path)
         try:
             sink.raw.write(packed)
