@@ -294,3 +294,14 @@ def test_headers_longer_than_the_probe_and_context_on_reads() -> None:
 
     with pytest.raises(ContextMismatchError):
         other.cat_file("/long")
+
+
+@pytest.mark.parametrize("cache_type", ["none", "readahead", "bytes", "blockcache", "first", "all"])
+def test_every_fsspec_cache_type_reads_correctly(cache_type: str) -> None:
+    fs, _ = memory_envcrypt()
+    data = os.urandom(10 * CHUNK_SIZE + 77)
+    fs.pipe_file("/c", data)
+    with fs.open("/c", "rb", cache_type=cache_type, block_size=3 * CHUNK_SIZE + 5) as f:
+        for start, n in [(5, 100), (CHUNK_SIZE - 3, 10), (7 * CHUNK_SIZE, 2 * CHUNK_SIZE), (0, len(data))]:
+            f.seek(start)
+            assert f.read(n) == data[start : start + n]

@@ -29,7 +29,6 @@ import functools
 import io
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -45,7 +44,7 @@ from ..format import BODY_PREFIX_SIZE, parse_header
 from ..streams import EncryptingWriter
 from ._files import EnvcryptReadFile, EnvcryptWriteFile
 from ._heads import HEADS, Head, fetch_heads, fs_token
-from ._sinks import TEMP_PREFIX, open_sink, uses_buffered_sink
+from ._sinks import TEMP_PREFIX, open_sink
 from .policy import KeyChoice, KeyPolicy
 
 __all__ = ["EnvcryptFileSystem"]
@@ -318,31 +317,6 @@ class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
         """The key URI(s) new writes at ``path`` use: key policy, else ``key_uri``, else the default."""
         chosen = self.policy.for_path(self._strip_protocol(path), self.target._strip_protocol)
         return chosen if chosen is not None else self.key_uri
-
-    def put_file(self, lpath: str, rpath: str, callback: Any = DEFAULT_CALLBACK, mode: str = "overwrite",
-                 **kwargs: Any) -> None:
-        """Encrypt one local file to the target.
-
-        On object stores the file is encrypted into a local temp file first, so
-        the store's own upload (concurrent multipart, aborted on failure) does
-        the transfer; elsewhere it streams through ``open(rpath, "wb")``.
-        """
-        rpath = self._strip_protocol(rpath)
-        if os.path.isdir(lpath) or not uses_buffered_sink(self.target):
-            return super().put_file(lpath, rpath, callback=callback, mode=mode, **kwargs)  # type: ignore[no-any-return]
-        if mode == "create" and self.exists(rpath):
-            raise FileExistsError(rpath)
-        dek, header = new_header(self.key_for(rpath), self.encryption_context, self.resolver_options)
-        fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX)
-        try:
-            with open(lpath, "rb") as src, os.fdopen(fd, "wb") as raw:
-                with EncryptingWriter(raw, header, dek) as writer:
-                    shutil.copyfileobj(src, writer, GET_PART)
-            self.target.put_file(tmp, rpath, callback=callback)
-        finally:
-            os.unlink(tmp)
-        self._written(rpath)
-        return None
 
     def get_file(self, rpath: str, lpath: Any = None, callback: Any = DEFAULT_CALLBACK, outfile: Any = None,
                  **kwargs: Any) -> None:
