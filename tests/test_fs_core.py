@@ -305,3 +305,18 @@ def test_every_fsspec_cache_type_reads_correctly(cache_type: str) -> None:
         for start, n in [(5, 100), (CHUNK_SIZE - 3, 10), (7 * CHUNK_SIZE, 2 * CHUNK_SIZE), (0, len(data))]:
             f.seek(start)
             assert f.read(n) == data[start : start + n]
+
+
+def test_transactions_publish_on_commit_only() -> None:
+    fs, target = memory_envcrypt()
+    with fs.transaction:
+        with fs.open("/tx/a", "wb") as f:
+            f.write(b"in a transaction")
+        assert not target.exists("/tx/a")  # sealed, not yet published
+    assert fs.cat_file("/tx/a") == b"in a transaction"
+    with pytest.raises(RuntimeError):
+        with fs.transaction:
+            with fs.open("/tx/b", "wb") as f:
+                f.write(b"never")
+            raise RuntimeError("roll back")
+    assert not target.exists("/tx/b")

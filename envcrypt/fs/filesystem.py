@@ -109,7 +109,7 @@ class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
 
     protocol = "envcrypt"
     root_marker = ""
-    _strip_protocol = _hybrid(_strip_class, _strip_instance)  # type: ignore[assignment]
+    _strip_protocol = _hybrid(_strip_class, _strip_instance)
 
     def __init__(
         self,
@@ -178,7 +178,7 @@ class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
         return _rebuild, (type(self), self._options())
 
     def unstrip_protocol(self, name: str) -> str:
-        return "envcrypt::" + self.target.unstrip_protocol(name)
+        return "envcrypt::" + str(self.target.unstrip_protocol(name))
 
     # ------------------------------------------------------------ heads and sizes
 
