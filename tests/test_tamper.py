@@ -119,7 +119,6 @@ REGIONS: list[tuple[str, int, int, set[type[EnvcryptError]]]] = [
     ("chunk ciphertext", 147, 247, {IntegrityError}),
     ("chunk tag", 247, 263, {IntegrityError}),
 ]
-BUGS: dict[str, str] = {}  # region -> "core bug: ..." while a region is known to misbehave
 
 
 def test_regions_cover_the_whole_small_object() -> None:
@@ -132,13 +131,7 @@ def test_regions_cover_the_whole_small_object() -> None:
 
 @pytest.mark.parametrize(
     ("start", "end", "errors"),
-    [
-        pytest.param(
-            start, end, errors, id=name,
-            marks=[pytest.mark.xfail(strict=True, reason=BUGS[name])] if name in BUGS else [],
-        )
-        for name, start, end, errors in REGIONS
-    ],
+    [pytest.param(start, end, errors, id=name) for name, start, end, errors in REGIONS],
 )
 def test_every_bit_flip_raises_the_error_of_its_region(start: int, end: int, errors: set[type[EnvcryptError]]) -> None:
     blob = small_object()
