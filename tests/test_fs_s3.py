@@ -208,3 +208,22 @@ def test_aws_kms_key_through_the_filesystem(s3: dict[str, Any]) -> None:
 
     assert inspect(_raw(s3, "kms.bin")).key_uris[0].startswith("aws-kms://")
     assert _fs(s3, resolver_options=resolver).cat_file(f"{s3['bucket']}/kms.bin") == b"wrapped by KMS"
+
+
+def test_reader_open_during_a_rewrap_on_s3(s3: dict[str, Any]) -> None:
+    from envcrypt.fs import trees
+    from envcrypt.keys.vault import LocalVault
+
+    LocalVault().create_key("a-much-longer-key-name-for-a-longer-header")
+    fs = _fs(s3)
+    data = os.urandom(8 * CHUNK_SIZE)
+    path = f"{s3['bucket']}/rot.bin"
+    fs.pipe_file(path, data)
+    with fs.open(path) as f:
+        assert f.read(10) == data[:10]
+        assert trees.rewrap_object(fs, path, ["local:a-much-longer-key-name-for-a-longer-header"])
+        f.seek(5 * CHUNK_SIZE)
+        assert f.read() == data[5 * CHUNK_SIZE :]
+    assert fs.cat_file(path) == data
+    walked = [(root, {n: i["size"] for n, i in files.items()}) for root, _, files in fs.walk(s3["bucket"], detail=True)]
+    assert walked == [(s3["bucket"], {"rot.bin": len(data)})]

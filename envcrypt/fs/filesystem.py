@@ -129,13 +129,13 @@ class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
         super().__init__(**kwargs)
         if plaintext not in ("error", "allow"):
             raise ValueError("plaintext must be 'error' or 'allow'")
+        self._given_fs = fs is not None
         if fs is None:
-            protocol = target_protocol or "file"
-            fs = fsspec.filesystem(protocol, **dict(target_options or {}))
+            target_protocol = target_protocol or "file"
+            fs = fsspec.filesystem(target_protocol, **dict(target_options or {}))
         self.target = fs
         self._target_protocol = target_protocol
         self._target_options = dict(target_options or {})
-        self._given_fs = target_protocol is None and target_options is None and fs is not None
         self.root = fs._strip_protocol(fo) if fo else ""
         self.root_marker = fs.root_marker
         self.key_uri = key_uri
