@@ -134,9 +134,22 @@ class EnvcryptReadFile(AbstractBufferedFile):  # type: ignore[misc]
             lo = start - first * CHUNK_SIZE
             out[:] = self._edge[lo : lo + end - start]
             return _buffers.finish(result)
+        if first == last and done == 0 and not self._memory:
+            return self._read_one_chunk(first, final_index, start, end, keep)
         with self._sealed(first, last, final_index) as sealed:
             self._open_into(sealed, first, last, final_index, start + done, end, out[done:], keep)
         return _buffers.finish(result)
+
+    def _read_one_chunk(self, index: int, final_index: int, start: int, end: int, keep: bool) -> bytes:
+        """The common small read: one chunk fetched, opened into scratch, sliced."""
+        sealed = self._fetch_sealed(*self._stored_span(index, index, final_index))
+        scratch = bytearray(CHUNK_SIZE)
+        n = self._cipher.open(index, sealed, memoryview(scratch), final=index == final_index)
+        plain = bytes(memoryview(scratch)[:n])
+        if keep:
+            self._edge_index, self._edge = index, plain
+        lo = start - index * CHUNK_SIZE
+        return plain[lo : lo + end - start]
 
     @contextlib.contextmanager
     def _sealed(self, first: int, last: int, final_index: int) -> Iterator[memoryview]:
