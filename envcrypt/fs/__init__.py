@@ -1,7 +1,25 @@
 """The envcrypt fsspec filesystem: ``envcrypt::`` in front of any fsspec URL encrypts at rest.
 
 ``EnvcryptFileSystem`` is registered as the ``envcrypt`` protocol through the
-``fsspec.specs`` entry point (``envcrypt.fs:EnvcryptFileSystem``).
+``fsspec.specs`` entry point (``envcrypt.fs:EnvcryptFileSystem``)::
+
+    import pandas as pd
+    so = {"envcrypt": {"key_uri": "local:team"}, "s3": {"client_kwargs": {...}}}
+    df.to_parquet("envcrypt::s3://lake/t.parquet", storage_options=so)
+    pd.read_parquet("envcrypt::s3://lake/t.parquet", columns=["a"], storage_options=so)
+
+    fs, path = fsspec.core.url_to_fs("envcrypt::s3://lake", **so)
+    pq.read_table("lake/t.parquet", filesystem=fs)      # pyarrow: pass filesystem=
+
+Modules: ``filesystem`` (the protocol), ``_files`` (random-access reader,
+atomic writer), ``_heads`` (header probes and their cache), ``_sinks`` (atomic
+publication per target), ``policy`` (key by path prefix), ``trees``
+(encrypt/decrypt a tree, migrate, rewrap), ``manifest`` (signed dataset
+manifests), ``urls`` (URL helpers for the CLI), ``progress``.
+
+Atomicity: ``with fs.open(p, "wb")`` (binary or text) publishes nothing when the
+block raises.  ``fsspec.open(...)``'s ``OpenFile`` closes (and so publishes)
+its file whatever happens in the block: it gives its file no exception details.
 """
 
 from __future__ import annotations
