@@ -166,9 +166,12 @@ def fetch_heads(target: Any, infos: Sequence[Mapping[str, Any]], *, use_cache: b
         datas = target.cat_ranges(paths, [0] * len(todo), [want[i] for i in todo], on_error="return")
         again = []
         for i, data in zip(todo, datas, strict=False):
+            stored = int(infos[i]["size"])
+            if isinstance(data, FileNotFoundError):  # deleted since it was listed: report what was seen
+                heads[i] = Head(stored, False, error="FileNotFoundError")
+                continue
             if isinstance(data, BaseException):
                 raise data
-            stored = int(infos[i]["size"])
             head, more = parse_head(bytes(data), stored)
             if more is not None and more > len(data) and want[i] < stored:
                 want[i] = min(more, stored)

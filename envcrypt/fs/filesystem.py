@@ -391,6 +391,8 @@ class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
 
     def _open_read(self, path: str, block_size: Any, cache_options: Any, **kwargs: Any) -> Any:
         head = self._head(path)
+        if head.error == "FileNotFoundError":
+            raise FileNotFoundError(path)
         if not head.encrypted:
             if self.plaintext == "allow":
                 return self.target.open(path, "rb", block_size=block_size, cache_options=cache_options, **kwargs)
