@@ -51,6 +51,7 @@ __all__ = [
     "derive",
     "new_message",
     "open_message",
+    "open_span",
     "set_threads",
 ]
 
@@ -303,6 +304,59 @@ class ChunkCipher:
             ins = [src[o : o + src_step] for o in range(start * src_step, stop * src_step, src_step)]
             outs = [dst[o : o + dst_step] for o in range(start * dst_step, stop * dst_step, dst_step)]
             deque(map(op, nonces, ins, repeat(None, stop - start), outs), maxlen=0)
+
+
+def open_span(
+    cipher: ChunkCipher,
+    sealed: memoryview,
+    first_chunk: int,
+    start: int,
+    end: int,
+    out: memoryview,
+    *,
+    plaintext_size: int,
+    scratch: memoryview,
+) -> tuple[int, int] | None:
+    """Open every sealed chunk in ``sealed`` and place plaintext bytes ``[start, end)`` into ``out``.
+
+    ``sealed`` holds the sealed chunks ``first_chunk, first_chunk + 1, ...``
+    exactly as stored (the message's final chunk, if included, is short).
+    Every chunk in it is authenticated, also one that lies past ``end`` (the
+    empty final chunk, when a read reaches the end).  Chunks wholly inside the
+    range open straight into ``out`` in one batch; a chunk cut by the range
+    opens into ``scratch`` (one chunk long) and its overlap is copied.
+
+    Returns ``(chunk_index, plaintext_length)`` of the last chunk left whole in
+    ``scratch``, or None, so a caller can keep it for the next small read.
+    """
+    final_index = plaintext_size // CHUNK_SIZE
+    last = first_chunk + -(-len(sealed) // SEALED_CHUNK_SIZE) - 1
+
+    def chunk_end(index: int) -> int:
+        return min((index + 1) * CHUNK_SIZE, plaintext_size)
+
+    def run(i: int, j: int, dst: memoryview) -> int:
+        lo = (i - first_chunk) * SEALED_CHUNK_SIZE
+        hi = min((j + 1 - first_chunk) * SEALED_CHUNK_SIZE, len(sealed))
+        return cipher.open(i, sealed[lo:hi], dst, final=j == final_index)
+
+    kept: tuple[int, int] | None = None
+    i = first_chunk
+    while i <= last:
+        j = i
+        while j <= last and j * CHUNK_SIZE >= start and chunk_end(j) <= end:
+            j += 1
+        if j > i:  # chunks i..j-1 lie wholly inside [start, end)
+            run(i, j - 1, out[i * CHUNK_SIZE - start : chunk_end(j - 1) - start])
+            i = j
+            continue
+        n = run(i, i, scratch)
+        lo, hi = max(start, i * CHUNK_SIZE), min(end, chunk_end(i))
+        if hi > lo:
+            out[lo - start : hi - start] = scratch[lo - i * CHUNK_SIZE : hi - i * CHUNK_SIZE]
+        kept = (i, n)
+        i += 1
+    return kept
 
 
 _ZEROS = memoryview(bytes(1 << 20))

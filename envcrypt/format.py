@@ -307,6 +307,13 @@ def chunk_offset(chunk_index: int) -> int:
     return BODY_PREFIX_SIZE + chunk_index * SEALED_CHUNK_SIZE
 
 
+def sealed_chunk_end(chunk_index: int, plaintext_size_: int) -> int:
+    """Where sealed chunk ``chunk_index`` ends, counted from the first sealed chunk (after salt and commitment)."""
+    if chunk_index == plaintext_size_ // CHUNK_SIZE:  # the short final chunk
+        return chunk_index * SEALED_CHUNK_SIZE + plaintext_size_ % CHUNK_SIZE + TAG_SIZE
+    return (chunk_index + 1) * SEALED_CHUNK_SIZE
+
+
 def chunk_span(start: int, end: int) -> tuple[int, int]:
     """Chunk indexes ``[first, last]`` holding plaintext bytes ``[start, end)`` (end > start)."""
     return start // CHUNK_SIZE, (end - 1) // CHUNK_SIZE

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from typing import IO, Any
 
 from . import _buffers
-from .chunked import ChunkCipher, new_message
+from .chunked import ChunkCipher, new_message, open_span
 from .envelope import KeyUris, check_context, new_header, open_body, read_header
 from .errors import ClosedError, IntegrityError
 from .format import (
@@ -32,6 +32,7 @@ from .format import (
     SEALED_CHUNK_SIZE,
     Header,
     plaintext_size,
+    sealed_chunk_end,
 )
 
 __all__ = ["EncryptingWriter", "DecryptingReader", "open_writer", "open_reader"]
@@ -338,15 +339,16 @@ class DecryptingReader(io.RawIOBase):
             return
         if self._size is None:  # sequential: read through to the end
             raise io.UnsupportedOperation("the plaintext length of a non-seekable stream is known only at its end")
-        assert self._final_index is not None
+        assert self._final_index is not None and self._size is not None
         try:
-            self._open_chunks(self._final_index, self._final_index, memoryview(self._edge))
+            at = self._final_index * CHUNK_SIZE
+            self._open_span(self._final_index, self._final_index, at, at, memoryview(self._edge)[:0])
         except IntegrityError as exc:
             self._error = exc
             raise
 
     def _readinto_random(self, out: memoryview) -> int:
-        assert self._size is not None
+        assert self._size is not None and self._final_index is not None
         pos, want = self._pos, len(out)
         if want == 0:
             return 0
@@ -355,57 +357,26 @@ class DecryptingReader(io.RawIOBase):
             return 0
         end = min(pos + want, self._size)
         done = 0
-        max_chunks = DEFAULT_BATCH_CHUNKS
         while pos < end:
             first = pos // CHUNK_SIZE
-            last = min((end - 1) // CHUNK_SIZE, first + max_chunks - 1)
+            last = min((end - 1) // CHUNK_SIZE, first + DEFAULT_BATCH_CHUNKS - 1)
             span_end = min(end, (last + 1) * CHUNK_SIZE)
-            aligned_start = pos % CHUNK_SIZE == 0
-            whole_last = span_end == min((last + 1) * CHUNK_SIZE, self._size)
-            if aligned_start and whole_last:
-                self._open_chunks(first, last, out[done : done + span_end - pos])
-            else:
-                self._open_with_edges(first, last, pos, span_end, out[done : done + span_end - pos])
+            if span_end == self._size:
+                last = self._final_index  # reaching the end opens the (maybe empty) final chunk
+            self._open_span(first, last, pos, span_end, out[done : done + span_end - pos])
             done += span_end - pos
             pos = span_end
-        if end == self._size:  # the read reaches the end: the length must be authentic
-            self._authenticate_length()
         return done
 
-    def _open_with_edges(self, first: int, last: int, pos: int, end: int, out: memoryview) -> None:
-        """Open chunks first..last where the range cuts into the first and/or last chunk."""
-        edge = memoryview(self._edge)
-        # the whole span through the scratch buffer when it is one chunk
-        if first == last:
-            n = self._open_chunks(first, first, edge)
-            lo = pos - first * CHUNK_SIZE
-            out[:] = edge[lo : lo + len(out)][: min(len(out), n - lo)]
-            return
-        head_len = (first + 1) * CHUNK_SIZE - pos
-        self._open_chunks(first, first, edge)
-        out[:head_len] = edge[CHUNK_SIZE - head_len :]
-        middle_end = last * CHUNK_SIZE
-        if last - first > 1:
-            self._open_chunks(first + 1, last - 1, out[head_len : head_len + middle_end - (first + 1) * CHUNK_SIZE])
-        tail_len = end - middle_end
-        self._open_chunks(last, last, edge)
-        out[len(out) - tail_len :] = edge[:tail_len]
-
-    def _open_chunks(self, first: int, last: int, out: memoryview) -> int:
-        """Fetch sealed chunks first..last in one read and open them into ``out``."""
-        assert self._final_index is not None
-        final = last == self._final_index
-        start = self._body + BODY_PREFIX_SIZE + first * SEALED_CHUNK_SIZE
-        if final:
-            assert self._size is not None
-            length = (last - first) * SEALED_CHUNK_SIZE + (self._size % CHUNK_SIZE) + 16
-        else:
-            length = (last - first + 1) * SEALED_CHUNK_SIZE
-        sealed = self._fetch(start, length)
-        n = self._cipher.open(first, sealed, out, final=final)
-        if final:
+    def _open_span(self, first: int, last: int, start: int, end: int, out: memoryview) -> None:
+        """Fetch sealed chunks first..last in one read; place plaintext [start, end) into ``out``."""
+        assert self._size is not None
+        body = self._body + BODY_PREFIX_SIZE
+        stop = body + sealed_chunk_end(last, self._size)
+        sealed = self._fetch(body + first * SEALED_CHUNK_SIZE, stop - body - first * SEALED_CHUNK_SIZE)
+        open_span(self._cipher, sealed, first, start, end, out, plaintext_size=self._size, scratch=memoryview(self._edge))
+        if last == self._final_index:
             self._final_checked = True
-        return n
 
     def _fetch(self, start: int, length: int) -> memoryview:
         if len(self._sealed) < length:

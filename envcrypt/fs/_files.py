@@ -32,9 +32,9 @@ from fsspec.implementations.memory import MemoryFileSystem
 from fsspec.spec import AbstractBufferedFile
 
 from .. import _buffers
-from ..chunked import ChunkCipher
+from ..chunked import ChunkCipher, open_span
 from ..errors import ClosedError, IntegrityError
-from ..format import BODY_PREFIX_SIZE, CHUNK_SIZE, SEALED_CHUNK_SIZE, TAG_SIZE
+from ..format import BODY_PREFIX_SIZE, CHUNK_SIZE, SEALED_CHUNK_SIZE, sealed_chunk_end
 from ..streams import EncryptingWriter
 from ._heads import Head
 from ._sinks import Sink
@@ -43,8 +43,6 @@ if TYPE_CHECKING:
     from .filesystem import EnvcryptFileSystem
 
 __all__ = ["EnvcryptReadFile", "EnvcryptWriteFile"]
-
-OPEN_BATCH_CHUNKS = 256  # 4 MiB of plaintext per open call
 
 
 class EnvcryptReadFile(AbstractBufferedFile):  # type: ignore[misc]
@@ -136,13 +134,13 @@ class EnvcryptReadFile(AbstractBufferedFile):  # type: ignore[misc]
             return _buffers.finish(result)
         if first == last and done == 0 and not self._memory:
             return self._read_one_chunk(first, final_index, start, end, keep)
-        with self._sealed(first, last, final_index) as sealed:
-            self._open_into(sealed, first, last, final_index, start + done, end, out[done:], keep)
+        with self._sealed(first, last) as sealed:
+            self._open_into(sealed, first, start + done, end, out[done:], keep)
         return _buffers.finish(result)
 
     def _read_one_chunk(self, index: int, final_index: int, start: int, end: int, keep: bool) -> bytes:
         """The common small read: one chunk fetched, opened into scratch, sliced."""
-        sealed = self._fetch_sealed(*self._stored_span(index, index, final_index))
+        sealed = self._fetch_sealed(*self._stored_span(index, index))
         scratch = bytearray(CHUNK_SIZE)
         n = self._cipher.open(index, sealed, memoryview(scratch), final=index == final_index)
         plain = bytes(memoryview(scratch)[:n])
@@ -152,9 +150,9 @@ class EnvcryptReadFile(AbstractBufferedFile):  # type: ignore[misc]
         return plain[lo : lo + end - start]
 
     @contextlib.contextmanager
-    def _sealed(self, first: int, last: int, final_index: int) -> Iterator[memoryview]:
+    def _sealed(self, first: int, last: int) -> Iterator[memoryview]:
         """The sealed chunks first..last, from ONE ranged read (a view, without a copy, in memory)."""
-        lo, hi = self._stored_span(first, last, final_index)
+        lo, hi = self._stored_span(first, last)
         store = getattr(self.fs.target, "store", None) if self._memory else None
         if store is None:
             yield self._fetch_sealed(lo, hi)
@@ -175,14 +173,10 @@ class EnvcryptReadFile(AbstractBufferedFile):  # type: ignore[misc]
         finally:
             whole.release()
 
-    def _stored_span(self, first: int, last: int, final_index: int) -> tuple[int, int]:
+    def _stored_span(self, first: int, last: int) -> tuple[int, int]:
+        """Stored offsets of sealed chunks first..last."""
         body = self._head.header_size + BODY_PREFIX_SIZE
-        lo = body + first * SEALED_CHUNK_SIZE
-        if last == final_index:
-            hi = body + last * SEALED_CHUNK_SIZE + self.size % CHUNK_SIZE + TAG_SIZE
-        else:
-            hi = body + (last + 1) * SEALED_CHUNK_SIZE
-        return lo, hi
+        return body + first * SEALED_CHUNK_SIZE, body + sealed_chunk_end(last, self.size)
 
     def _fetch_sealed(self, lo: int, hi: int) -> memoryview:
         if self._local:
@@ -208,53 +202,13 @@ class EnvcryptReadFile(AbstractBufferedFile):  # type: ignore[misc]
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def _open_into(
-        self, sealed: memoryview, first: int, last: int, final_index: int, start: int, end: int,
-        out: memoryview, keep: bool = True,
+        self, sealed: memoryview, first: int, start: int, end: int, out: memoryview, keep: bool = True,
     ) -> None:
-        """Open chunks first..last of ``sealed`` and place plaintext [start, end) into ``out``."""
-        cipher = self._cipher
-
-        def run(i: int, j: int, dst: memoryview) -> int:
-            done = 0
-            for k in range(i, j + 1, OPEN_BATCH_CHUNKS):  # cache-sized batches, each on the thread pool
-                m = min(k + OPEN_BATCH_CHUNKS - 1, j)
-                a = (k - first) * SEALED_CHUNK_SIZE
-                b = min((m + 1 - first) * SEALED_CHUNK_SIZE, len(sealed))
-                done += cipher.open(k, sealed[a:b], dst[done:], final=m == final_index)
-            return done
-
-        def edge(i: int) -> bytes:
-            scratch = bytearray(CHUNK_SIZE)
-            n = run(i, i, memoryview(scratch))
-            plain = bytes(scratch[:n])
-            if keep:
-                self._edge_index, self._edge = i, plain
-            return plain
-
-        if end == start:  # an empty read at the end: authenticate the final chunk only
-            edge(final_index)
-            return
-        lo = start - first * CHUNK_SIZE
-        tail_whole = end == min((last + 1) * CHUNK_SIZE, self.size)
-        if lo == 0 and tail_whole:
-            run(first, last, out)
-            return
-        pos = 0
-        i = first
-        if lo:
-            piece = edge(first)[lo : lo + len(out)]
-            out[: len(piece)] = piece
-            pos, i = len(piece), first + 1
-        if i > last:
-            return
-        if tail_whole:
-            run(i, last, out[pos:])
-            return
-        if i < last:
-            n = run(i, last - 1, out[pos : pos + (last - i) * CHUNK_SIZE])
-            pos += n
-        piece = edge(last)[: len(out) - pos]
-        out[pos : pos + len(piece)] = piece
+        """Open the sealed chunks (from ``first``) and place plaintext [start, end) into ``out``."""
+        scratch = memoryview(bytearray(CHUNK_SIZE))
+        kept = open_span(self._cipher, sealed, first, start, end, out, plaintext_size=self.size, scratch=scratch)
+        if keep and kept is not None:
+            self._edge_index, self._edge = kept[0], bytes(scratch[: kept[1]])
 
     def _follow_rewrap(self) -> bool:
         """After a failed read: continue if the object was only rewrapped (same body)."""
