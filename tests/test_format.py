@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from envcrypt import format as fmt
 from envcrypt.envelope import read_header
 from envcrypt.errors import (
     EnvcryptError,
@@ -399,3 +400,11 @@ def test_chunk_offsets() -> None:
     assert chunk_offset(0) == 56
     assert chunk_offset(1) == 56 + 16_400
     assert chunk_offset(MAX_CHUNKS - 1) == 56 + (MAX_CHUNKS - 1) * 16_400
+
+
+@pytest.mark.parametrize("size", [0, 1, 16383, 16384, 16385, 3 * 16384, 3 * 16384 + 5])
+def test_sealed_chunk_end_matches_body_size(size: int) -> None:
+    final = size // fmt.CHUNK_SIZE
+    assert fmt.BODY_PREFIX_SIZE + fmt.sealed_chunk_end(final, size) == fmt.body_size(size)
+    for index in range(final):
+        assert fmt.sealed_chunk_end(index, size) == (index + 1) * fmt.SEALED_CHUNK_SIZE
