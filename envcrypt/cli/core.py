@@ -1,11 +1,10 @@
-"""``envcrypt encrypt|decrypt|inspect|demo``: single objects and the quick-start job."""
+"""``envcrypt encrypt|decrypt|demo``: single streams (files, stdin/stdout) and the quick-start job."""
 
 from __future__ import annotations
 
 import argparse
 import csv
 import io
-import json
 import os
 import random
 import shutil
@@ -38,11 +37,6 @@ def register(sub: Any) -> None:
     p.add_argument("--context", action="append", default=[], metavar="K=V",
                    help="require this encryption context pair (repeatable)")
     p.set_defaults(func=_decrypt)
-
-    p = sub.add_parser("inspect-file", help="show an object's header (never the key)")
-    p.add_argument("src")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=_inspect)
 
     p = sub.add_parser("demo", help="the quick-start job: encrypt a generated dataset on the local vault")
     p.add_argument("--out", default="demo-out", help="directory for the demo files (default ./demo-out)")
@@ -115,18 +109,6 @@ def _decrypt(args: argparse.Namespace) -> int:
         _commit(out, tmp, args.dst, ok)
         if src is not sys.stdin.buffer:
             src.close()
-    return 0
-
-
-def _inspect(args: argparse.Namespace) -> int:
-    with _open_in(args.src) as f:
-        info = inspect(f)
-    data = info.as_dict()
-    if args.json:
-        print(json.dumps(data, indent=2))
-    else:
-        for key, value in data.items():
-            print(f"{key:20} {value}")
     return 0
 
 
