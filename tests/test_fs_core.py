@@ -320,3 +320,36 @@ def test_transactions_publish_on_commit_only() -> None:
                 f.write(b"never")
             raise RuntimeError("roll back")
     assert not target.exists("/tx/b")
+
+
+@pytest.mark.parametrize("mode", ["wb", "wt"])
+def test_fsspec_open_publishes_nothing_when_its_block_raises(tmp_path: Path, mode: str) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    url = f"envcrypt::file://{data}/half.csv"
+    with pytest.raises(RuntimeError):
+        with fsspec.open(url, mode) as f:
+            f.write(b"row\n" * 10_000 if mode == "wb" else "row\n" * 10_000)
+            raise RuntimeError("the producer failed half-way")
+    assert sorted(p.name for p in data.iterdir()) == []  # no object, no temp file
+    # a write inside an except block (an exception already being handled) still publishes
+    try:
+        raise KeyError("handled")
+    except KeyError:
+        with fsspec.open(url, mode) as f:
+            f.write(b"fallback\n" if mode == "wb" else "fallback\n")
+    with fsspec.open(url, "rb") as f:
+        assert f.read() == b"fallback\n"
+
+
+def test_finally_close_after_a_failed_producer_publishes_nothing(tmp_path: Path) -> None:
+    fs = fsspec.filesystem("envcrypt", target_protocol="file", skip_instance_cache=True)
+    path = f"{tmp_path}/half.bin"
+    f = fs.open(path, "wb")
+    with pytest.raises(ValueError):
+        try:
+            f.write(os.urandom(100_000))
+            raise ValueError("producer failed")
+        finally:
+            f.close()
+    assert not os.path.exists(path)

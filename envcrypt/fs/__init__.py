@@ -18,8 +18,10 @@ publication per target), ``policy`` (key by path prefix), ``trees``
 manifests), ``urls`` (URL helpers for the CLI), ``progress``.
 
 Atomicity: ``with fs.open(p, "wb")`` (binary or text) publishes nothing when the
-block raises.  ``fsspec.open(...)``'s ``OpenFile`` closes (and so publishes)
-its file whatever happens in the block: it gives its file no exception details.
+block raises.  ``fsspec.open(...)``'s ``OpenFile`` closes its file from its
+``__exit__`` without passing the exception on; a writer closed while an
+exception raised after it was opened propagates publishes nothing either, so
+a pandas writer that fails half-way leaves no object behind.
 """
 
 from __future__ import annotations

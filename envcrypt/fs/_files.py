@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -244,6 +245,8 @@ class EnvcryptWriteFile(io.RawIOBase):
         self.autocommit = autocommit
         self._sealed = False  # final chunk written, waiting for commit
         self._done = False
+        # the exception being handled (if any) when the file was opened: see close()
+        self._exception_at_open = sys.exc_info()[1]
 
     def __repr__(self) -> str:
         return f"<EnvcryptWriteFile {self.path!r} closed={self.closed}>"
@@ -263,8 +266,18 @@ class EnvcryptWriteFile(io.RawIOBase):
         return self._writer.write(data)
 
     def close(self) -> None:
-        """Write the final chunk and publish the object (unless in a transaction)."""
+        """Write the final chunk and publish the object (unless in a transaction).
+
+        A close made while an exception raised *after* the file was opened is
+        propagating publishes nothing: that is how ``fsspec.open(...)``'s
+        ``OpenFile.__exit__``, an ``io`` wrapper's ``__exit__`` or a
+        ``finally: f.close()`` close a file whose producer failed.
+        """
         if self.closed:
+            return
+        in_flight = sys.exc_info()[1]
+        if in_flight is not None and in_flight is not self._exception_at_open and not self._sealed:
+            self.discard()
             return
         try:
             self._writer.close()
