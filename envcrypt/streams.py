@@ -35,7 +35,7 @@ from .format import (
     sealed_chunk_end,
 )
 
-__all__ = ["EncryptingWriter", "DecryptingReader", "open_writer", "open_reader"]
+__all__ = ["EncryptingWriter", "DecryptingReader", "open_writer", "open_reader", "exception_since"]
 
 DEFAULT_BATCH_CHUNKS = 256  # 4 MiB of plaintext per sealing batch
 
@@ -68,6 +68,7 @@ class EncryptingWriter(io.RawIOBase):
         self._written = 0  # plaintext bytes accepted
         self._failed = False
         self._with_depth = 0  # > 0 inside our own ``with`` block
+        self._exception_at_open = sys.exc_info()[1]  # see close()
         self._raw.write(head + prefix)
         self.header_size = len(head)
 
@@ -124,15 +125,19 @@ class EncryptingWriter(io.RawIOBase):
     def close(self) -> None:
         """Seal whatever is staged, with the short final chunk, and write it.
 
-        Inside this writer's own ``with`` block, a close() made while an
-        exception propagates (an ``io.TextIOWrapper`` or ``BufferedWriter``
-        around the writer closes it from its own ``__exit__``) is deferred to
-        this writer's ``__exit__``, which aborts if the block failed.
+        A close() made while an exception raised after the writer was opened
+        propagates (an ``io.TextIOWrapper`` or ``BufferedWriter`` closing it
+        from its own ``__exit__``, a ``finally: w.close()``) seals nothing:
+        inside this writer's own ``with`` block it is left to this writer's
+        ``__exit__`` (which seals only if the block ended normally), elsewhere
+        it aborts.
         """
         if self.closed:
             return
-        if self._with_depth and not self._failed and sys.exc_info()[1] is not None:
-            return
+        if not self._failed and exception_since(self._exception_at_open):
+            if self._with_depth:
+                return
+            self._failed = True
         try:
             if not self._failed:
                 stage = memoryview(self._stage)[: self._staged]
@@ -418,6 +423,16 @@ class DecryptingReader(io.RawIOBase):
             self._plain_len, self._plain_at = n, 0
             self._final_checked = final
         return done
+
+
+def exception_since(marker: BaseException | None) -> bool:
+    """True while an exception other than ``marker`` is being raised or handled.
+
+    ``marker`` is what ``sys.exc_info()`` held when a writer was opened, so a
+    writer opened inside an ``except`` block is not mistaken for a failed one.
+    """
+    current = sys.exc_info()[1]
+    return current is not None and current is not marker
 
 
 def _readinto_full(raw: IO[bytes], view: memoryview) -> int:

@@ -36,7 +36,7 @@ from .. import _buffers
 from ..chunked import ChunkCipher, open_span
 from ..errors import ClosedError, IntegrityError
 from ..format import BODY_PREFIX_SIZE, CHUNK_SIZE, SEALED_CHUNK_SIZE, sealed_chunk_end
-from ..streams import EncryptingWriter
+from ..streams import EncryptingWriter, exception_since
 from ._heads import Head
 from ._sinks import Sink
 
@@ -247,6 +247,7 @@ class EnvcryptWriteFile(io.RawIOBase):
         self._done = False
         # the exception being handled (if any) when the file was opened: see close()
         self._exception_at_open = sys.exc_info()[1]
+        self._with_depth = 0  # > 0 inside our own ``with`` block
 
     def __repr__(self) -> str:
         return f"<EnvcryptWriteFile {self.path!r} closed={self.closed}>"
@@ -271,12 +272,14 @@ class EnvcryptWriteFile(io.RawIOBase):
         A close made while an exception raised *after* the file was opened is
         propagating publishes nothing: that is how ``fsspec.open(...)``'s
         ``OpenFile.__exit__``, an ``io`` wrapper's ``__exit__`` or a
-        ``finally: f.close()`` close a file whose producer failed.
+        ``finally: f.close()`` close a file whose producer failed.  Inside the
+        file's own ``with`` block the decision is left to its ``__exit__``.
         """
         if self.closed:
             return
-        in_flight = sys.exc_info()[1]
-        if in_flight is not None and in_flight is not self._exception_at_open and not self._sealed:
+        if not self._sealed and exception_since(self._exception_at_open):
+            if self._with_depth:
+                return  # our __exit__ decides
             self.discard()
             return
         try:
@@ -312,7 +315,14 @@ class EnvcryptWriteFile(io.RawIOBase):
             if not self.closed:
                 super().close()
 
+    def __enter__(self) -> EnvcryptWriteFile:
+        if self.closed:
+            raise ClosedError("enter a closed envcrypt file")
+        self._with_depth += 1
+        return self
+
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self._with_depth -= 1
         if exc_type is not None:
             self.discard()
         else:
