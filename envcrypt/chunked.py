@@ -68,7 +68,10 @@ SUB_BATCH_CHUNKS = 64
 
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
-_threads = int(os.environ.get("ENVCRYPT_THREADS", "0")) or (os.cpu_count() or 1)
+#: threads per long run: every chunk is one AESGCM call that takes the GIL to start, so
+#: past a few threads they queue on the GIL instead of adding throughput
+DEFAULT_MAX_THREADS = 4
+_threads = int(os.environ.get("ENVCRYPT_THREADS", "0")) or min(os.cpu_count() or 1, DEFAULT_MAX_THREADS)
 
 
 def set_threads(count: int) -> None:
