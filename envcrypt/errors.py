@@ -28,6 +28,7 @@ __all__ = [
     "InvalidSignatureError",
     "KeyStateError",
     "AuditLogError",
+    "UnpublishedWriteWarning",
 ]
 
 
@@ -118,3 +119,9 @@ class KeyStateError(KeyError_, ValueError):
 
 class AuditLogError(EnvcryptError):
     """The vault audit log was edited, reordered or truncated (its hash chain is broken)."""
+
+
+class UnpublishedWriteWarning(RuntimeWarning):
+    """A writer was closed while an exception raised after it was opened propagated,
+    so it sealed and published nothing.  Harmless when the write really failed; a
+    sign of lost output when ``close()`` was called on purpose from an ``except`` block."""

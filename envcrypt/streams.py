@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import io
 import sys
+import warnings
 from collections.abc import Mapping
 from typing import IO, Any
 
 from . import _buffers
 from .chunked import ChunkCipher, new_message, open_span
 from .envelope import KeyUris, check_context, new_header, open_body, read_header
-from .errors import ClosedError, IntegrityError
+from .errors import ClosedError, IntegrityError, UnpublishedWriteWarning
 from .format import (
     BODY_PREFIX_SIZE,
     CHUNK_SIZE,
@@ -138,6 +139,10 @@ class EncryptingWriter(io.RawIOBase):
             if self._with_depth:
                 return
             self._failed = True
+            warnings.warn(
+                "envcrypt writer closed while an exception propagates: the final chunk was not written",
+                UnpublishedWriteWarning, stacklevel=2,
+            )
         try:
             if not self._failed:
                 stage = memoryview(self._stage)[: self._staged]

@@ -31,8 +31,9 @@ from envcrypt.format import BODY_PREFIX_SIZE, CHUNK_SIZE, SALT_SIZE, parse_heade
 
 
 def test_every_error_is_an_envcrypt_error() -> None:
-    classes = [getattr(errors, name) for name in errors.__all__]
+    classes = [getattr(errors, name) for name in errors.__all__ if not name.endswith("Warning")]
     assert all(issubclass(cls, EnvcryptError) for cls in classes)
+    assert issubclass(errors.UnpublishedWriteWarning, RuntimeWarning)
     for name in ("KeyNotFoundError", "KeyDisabledError", "KeyDeletedError", "KeyAccessDeniedError",
                  "ResolverUnavailableError", "UnknownKeySchemeError"):
         assert issubclass(getattr(errors, name), KeyError_)

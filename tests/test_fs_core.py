@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from envcrypt import IntegrityError, NotEncryptedError, inspect
+from envcrypt.errors import UnpublishedWriteWarning
 from envcrypt.format import CHUNK_SIZE, SEALED_CHUNK_SIZE, object_size
 from envcrypt.fs import EnvcryptFileSystem
 from envcrypt.fs._heads import HEADS
@@ -327,7 +328,7 @@ def test_fsspec_open_publishes_nothing_when_its_block_raises(tmp_path: Path, mod
     data = tmp_path / "data"
     data.mkdir()
     url = f"envcrypt::file://{data}/half.csv"
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError), pytest.warns(UnpublishedWriteWarning):
         with fsspec.open(url, mode) as f:
             f.write(b"row\n" * 10_000 if mode == "wb" else "row\n" * 10_000)
             raise RuntimeError("the producer failed half-way")
@@ -346,7 +347,7 @@ def test_finally_close_after_a_failed_producer_publishes_nothing(tmp_path: Path)
     fs = fsspec.filesystem("envcrypt", target_protocol="file", skip_instance_cache=True)
     path = f"{tmp_path}/half.bin"
     f = fs.open(path, "wb")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError), pytest.warns(UnpublishedWriteWarning):
         try:
             f.write(os.urandom(100_000))
             raise ValueError("producer failed")

@@ -25,6 +25,7 @@ import contextlib
 import io
 import os
 import sys
+import warnings
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +35,7 @@ from fsspec.spec import AbstractBufferedFile
 
 from .. import _buffers
 from ..chunked import ChunkCipher, open_span
-from ..errors import ClosedError, IntegrityError
+from ..errors import ClosedError, IntegrityError, UnpublishedWriteWarning
 from ..format import BODY_PREFIX_SIZE, CHUNK_SIZE, SEALED_CHUNK_SIZE, sealed_chunk_end
 from ..streams import EncryptingWriter, exception_since
 from ._heads import Head
@@ -281,6 +282,10 @@ class EnvcryptWriteFile(io.RawIOBase):
             if self._with_depth:
                 return  # our __exit__ decides
             self.discard()
+            warnings.warn(
+                f"envcrypt file {self.path!r} closed while an exception propagates: nothing was published",
+                UnpublishedWriteWarning, stacklevel=2,
+            )
             return
         try:
             self._writer.close()
