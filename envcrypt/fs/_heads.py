@@ -18,6 +18,8 @@ from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from fsspec.implementations.memory import MemoryFileSystem
+
 from ..errors import EnvcryptError, NotEncryptedError
 from ..format import BODY_PREFIX_SIZE, MAGIC, header_length_hint, object_plaintext_size
 
@@ -27,7 +29,8 @@ PROBE_SIZE = 2048
 CACHE_ENTRIES = 65536
 
 _TOKEN_KEYS = ("ETag", "etag", "e_tag", "generation", "VersionId", "version_id")
-_TIME_KEYS = ("mtime", "LastModified", "last_modified", "modified", "updated", "created")
+_TIME_KEYS = ("mtime", "ctime", "LastModified", "last_modified", "modified", "updated", "created",
+              "creation_time", "last_modified_time")
 
 
 @dataclass(frozen=True)
@@ -59,17 +62,30 @@ class Head:
 
 
 def version_token(info: Mapping[str, Any]) -> Hashable | None:
-    """A token that changes whenever the object at a path is replaced, or None."""
-    size = info.get("size")
-    for key in _TOKEN_KEYS:
-        value = info.get(key)
-        if value:
-            return ("tag", str(value), size)
-    for key in _TIME_KEYS:
-        value = info.get(key)
-        if value:
-            return ("time", str(value), info.get("ino"), size)
-    return None
+    """A token that changes whenever the object at a path is replaced or rewritten, or None.
+
+    Every identity field the target reports takes part: ETag / generation /
+    version id, every time stamp (modification *and* change/creation time, so
+    a rewrite that restores the mtime, as ``cp -p``, ``rsync -t`` or ``tar x``
+    do, still changes the token: the inode change time cannot be set back),
+    the inode and the size.  Without any tag or time stamp there is no token
+    and the head is never cached.
+    """
+    tags = tuple((key, str(info[key])) for key in _TOKEN_KEYS if info.get(key))
+    times = tuple((key, str(info[key])) for key in _TIME_KEYS if info.get(key))
+    if not tags and not times:
+        return None
+    return (tags, times, info.get("ino"), info.get("size"))
+
+
+def cacheable(target: Any) -> bool:
+    """Whether heads of ``target`` may be cached.
+
+    Not for memory filesystems: an in-place ``r+b`` rewrite there changes
+    neither the size nor any time stamp the target reports, so no version
+    token can see it (and fetching a head from memory costs nothing).
+    """
+    return not isinstance(target, MemoryFileSystem)
 
 
 def parse_head(data: bytes, stored_size: int) -> tuple[Head, int | None]:
@@ -148,6 +164,7 @@ def fetch_heads(target: Any, infos: Sequence[Mapping[str, Any]], *, use_cache: b
     (concurrent on async targets), and the rare long header with a second one.
     """
     ftok = fs_token(target)
+    use_cache = use_cache and cacheable(target)
     heads: list[Head | None] = [None] * len(infos)
     todo: list[int] = []
     for i, info in enumerate(infos):
@@ -178,6 +195,7 @@ def fetch_heads(target: Any, infos: Sequence[Mapping[str, Any]], *, use_cache: b
                 again.append(i)
                 continue
             heads[i] = head
-            HEADS.put(ftok, infos[i]["name"], version_token(infos[i]), head)
+            if use_cache:
+                HEADS.put(ftok, infos[i]["name"], version_token(infos[i]), head)
         todo = again
     return [h if h is not None else Head(0, False) for h in heads]

@@ -391,6 +391,9 @@ class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
 
     def _open_read(self, path: str, block_size: Any, cache_options: Any, **kwargs: Any) -> Any:
         head = self._head(path)
+        if not head.encrypted or head.error is not None:
+            # never serve stored bytes as plaintext (or fail) on a cached head: look again
+            head = self._head(path, refresh=True)
         if head.error == "FileNotFoundError":
             raise FileNotFoundError(path)
         if not head.encrypted:
