@@ -6,9 +6,9 @@ process can open, checks it against the body's key commitment, wraps it under
 the new master key(s) and returns ``new header || the same body bytes``.
 
 ``rewrap_header`` does the same for a header alone (for storage layers that
-rewrite only the head of an object); pass the object's first bytes after the
-header as ``body_prefix`` (or include them after the header bytes) so that the
-DEK is checked against the key commitment before it is wrapped again.
+rewrite only the head of an object); the object's first bytes after the header
+are required, as ``body_prefix`` (or after the header bytes), so that the DEK is
+checked against the key commitment before it is wrapped again.
 """
 
 from __future__ import annotations
@@ -29,25 +29,21 @@ KeyUriArg = str | Sequence[str]
 
 
 def _checked_dek(
-    header: Header, body_prefix: bytes | None, options: dict[str, Any], new_schemes: list[str]
+    header: Header, body_prefix: bytes, options: dict[str, Any], new_schemes: list[str]
 ) -> bytes:
-    if body_prefix is not None:
-        if len(body_prefix) < BODY_PREFIX_SIZE:
-            raise IntegrityError()
-        error: Exception | None = None
-        for dek, _ in _slot_deks(header, options, new_schemes):
-            try:
-                open_message(dek, header.immutable, body_prefix[:BODY_PREFIX_SIZE])
-            except WrongKeyError as exc:
-                error = exc
-                continue
-            return dek
-        assert error is not None
-        raise error
-    candidates = {dek for dek, _ in _slot_deks(header, options, new_schemes)}
-    if len(candidates) != 1:
-        raise WrongKeyError("the key slots disagree: pass body_prefix to pick the committed DEK")
-    return candidates.pop()
+    """The DEK of the first slot that passes the body's key commitment (never an unchecked one)."""
+    if len(body_prefix) < BODY_PREFIX_SIZE:
+        raise IntegrityError()
+    error: Exception | None = None
+    for dek, _ in _slot_deks(header, options, new_schemes):
+        try:
+            open_message(dek, header.immutable, body_prefix[:BODY_PREFIX_SIZE])
+        except WrongKeyError as exc:
+            error = exc
+            continue
+        return dek
+    assert error is not None
+    raise error
 
 
 def rewrap_header(
@@ -60,7 +56,9 @@ def rewrap_header(
     """The packed header with key slots for ``new_key_uris`` (the old slots are dropped).
 
     ``header`` is a :class:`Header` or the object's leading bytes; when those bytes
-    run at least 56 bytes past the header, they supply ``body_prefix``.
+    run at least 56 bytes past the header, they supply ``body_prefix``.  The body
+    prefix is required: the DEK is wrapped again only after it passed the body's key
+    commitment (TypeError without one, WrongKeyError when no slot's DEK passes).
     """
     if isinstance(header, Header):
         parsed = header
@@ -69,6 +67,11 @@ def rewrap_header(
         parsed, size = parse_header(view[:MAX_HEADER_SIZE])
         if body_prefix is None and len(view) >= size + BODY_PREFIX_SIZE:
             body_prefix = bytes(view[size : size + BODY_PREFIX_SIZE])
+    if body_prefix is None:
+        raise TypeError(
+            "rewrap_header needs the body's first 56 bytes (body_prefix=, or pass them after the "
+            "header bytes) to check the DEK against the key commitment before wrapping it again"
+        )
     uris = normalize_key_uris(new_key_uris)
     new_schemes = [split_key_uri(u)[0] for u in uris]
     old_schemes = []

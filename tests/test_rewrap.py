@@ -9,7 +9,7 @@ import pytest
 
 import envcrypt
 from envcrypt.errors import IntegrityError, KeyDeletedError, WrongKeyError
-from envcrypt.format import KeySlot, parse_header
+from envcrypt.format import parse_header
 from envcrypt.keys.vault import LocalVault
 from envcrypt.rewrap import rewrap_header
 
@@ -72,10 +72,14 @@ def test_rewrap_checks_the_key_commitment(vault: LocalVault) -> None:
     spliced = header_b.with_slots(header_a.key_slots).pack() + b[size_b:]
     with pytest.raises(WrongKeyError):
         envcrypt.rewrap(spliced, "local:new")
-    # without a body prefix, disagreeing slots are refused rather than guessed
+    # without a body prefix nothing is rewrapped, even when the slots agree
     two = header_b.with_slots(header_a.key_slots + header_b.key_slots)
-    with pytest.raises(WrongKeyError):
+    with pytest.raises(TypeError, match="body_prefix"):
         rewrap_header(two, "local:new")
+    with pytest.raises(TypeError, match="body_prefix"):
+        rewrap_header(header_b.with_slots(header_a.key_slots), "local:new")
+    with pytest.raises(TypeError, match="body_prefix"):
+        rewrap_header(header_b.pack(), "local:new")
     # with the prefix, the committed DEK is found in the second slot
     fixed = rewrap_header(two, "local:new", body_prefix=b[size_b:size_b + 56])
     assert envcrypt.decrypt(fixed + b[size_b:]) == DATA
@@ -88,8 +92,24 @@ def test_rewrap_without_access_fails_and_short_input(vault: LocalVault) -> None:
         envcrypt.rewrap(blob, "local:new")
     with pytest.raises(IntegrityError):
         envcrypt.rewrap(blob[: parse_header(blob)[1] + 10], "local:new")
-    forged = KeySlot("local:new/1", 1, b"\x00" * 40)
-    assert forged.key_uri == "local:new/1"
+
+
+def test_rewrap_header_refuses_a_foreign_slot(vault: LocalVault) -> None:
+    """A Header whose only slot comes from another object: its DEK opens, but fails the
+    body's commitment, so nothing is wrapped under the new key."""
+    a = envcrypt.encrypt(DATA, "local:old")
+    b = envcrypt.encrypt(DATA, "local:old")
+    header_a, _ = parse_header(a)
+    header_b, size_b = parse_header(b)
+    spliced = header_b.with_slots(header_a.key_slots)
+    before = [e for e in vault.audit.entries() if e["op"] == "wrapKey"]
+    with pytest.raises(WrongKeyError):
+        rewrap_header(spliced, "local:new", body_prefix=b[size_b:size_b + 56])
+    after = [e for e in vault.audit.entries() if e["op"] == "wrapKey"]
+    assert after == before  # no wrap under local:new happened
+    # a truncated body prefix is refused too
+    with pytest.raises(IntegrityError):
+        rewrap_header(header_b, "local:new", body_prefix=b[size_b:size_b + 10])
 
 
 @pytest.mark.cloud
