@@ -147,3 +147,24 @@ def test_init_passphrase_vault_and_purge_due(capsys: pytest.CaptureFixture[str],
     assert run(capsys, "key", "create", "k", "--vault", vault, "--json") == (0, {"uri": "local:k/1"})
     run(capsys, "key", "delete", "k", "--vault", vault, "--retention-days", "0")
     assert run(capsys, "key", "purge-due", "--vault", vault, "--json") == (0, {"purged": ["k"]})
+
+
+def test_backup_output_is_0600_and_never_follows_a_symlink(capsys: pytest.CaptureFixture[str],
+                                                           tmp_path: Path) -> None:
+    assert main(["key", "create", "k"]) == 0
+    out = tmp_path / "k.bak"
+    out.write_bytes(b"old")
+    out.chmod(0o644)  # an existing world-readable file: its mode must not be kept
+    assert main(["key", "backup", "k", "--out", str(out)]) == 0
+    assert out.stat().st_mode & 0o777 == 0o600
+    assert json.loads(out.read_bytes())["name"] == "k"
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"untouched")
+    victim.chmod(0o644)
+    link = tmp_path / "link.bak"
+    link.symlink_to(victim)
+    assert main(["key", "backup", "k", "--out", str(link)]) == 0
+    assert victim.read_bytes() == b"untouched" and victim.stat().st_mode & 0o777 == 0o644
+    assert not link.is_symlink() and link.stat().st_mode & 0o777 == 0o600
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+    capsys.readouterr()
