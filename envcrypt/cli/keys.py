@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import argparse
 import base64
-import contextlib
 import datetime as dt
 import json
 import os
-import secrets
 import sys
+from pathlib import Path
 from typing import Any
 
 from ..keys.byok import wrap_for_transfer
 from ..keys.vault import LocalVault
 from ..keys.vault_crypto import ALL_OPS, KINDS
+from ..keys.vault_store import atomic_write
 
 BACKUP_PASSPHRASE_ENV = "ENVCRYPT_BACKUP_PASSPHRASE"
 
@@ -142,30 +142,9 @@ def _read(path: str) -> bytes:
 
 
 def _write_private(path: str, data: bytes) -> None:
-    """Write a 0600 file: a fresh temp file (O_EXCL|O_NOFOLLOW, fchmod 0600) renamed over
-    ``path``, so an existing file's permissions are not kept and a symlink is not followed."""
-    directory, base = os.path.split(os.path.abspath(path))
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-    for _ in range(100):
-        tmp = os.path.join(directory, f".{base}.{secrets.token_hex(8)}.tmp")
-        try:
-            fd = os.open(tmp, flags, 0o600)
-        except FileExistsError:
-            continue
-        break
-    else:  # pragma: no cover - 100 collisions of 64 random bits
-        raise FileExistsError(f"could not create a temporary file next to {path}")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    """Write a 0600 file: a fresh temp file (mkstemp: O_CREAT|O_EXCL|O_NOFOLLOW, fchmod 0600)
+    renamed over ``path``, so an existing file's mode is not kept and a symlink is not followed."""
+    atomic_write(Path(os.path.abspath(path)), data)
 
 
 def _backup_passphrase() -> bytes | None:
