@@ -12,7 +12,7 @@ import envcrypt
 from envcrypt.fs import EnvcryptFileSystem
 from envcrypt.fs._heads import HEADS
 
-from .fs_helpers import memory_envcrypt
+from .fs_helpers import make_key, memory_envcrypt
 
 
 class CountingLocalFileSystem(LocalFileSystem):
@@ -83,3 +83,34 @@ def test_local_heads_are_cached_until_the_file_changes(tmp_path: Path) -> None:
     assert target.range_batches == batches  # served from the cache
     fs.pipe_file(str(tmp_path / "3"), b"longer" * 100)
     assert fs.info(str(tmp_path / "3"))["size"] == 600
+
+
+# ---------------------------------------------------------------- 2. one version per head
+
+
+def _rewrapped(stored: bytes, key_uris: list[str]) -> bytes:
+    from envcrypt.format import parse_header
+    from envcrypt.rewrap import rewrap_header
+
+    _, size = parse_header(stored)
+    return rewrap_header(stored, key_uris) + stored[size:]
+
+
+def test_reader_follows_a_rewrap_even_when_its_size_was_wrong() -> None:
+    import dataclasses
+
+    from envcrypt.format import CHUNK_SIZE
+
+    fs, target = memory_envcrypt()
+    data = os.urandom(3 * CHUNK_SIZE + 77)
+    fs.pipe_file("/m/x", data)
+    with fs.open("/m/x") as f:
+        # the head as a stale listing would give it: this version's bytes, another version's size
+        head = f._head
+        f._head = dataclasses.replace(head, stored_size=head.stored_size + 9,
+                                      plaintext_size=len(data) + 9)
+        f.size = f.cache.size = len(data) + 9
+        stored = target.cat_file("/m/x")
+        target.pipe_file("/m/x", _rewrapped(stored, [make_key("a-longer-key-name-than-default")]))
+        assert f.read() == data
+        assert f.size == len(data)

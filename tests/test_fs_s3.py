@@ -227,3 +227,30 @@ def test_reader_open_during_a_rewrap_on_s3(s3: dict[str, Any]) -> None:
     assert fs.cat_file(path) == data
     walked = [(root, {n: i["size"] for n, i in files.items()}) for root, _, files in fs.walk(s3["bucket"], detail=True)]
     assert walked == [(s3["bucket"], {"rot.bin": len(data)})]
+
+
+def test_sizes_and_reads_stay_right_when_another_client_rewraps_after_a_cached_listing(
+    s3: dict[str, Any],
+) -> None:
+    from envcrypt.fs import trees
+    from envcrypt.keys.vault import LocalVault
+
+    LocalVault().create_key("another-process-key-with-a-long-name")
+    import s3fs
+
+    def client() -> EnvcryptFileSystem:  # separate instances: two processes
+        target = s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3["endpoint"]}, skip_instance_cache=True)
+        return EnvcryptFileSystem(fs=target, skip_instance_cache=True)
+
+    a, b = client(), client()
+    assert a.target is not b.target
+    data = os.urandom(100_000)
+    path = f"{s3['bucket']}/d/x"
+    a.pipe_file(path, data)
+    a.invalidate_cache()
+    assert [e["size"] for e in a.ls(f"{s3['bucket']}/d")] == [len(data)]  # fills a's s3fs listing cache
+    # another process rewraps (longer header: new stored size); its cache forgets the head
+    assert trees.rewrap_object(b, path, ["local:another-process-key-with-a-long-name"])
+    assert a.info(path)["size"] == len(data)
+    assert [e["size"] for e in a.ls(f"{s3['bucket']}/d")] == [len(data)]
+    assert a.cat_file(path) == data

@@ -86,26 +86,26 @@ class EnvcryptReadFile(AbstractBufferedFile):  # type: ignore[misc]
     # ------------------------------------------------------------ ranged reads
 
     def _fetch_range(self, start: int, end: int) -> bytes:
-        size = self.size
-        end = min(end, size)
-        if start >= end and not (start == end == size):
-            return b""
-        try:
-            return self._read_plain(start, end)
-        except IntegrityError:
-            if not self._follow_rewrap():
-                raise
-            return self._read_plain(start, end)
+        for attempt in (0, 1):
+            size = self.size  # a followed rewrap may correct it
+            stop = min(end, size)
+            if start >= stop and not (start == stop == size):
+                return b""
+            try:
+                return self._read_plain(start, stop)
+            except IntegrityError:
+                if attempt or not self._follow_rewrap():
+                    raise
+        raise AssertionError("unreachable")
 
     def read_range(self, start: int, end: int) -> bytes:
         """Plaintext ``[start, end)`` without touching the file position; safe to call from threads."""
-        end = min(end, self.size)
         try:
-            return self._read_plain(start, end, keep=False)
+            return self._read_plain(start, min(end, self.size), keep=False)
         except IntegrityError:
             if not self._follow_rewrap():
                 raise
-            return self._read_plain(start, end, keep=False)
+            return self._read_plain(start, min(end, self.size), keep=False)
 
     def close(self) -> None:
         if self._fd is not None:
@@ -213,10 +213,18 @@ class EnvcryptReadFile(AbstractBufferedFile):  # type: ignore[misc]
             self._edge_index, self._edge = kept[0], bytes(scratch[: kept[1]])
 
     def _follow_rewrap(self) -> bool:
-        """After a failed read: continue if the object was only rewrapped (same body)."""
+        """After a failed read: continue if the object was only rewrapped (same body).
+
+        The object is the same when the immutable header part (context
+        included) and the body prefix (salt and key commitment, which bind the
+        data key) are unchanged; the header length, and so the stored size,
+        may differ.  The plaintext size is taken from the fresh head: the one
+        this file was opened with may have mixed a listing's stale size with
+        newer bytes, and the final chunk decides the true length anyway.
+        """
         old = self._head
         fresh = self.fs._head(self.path, refresh=True)
-        if not fresh.encrypted or fresh.plaintext_size != old.plaintext_size:
+        if not fresh.encrypted or fresh.plaintext_size is None or fresh.error is not None or not fresh.complete:
             return False
         keep = self._immutable_size
         same_immutable = fresh.data[:keep] == old.data[:keep]
@@ -225,6 +233,13 @@ class EnvcryptReadFile(AbstractBufferedFile):  # type: ignore[misc]
         if not same_immutable or old_prefix != new_prefix or fresh == old:
             return False
         self._head = fresh
+        size: int = fresh.plaintext_size
+        if size != old.plaintext_size:
+            self.size = size
+            cache: Any = getattr(self, "cache", None)
+            if cache is not None:
+                cache.size = size
+            self._edge_index, self._edge = -1, b""
         return True
 
 

@@ -157,6 +157,16 @@ def fs_token(target: Any) -> Hashable:
         return id(target)
 
 
+def cached(target: Any, info: Mapping[str, Any]) -> bool:
+    """Whether the head of the file ``info`` describes is in the cache (or needs no fetch)."""
+    if int(info.get("size") or 0) == 0:
+        return True
+    if not cacheable(target):
+        return False
+    head = HEADS.get(fs_token(target), info["name"], version_token(info))
+    return head is not None and head.stored_size == int(info["size"])
+
+
 def fetch_heads(target: Any, infos: Sequence[Mapping[str, Any]], *, use_cache: bool = True) -> list[Head]:
     """Heads of the files described by ``infos`` (target ``info``/``ls`` entries).
 

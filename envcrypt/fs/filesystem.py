@@ -43,7 +43,7 @@ from ..errors import IntegrityError, MalformedHeaderError, NotEncryptedError, Un
 from ..format import BODY_PREFIX_SIZE, parse_header
 from ..streams import EncryptingWriter
 from ._files import EnvcryptReadFile, EnvcryptWriteFile
-from ._heads import HEADS, Head, fetch_heads, fs_token
+from ._heads import HEADS, Head, cached, fetch_heads, fs_token
 from ._sinks import TEMP_PREFIX, open_sink
 from .policy import KeyChoice, KeyPolicy
 
@@ -185,9 +185,20 @@ class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
     def _fs_tok(self) -> Any:
         return fs_token(self.target)
 
-    def _decorate(self, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Copies of target entries with plaintext sizes (heads fetched concurrently)."""
+    def _decorate(self, entries: list[dict[str, Any]],
+                  relist: Callable[[], list[dict[str, Any]]] | None = None) -> list[dict[str, Any]]:
+        """Copies of target entries with plaintext sizes (heads fetched concurrently).
+
+        A plaintext size needs the stored size and the header of the *same*
+        version of an object.  When a head must be fetched (fresh bytes) while
+        the target may have served the entries from its listing cache
+        (s3fs's dircache: possibly an older version), the entries are listed
+        again first (``relist``), so size and header come from one version.
+        """
         files = [e for e in entries if e.get("type") == "file"]
+        if relist is not None and self._listing_may_be_stale(files):
+            entries = relist()
+            files = [e for e in entries if e.get("type") == "file"]
         heads = dict(zip((id(e) for e in files), fetch_heads(self.target, files), strict=False)) if files else {}
         out = []
         for entry in entries:
@@ -198,52 +209,93 @@ class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
             out.append(copy)
         return out
 
+    def _listing_may_be_stale(self, files: list[dict[str, Any]]) -> bool:
+        dircache = getattr(self.target, "dircache", None)
+        return bool(dircache) and any(not cached(self.target, f) for f in files)
+
     def _hidden(self, name: str) -> bool:
         return name.rsplit("/", 1)[-1].startswith(TEMP_PREFIX)
+
+    def _target_info(self, path: str, fresh: bool = False, **kwargs: Any) -> dict[str, Any]:
+        if fresh:
+            self.target.invalidate_cache(path)
+        return dict(self.target.info(path, **kwargs))
 
     def _head(self, path: str, refresh: bool = False) -> Head:
         path = self._strip_protocol(path)
         if refresh:
             HEADS.forget(self._fs_tok(), path)
-            self.target.invalidate_cache(path)
-        info = self.target.info(path)
+        info = self._target_info(path, fresh=refresh)
+        if not refresh and info.get("type") == "file" and self._listing_may_be_stale([info]):
+            info = self._target_info(path, fresh=True)  # size and header from one version
         if info.get("type") != "file":
             raise IsADirectoryError(path)
         return fetch_heads(self.target, [info], use_cache=not refresh)[0]
 
     def info(self, path: str, **kwargs: Any) -> dict[str, Any]:
         path = self._strip_protocol(path)
-        info = self.target.info(path, **kwargs)
+        info = self._target_info(path, **kwargs)
         if info.get("type") != "file":
-            return dict(info)
-        return self._decorate([info])[0]
+            return info
+        return self._decorate([info], lambda: [self._target_info(path, fresh=True, **kwargs)])[0]
 
     def ls(self, path: str, detail: bool = True, **kwargs: Any) -> Any:
         path = self._strip_protocol(path)
-        entries = self.target.ls(path, detail=True, **kwargs)
-        entries = [e for e in entries if not self._hidden(e["name"])]
+
+        def listing(fresh: bool = False) -> list[dict[str, Any]]:
+            if fresh:
+                self.target.invalidate_cache(path)
+            entries = self.target.ls(path, detail=True, **kwargs)
+            return [e for e in entries if not self._hidden(e["name"])]
+
+        entries = listing()
         if not detail:
             return [e["name"] for e in entries]
-        return self._decorate(entries)
+        return self._decorate(entries, lambda: listing(fresh=True))
 
     def find(self, path: str, maxdepth: int | None = None, withdirs: bool = False, detail: bool = False,
              **kwargs: Any) -> Any:
         path = self._strip_protocol(path)
-        found = self.target.find(path, maxdepth=maxdepth, withdirs=withdirs, detail=True, **kwargs)
-        names = [n for n in found if not self._hidden(n)]
+
+        def listing(fresh: bool = False) -> dict[str, dict[str, Any]]:
+            if fresh:
+                self.target.invalidate_cache()  # a tree: subdirectory listings too
+            found = self.target.find(path, maxdepth=maxdepth, withdirs=withdirs, detail=True, **kwargs)
+            return {n: i for n, i in found.items() if not self._hidden(n)}
+
+        found = listing()
         if not detail:
-            return names
-        decorated = self._decorate([found[n] for n in names])
-        return dict(zip(names, decorated, strict=False))
+            return list(found)
+
+        def relist() -> list[dict[str, Any]]:
+            found.clear()
+            found.update(listing(fresh=True))
+            return list(found.values())
+
+        decorated = self._decorate(list(found.values()), relist)
+        return dict(zip(found, decorated, strict=False))
 
     def glob(self, path: str, maxdepth: int | None = None, **kwargs: Any) -> Any:
         detail = kwargs.pop("detail", False)
         path = self._strip_protocol(path) if "::" in path or "://" in path else path
-        found = self.target.glob(path, maxdepth=maxdepth, detail=True, **kwargs)
-        names = [n for n in found if not self._hidden(n)]
+
+        def listing(fresh: bool = False) -> dict[str, dict[str, Any]]:
+            if fresh:
+                self.target.invalidate_cache()
+            found = self.target.glob(path, maxdepth=maxdepth, detail=True, **kwargs)
+            return {n: i for n, i in found.items() if not self._hidden(n)}
+
+        found = listing()
         if not detail:
-            return names
-        return dict(zip(names, self._decorate([found[n] for n in names]), strict=False))
+            return list(found)
+
+        def relist() -> list[dict[str, Any]]:
+            found.clear()
+            found.update(listing(fresh=True))
+            return list(found.values())
+
+        decorated = self._decorate(list(found.values()), relist)
+        return dict(zip(found, decorated, strict=False))
 
     def exists(self, path: str, **kwargs: Any) -> bool:
         return bool(self.target.exists(self._strip_protocol(path), **kwargs))
