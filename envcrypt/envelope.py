@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Iterator, Mapping, Sequence
+import threading
+import weakref
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -39,7 +41,7 @@ from .format import (
     plaintext_size,
 )
 from .keys.base import _hashable, check_options, default_key_uri, get_resolver, split_key_uri
-from .keys.cache import CACHE_OPTION, DekCache, choose_cache
+from .keys.cache import CACHE_OPTION, DekCache, StreamCharge, choose_cache
 
 __all__ = ["encrypt", "decrypt", "inspect", "ObjectInfo", "KeyUris"]
 
@@ -107,6 +109,36 @@ def _options_key(options: Mapping[str, Any]) -> tuple[Any, ...]:
     return tuple(sorted((k, _hashable(v)) for k, v in options.items()))
 
 
+# Streaming writes (size unknown up front) that took a DEK from the cache: the header
+# new_header returned -> the charge the writer calls with the bytes it sealed.
+_stream_charges: dict[int, tuple[weakref.ref[Header], StreamCharge]] = {}
+_stream_charges_lock = threading.Lock()
+
+
+def _record_charge(header: Header, charge: StreamCharge) -> None:
+    ident = id(header)
+
+    def forget(_: object) -> None:
+        with _stream_charges_lock:
+            held = _stream_charges.get(ident)
+            if held is not None and held[0]() is None:
+                del _stream_charges[ident]
+
+    with _stream_charges_lock:
+        _stream_charges[ident] = (weakref.ref(header, forget), charge)
+
+
+def claim_stream_charge(header: Header) -> Callable[[int], None] | None:
+    """The byte charge :func:`new_header` recorded for ``header`` (a streaming write that took
+    its DEK from the DEK cache), once; the writer calls it with the bytes it sealed."""
+    with _stream_charges_lock:
+        held = _stream_charges.get(id(header))
+        if held is None or held[0]() is not header:
+            return None
+        del _stream_charges[id(header)]
+        return held[1]
+
+
 def new_header(
     key_uri: KeyUris,
     encryption_context: Mapping[str, str] | None,
@@ -115,8 +147,11 @@ def new_header(
 ) -> tuple[bytes, Header]:
     """A DEK and a header whose key slots wrap it.
 
-    The DEK is fresh, or taken from the DEK cache when it is on for these keys
-    (``plaintext_size``, when known, is charged to the cache entry's byte budget).
+    The DEK is fresh, or taken from the DEK cache when it is on for these keys.
+    ``plaintext_size``, when known, is charged to the cache entry's byte budget;
+    when it is None (a streaming write), a charge is recorded for the returned
+    header and an :class:`~envcrypt.streams.EncryptingWriter` made with it charges
+    the bytes it sealed when it closes (:func:`claim_stream_charge`).
     """
     context = dict(encryption_context or {})
     uris = normalize_key_uris(key_uri)
@@ -126,12 +161,18 @@ def new_header(
         cache_key = (tuple(uris), Header(context, ()).immutable, _options_key(plain))
         hit = cache.take_encryption(cache_key, plaintext_size)
         if hit is not None:
-            return hit[0], Header(context, hit[1])
+            header = Header(context, hit[1])
+            if plaintext_size is None:
+                _record_charge(header, StreamCharge(cache, cache_key, hit[0]))
+            return hit[0], header
     dek = os.urandom(DEK_SIZE)
     slots = wrap_dek(dek, uris, context, plain)
+    header = Header(context, slots)
     if cache is not None:
         cache.put_encryption(cache_key, dek, slots, plaintext_size)
-    return dek, Header(context, slots)
+        if plaintext_size is None:
+            _record_charge(header, StreamCharge(cache, cache_key, dek))
+    return dek, header
 
 
 def _slot_deks(

@@ -24,7 +24,7 @@ from typing import IO, Any
 
 from . import _buffers
 from .chunked import ChunkCipher, new_message, open_span
-from .envelope import KeyUris, check_context, new_header, open_body, read_header
+from .envelope import KeyUris, check_context, claim_stream_charge, new_header, open_body, read_header
 from .errors import ClosedError, IntegrityError, UnpublishedWriteWarning
 from .format import (
     BODY_PREFIX_SIZE,
@@ -67,6 +67,8 @@ class EncryptingWriter(io.RawIOBase):
         self._out = bytearray(batch_chunks * SEALED_CHUNK_SIZE)
         self._chunk = 0  # index of the next chunk to seal
         self._written = 0  # plaintext bytes accepted
+        self._sealed = 0  # plaintext bytes sealed (charged to the DEK cache at close)
+        self._charge = claim_stream_charge(header)  # None unless the DEK came from the cache
         self._failed = False
         self._with_depth = 0  # > 0 inside our own ``with`` block
         self._exception_at_open = sys.exc_info()[1]  # see close()
@@ -120,6 +122,7 @@ class EncryptingWriter(io.RawIOBase):
             raise ValueError("message exceeds the C2SP maximum of 2**38 chunks")
         out = memoryview(self._out)
         size = self._cipher.seal(self._chunk, full_chunks, out, final=False)
+        self._sealed += len(full_chunks)
         self._raw.write(out[:size])
         self._chunk += count
 
@@ -151,6 +154,7 @@ class EncryptingWriter(io.RawIOBase):
                     self._seal_out(stage[:full])
                 out = memoryview(self._out)
                 size = self._cipher.seal(self._chunk, stage[full:], out, final=True)
+                self._sealed += len(stage) - full
                 self._raw.write(out[:size])
                 self._chunk += 1
                 flush = getattr(self._raw, "flush", None)
@@ -160,6 +164,9 @@ class EncryptingWriter(io.RawIOBase):
             self._failed = True
             raise
         finally:
+            if self._charge is not None:  # the DEK cache's byte budget (also for aborted writes)
+                charge, self._charge = self._charge, None
+                charge(self._sealed)
             self._release()
             super().close()
 

@@ -242,3 +242,68 @@ def test_cache_key_includes_resolver_options(tmp_path: Any) -> None:
     assert envcrypt.decrypt(in_b, vault=str(tmp_path / "b"), dek_cache=True) == b"x"
     with pytest.raises(envcrypt.WrongKeyError):  # vault a's cached DEK is not offered for vault b
         envcrypt.decrypt(in_b, vault=str(tmp_path / "a"), dek_cache=True)
+
+
+def _dek_of(blob: bytes) -> bytes:
+    return parse_header(blob)[0].key_slots[0].wrapped_dek
+
+
+def _streamed_deks(cache: DekCache, count: int, data: bytes) -> list[bytes]:
+    import io
+
+    deks = []
+    for _ in range(count):
+        buf = io.BytesIO()
+        with envcrypt.open_writer(buf, "local:default", dek_cache=cache) as w:
+            w.write(data)
+        deks.append(_dek_of(buf.getvalue()))
+    return deks
+
+
+def test_streaming_writes_are_charged_to_the_byte_budget() -> None:
+    """open_writer knows no size up front: it charges what it sealed at close, and the
+    entry is retired once over budget (at most one write in flight overshoots it)."""
+    cache = DekCache(max_bytes=1000)
+    deks = _streamed_deks(cache, 4, b"x" * 800)
+    # 800 (under budget: reused once), 1600 (over: retired), then a fresh DEK
+    assert deks[0] == deks[1] and deks[1] != deks[2] and deks[2] == deks[3]
+    # a single stream over the budget is never reused
+    big = _streamed_deks(cache, 2, b"y" * 5000)
+    assert big[0] != big[1] and deks[3] not in big
+    # known sizes still charge up front
+    one = {_dek_of(envcrypt.encrypt(b"x" * 800, "local:default", dek_cache=cache)) for _ in range(3)}
+    assert len(one) == 3
+
+
+def test_fsspec_writes_are_charged_to_the_byte_budget() -> None:
+    import fsspec
+
+    cache = DekCache(max_bytes=1000)
+    fs = fsspec.filesystem("envcrypt", target_protocol="memory", key_uri="local:default",
+                           resolver_options={"dek_cache": cache}, skip_instance_cache=True)
+    memory = fsspec.filesystem("memory")
+    deks = []
+    for i in range(4):
+        with fs.open(f"/dekbudget/{i}.bin", "wb") as f:
+            f.write(b"x" * 800)
+        deks.append(_dek_of(memory.cat_file(f"/dekbudget/{i}.bin")))
+        assert fs.cat_file(f"/dekbudget/{i}.bin") == b"x" * 800
+    memory.rm("/dekbudget", recursive=True)
+    assert deks[0] == deks[1] and deks[1] != deks[2] and deks[2] == deks[3]
+
+
+def test_cache_entries_never_show_the_dek() -> None:
+    cache = DekCache()
+    dek = b"\x8f" * 32
+    cache.put_encryption("k", dek, SLOTS, 1)
+    entry = cache._encrypt["k"]
+    for text in (repr(cache), repr(entry), str(entry)):
+        assert repr(dek)[2:-1] not in text and dek.hex() not in text and "dek" not in text
+    from envcrypt.keys.cache import StreamCharge
+
+    charge = StreamCharge(cache, "k", dek)
+    assert repr(charge) == "<StreamCharge>"
+    import pickle
+
+    with pytest.raises(TypeError):
+        pickle.dumps(charge)

@@ -24,17 +24,18 @@ that, and ``ENVCRYPT_DEK_CACHE=0`` turns the default off everywhere.
 
 from __future__ import annotations
 
+import hmac
 import os
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..format import KeySlot
 
-__all__ = ["DekCache", "default_cache", "CACHE_OPTION"]
+__all__ = ["DekCache", "StreamCharge", "default_cache", "CACHE_OPTION"]
 
 CACHE_OPTION = "dek_cache"
 ENV_SWITCH = "ENVCRYPT_DEK_CACHE"
@@ -42,7 +43,7 @@ ENV_SWITCH = "ENVCRYPT_DEK_CACHE"
 
 @dataclass
 class _Entry:
-    dek: bytes
+    dek: bytes = field(repr=False)
     slots: tuple[KeySlot, ...]
     created: float
     objects: int = 0
@@ -77,12 +78,12 @@ class DekCache:
     def __reduce__(self) -> Any:
         raise TypeError("a DekCache holds data keys and cannot be pickled")
 
-    def _live(self, table: OrderedDict[Hashable, _Entry], key: Hashable, nbytes: int) -> _Entry | None:
+    def _live(self, table: OrderedDict[Hashable, _Entry], key: Hashable, nbytes: int | None) -> _Entry | None:
         entry = table.get(key)
         if entry is None:
             return None
-        if (self._clock() - entry.created >= self.max_age or entry.objects >= self.max_objects
-                or entry.nbytes + nbytes > self.max_bytes):
+        over = entry.nbytes >= self.max_bytes if nbytes is None else entry.nbytes + nbytes > self.max_bytes
+        if self._clock() - entry.created >= self.max_age or entry.objects >= self.max_objects or over:
             del table[key]
             return None
         table.move_to_end(key)
@@ -97,15 +98,18 @@ class DekCache:
     # ------------------------------------------------------------ encryption
 
     def take_encryption(self, key: Hashable, plaintext_size: int | None) -> tuple[bytes, tuple[KeySlot, ...]] | None:
-        """A cached DEK and slots for one more object, charged to the entry; None on a miss."""
-        nbytes = plaintext_size or 0
+        """A cached DEK and slots for one more object, charged to the entry; None on a miss.
+
+        ``plaintext_size`` None (a streaming write) is served only while the entry is
+        under its byte budget; the writer charges its size later (:meth:`charge_encryption`).
+        """
         with self._lock:
-            entry = self._live(self._encrypt, key, nbytes)
+            entry = self._live(self._encrypt, key, plaintext_size)
             if entry is None:
                 self.misses += 1
                 return None
             entry.objects += 1
-            entry.nbytes += nbytes
+            entry.nbytes += plaintext_size or 0
             self.hits += 1
             return entry.dek, entry.slots
 
@@ -116,6 +120,17 @@ class DekCache:
             return
         with self._lock:
             self._insert(self._encrypt, key, _Entry(dek, slots, self._clock(), 1, nbytes))
+
+    def charge_encryption(self, key: Hashable, dek: bytes, nbytes: int) -> None:
+        """Charge ``nbytes`` sealed under ``dek`` to its entry (if still cached); an entry
+        over its byte budget is retired."""
+        with self._lock:
+            entry = self._encrypt.get(key)
+            if entry is None or not hmac.compare_digest(entry.dek, dek):
+                return  # already retired (and maybe replaced by a fresh DEK)
+            entry.nbytes += nbytes
+            if entry.nbytes >= self.max_bytes:
+                del self._encrypt[key]
 
     # ------------------------------------------------------------ decryption
 
@@ -142,6 +157,25 @@ class DekCache:
     def __len__(self) -> int:
         with self._lock:
             return len(self._encrypt) + len(self._decrypt)
+
+
+class StreamCharge:
+    """Charges the bytes a streaming write sealed to the cache entry whose DEK it used
+    (holds the DEK: never shown, never pickled)."""
+
+    __slots__ = ("_cache", "_key", "_dek")
+
+    def __init__(self, cache: DekCache, key: Hashable, dek: bytes) -> None:
+        self._cache, self._key, self._dek = cache, key, dek
+
+    def __call__(self, nbytes: int) -> None:
+        self._cache.charge_encryption(self._key, self._dek, nbytes)
+
+    def __repr__(self) -> str:
+        return "<StreamCharge>"
+
+    def __reduce__(self) -> Any:
+        raise TypeError("a StreamCharge holds a data key and cannot be pickled")
 
 
 _default = DekCache()
