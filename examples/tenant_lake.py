@@ -26,7 +26,10 @@ vault = LocalVault()
 for tenant in ("acme", "globex"):
     vault.create_key(tenant)
 lake = f"envcrypt::file://{work}/lake"
-policy = {"tenants/acme/": "local:acme", "tenants/globex/": "local:globex", "": "local:default"}
+# on local disks policy prefixes are anchored at "/": name them as URLs (or absolute paths);
+# on an object store "tenants/acme/" would be anchored at the bucket
+policy = {f"file://{work}/lake/tenants/acme/": "local:acme", f"file://{work}/lake/tenants/globex/": "local:globex",
+          "": "local:default"}
 so = {"envcrypt": {"key_policy": policy}}
 fs, root = fsspec.core.url_to_fs(lake, **so)
 fs.makedirs(f"{root}/tenants/acme", exist_ok=True)

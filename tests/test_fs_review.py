@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytest
 from fsspec.implementations.local import LocalFileSystem
 
 import envcrypt
@@ -114,3 +115,107 @@ def test_reader_follows_a_rewrap_even_when_its_size_was_wrong() -> None:
         target.pipe_file("/m/x", _rewrapped(stored, [make_key("a-longer-key-name-than-default")]))
         assert f.read() == data
         assert f.size == len(data)
+
+
+# ---------------------------------------------------------------- 3. anchored key policy, re-keyed copies
+
+
+def _slots(target: Any, path: str) -> list[str]:
+    return envcrypt.inspect(target.cat_file(path)).key_uris
+
+
+def test_policy_prefixes_are_anchored_not_matched_anywhere() -> None:
+    make_key("tenant-a")
+    make_key("tenant-b")
+    policy = {"/lake/tenants/a/": "local:tenant-a", "memory://lake/tenants/b/": "local:tenant-b",
+              "": "local:default"}
+    fs, target = memory_envcrypt(key_policy=policy)
+    fs.pipe_file("/lake/tenants/b/uploads/tenants/a/x.csv", b"b's upload")
+    fs.pipe_file("/lake/tenants/a/y.csv", b"a's")
+    fs.pipe_file("/other/lake/tenants/a/z.csv", b"not a's")
+    assert _slots(target, "/lake/tenants/b/uploads/tenants/a/x.csv") == ["local:tenant-b/1"]
+    assert _slots(target, "/lake/tenants/a/y.csv") == ["local:tenant-a/1"]
+    assert _slots(target, "/other/lake/tenants/a/z.csv") == ["local:default/1"]
+
+
+def test_copy_and_move_into_another_tenant_take_its_key() -> None:
+    make_key("tenant-a")
+    make_key("tenant-b")
+    policy = {"/lake/a/": "local:tenant-a", "/lake/b/": "local:tenant-b"}
+    fs, target = memory_envcrypt(key_policy=policy)
+    data = os.urandom(200_000)
+    fs.pipe_file("/lake/a/x", data)
+    stored = target.cat_file("/lake/a/x")
+    fs.cp_file("/lake/a/x", "/lake/b/x")
+    fs.mv("/lake/a/x", "/lake/b/moved")
+    assert _slots(target, "/lake/b/x") == _slots(target, "/lake/b/moved") == ["local:tenant-b/1"]
+    copied = target.cat_file("/lake/b/x")
+    assert copied[envcrypt.inspect(copied).header_size :] == stored[envcrypt.inspect(stored).header_size :]
+    assert not target.exists("/lake/a/x")
+    fs.cp_file("/lake/b/x", "/lake/b/same")  # same key: a plain ciphertext copy
+    assert target.cat_file("/lake/b/same") == copied
+    from envcrypt.keys.vault import LocalVault
+
+    LocalVault().delete_key("tenant-a")
+    LocalVault().purge_key("tenant-a")  # shredding a no longer reaches what now belongs to b
+    assert fs.cat_file("/lake/b/x") == fs.cat_file("/lake/b/moved") == data
+
+
+def _slots_of(fs: EnvcryptFileSystem, path: str) -> list[str]:
+    return envcrypt.inspect(fs.target.cat_file(path)).key_uris
+
+
+# ---------------------------------------------------------------- 6. rewrap is a compare-and-swap
+
+
+@pytest.mark.parametrize("where", ["memory", "local"])
+def test_a_write_during_a_rewrap_is_not_lost(where: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from envcrypt.fs import _slots, trees
+    from envcrypt.fs._sinks import ConcurrentModificationError
+
+    make_key("next")
+    if where == "memory":
+        fs, _ = memory_envcrypt()
+        path = "/l/x"
+    else:
+        fs = EnvcryptFileSystem(key_uri="local:default", skip_instance_cache=True)
+        path = str(tmp_path / "x")
+    fs.pipe_file(path, b"v1")
+    copy = _slots.shutil.copyfileobj
+
+    def copy_and_race(src: Any, dst: Any, length: int = 0) -> None:
+        fs.pipe_file(path, b"v2 written by an application during the rewrap")
+        copy(src, dst, length)
+
+    monkeypatch.setattr(_slots.shutil, "copyfileobj", copy_and_race)
+    with pytest.raises(ConcurrentModificationError):
+        trees.rewrap_object(fs, path, ["local:next"])
+    monkeypatch.undo()
+    assert fs.cat_file(path) == b"v2 written by an application during the rewrap"
+    assert trees.rewrap_object(fs, path, ["local:next"])  # a rerun rewraps v2
+    assert fs.cat_file(path).startswith(b"v2") and _slots_of(fs, path) == ["local:next/1"]
+
+
+# ---------------------------------------------------------------- 7. local file modes
+
+
+def test_local_modes_new_files_follow_umask_replacements_keep_theirs(tmp_path: Path) -> None:
+    from envcrypt.fs import trees
+
+    make_key("next")
+    fs = EnvcryptFileSystem(key_uri="local:default", skip_instance_cache=True)
+    old = os.umask(0o022)
+    try:
+        fs.pipe_file(str(tmp_path / "new"), b"x")
+        assert os.stat(tmp_path / "new").st_mode & 0o777 == 0o644
+        plain = tmp_path / "tree" / "plain.csv"
+        plain.parent.mkdir()
+        plain.write_bytes(b"a,b\n")
+        os.chmod(plain, 0o640)
+        assert trees.migrate(f"file://{plain.parent}", progress=False).done == [str(plain)]
+        assert os.stat(plain).st_mode & 0o777 == 0o640
+        os.chmod(plain, 0o604)
+        assert trees.rewrap(f"file://{plain}", "local:next", progress=False).done == [str(plain)]
+        assert os.stat(plain).st_mode & 0o777 == 0o604
+    finally:
+        os.umask(old)

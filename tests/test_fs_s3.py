@@ -254,3 +254,56 @@ def test_sizes_and_reads_stay_right_when_another_client_rewraps_after_a_cached_l
     assert a.info(path)["size"] == len(data)
     assert [e["size"] for e in a.ls(f"{s3['bucket']}/d")] == [len(data)]
     assert a.cat_file(path) == data
+
+
+def _separate_client(s3: dict[str, Any], block_size: int = 50 * 2**20, **options: Any) -> EnvcryptFileSystem:
+    import s3fs
+
+    target = s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3["endpoint"]}, skip_instance_cache=True,
+                               default_block_size=block_size)
+    return EnvcryptFileSystem(fs=target, skip_instance_cache=True, **options)
+
+
+def test_a_failed_commit_leaves_no_multipart_upload_open(s3: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    import s3fs
+
+    fs = _separate_client(s3)
+
+    def failing_commit(self: Any) -> None:
+        raise OSError("network down at CompleteMultipartUpload")
+
+    monkeypatch.setattr(s3fs.core.S3File, "commit", failing_commit)
+    with pytest.raises(OSError, match="network down"):
+        with fs.open(f"{s3['bucket']}/big", "wb", block_size=5 * 2**20) as f:
+            f.write(os.urandom(11 * 2**20))
+    monkeypatch.undo()
+    assert _keys(s3) == []
+    assert s3["client"].list_multipart_uploads(Bucket=s3["bucket"]).get("Uploads", []) == []
+
+
+@pytest.mark.parametrize("size", [1000, 11 * 2**20])  # one PUT; a multipart upload (5 MiB parts)
+def test_rewrap_on_s3_is_conditional(s3: dict[str, Any], monkeypatch: pytest.MonkeyPatch, size: int) -> None:
+    from envcrypt.fs import _slots, trees
+    from envcrypt.fs._sinks import ConcurrentModificationError
+    from envcrypt.keys.vault import LocalVault
+
+    LocalVault().create_key("next")
+    fs = _separate_client(s3, block_size=5 * 2**20)
+    other = _separate_client(s3)
+    path = f"{s3['bucket']}/cas"
+    fs.pipe_file(path, os.urandom(size))
+    v2 = b"v2 written by an application during the rewrap"
+    copy = _slots.shutil.copyfileobj
+
+    def copy_and_race(src: Any, dst: Any, length: int = 0) -> None:
+        other.pipe_file(path, v2)
+        copy(src, dst, length)
+
+    monkeypatch.setattr(_slots.shutil, "copyfileobj", copy_and_race)
+    with pytest.raises(ConcurrentModificationError):
+        trees.rewrap_object(fs, path, ["local:next"])
+    monkeypatch.undo()
+    assert other.cat_file(path) == v2
+    assert s3["client"].list_multipart_uploads(Bucket=s3["bucket"]).get("Uploads", []) == []
+    assert trees.rewrap_object(fs, path, ["local:next"])
+    assert other.cat_file(path) == v2

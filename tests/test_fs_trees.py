@@ -28,11 +28,17 @@ def _tree(root: Path) -> dict[str, bytes]:
 
 def test_key_policy_longest_prefix() -> None:
     policy = KeyPolicy({"tenants/a/": "local:a", "tenants/": "local:t", "": "local:default"})
-    assert policy.for_path("/lake/tenants/a/x") == "local:a"
-    assert policy.for_path("bucket/tenants/a/deep/x") == "local:a"
-    assert policy.for_path("/lake/tenants/ab/x") == "local:t"
-    assert policy.for_path("/lake/other/atenants/a/x") == "local:default"  # only at a boundary
-    assert KeyPolicy({"tenants/a/": "local:a"}).for_path("/lake/x") is None
+    assert policy.for_path("/lake/tenants/a/x", anchor="/lake") == "local:a"
+    assert policy.for_path("bucket/tenants/a/deep/x", anchor="bucket") == "local:a"
+    assert policy.for_path("/lake/tenants/ab/x", anchor="/lake") == "local:t"
+    assert policy.for_path("/lake/other/atenants/a/x", anchor="/lake") == "local:default"
+    # anchored: a prefix never matches deeper inside a path
+    assert policy.for_path("/lake/tenants/b/uploads/tenants/a/x", anchor="/lake") == "local:t"
+    assert policy.for_path("/lake/tenants/a/x") == "local:default"  # anchored at "/": lake/tenants/...
+    assert policy.for_path("/lake/tenants/a/x", anchor="/elsewhere") == "local:default"
+    assert KeyPolicy({"tenants/a/": "local:a"}).for_path("/lake/x", anchor="/lake") is None
+    assert KeyPolicy({"/lake/tenants/a/": "local:a"}).for_path("/lake/tenants/a/x") == "local:a"
+    assert KeyPolicy({"/lake/tenants/a/": "local:a"}).for_path("/up/lake/tenants/a/x") is None
     full = KeyPolicy({"memory://lake/t/": "local:m"})
     assert full.for_path("/lake/t/x", fsspec.filesystem("memory")._strip_protocol) == "local:m"
     with pytest.raises(ValueError):
@@ -44,7 +50,8 @@ def test_per_tenant_keys_and_crypto_shredding() -> None:
     make_key("tenant-b")
     fs, root = fsspec.core.url_to_fs(
         "envcrypt::memory://lake-policy",
-        envcrypt={"key_policy": {"tenants/a/": "local:tenant-a", "tenants/b/": "local:tenant-b"}},
+        envcrypt={"key_policy": {"lake-policy/tenants/a/": "local:tenant-a",
+                                 "memory://lake-policy/tenants/b/": "local:tenant-b"}},
     )
     fs.pipe_file(f"{root}/tenants/a/x.csv", b"alpha")
     fs.pipe_file(f"{root}/tenants/b/y.csv", b"beta")

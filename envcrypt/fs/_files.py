@@ -318,8 +318,14 @@ class EnvcryptWriteFile(io.RawIOBase):
             return
         if not self._sealed:
             raise ClosedError("commit before the file was closed")
-        self._done = True
-        self._sink.commit()
+        try:
+            self._sink.commit()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self._sink.abort()  # e.g. a failed CompleteMultipartUpload: abort the upload
+            raise
+        finally:
+            self._done = True
         self.fs._written(self.path)
 
     def discard(self) -> None:

@@ -11,6 +11,20 @@ was there before stays untouched).
   a multipart / block upload otherwise) closed on commit, discarded on abort
   (multipart aborted, staged blocks never committed);
 - anything else: a local temp file uploaded with ``put_file`` on commit.
+
+Conditional replacement (``expect=``, from ``version_of``): the sink commits
+only if the object at the path is still the version seen before the rewrite
+began, else it aborts with ``ConcurrentModificationError``.  On S3 this is
+exact (``If-Match`` on the PUT / CompleteMultipartUpload, checked by the
+store).  On local disks the file's (inode, size, mtime, ctime) is compared
+just before ``os.replace``: a write landing between that check and the
+rename (microseconds) is still lost, as POSIX has no conditional rename.  In
+memory the check and the swap happen under the GIL.  Other targets have no
+condition (``version_of`` returns None): a concurrent write during a rewrap
+can be lost there.
+
+Local files are created with mode ``0o666 & ~umask`` like ``open()`` does; a
+file that replaces an existing one keeps that file's mode.
 """
 
 from __future__ import annotations
@@ -23,10 +37,48 @@ from typing import IO, Any, Protocol
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.implementations.memory import MemoryFile, MemoryFileSystem
 
-__all__ = ["Sink", "open_sink", "uses_buffered_sink", "TEMP_PREFIX"]
+from ..errors import EnvcryptError
+
+__all__ = ["Sink", "open_sink", "uses_buffered_sink", "version_of", "ConcurrentModificationError", "TEMP_PREFIX"]
 
 TEMP_PREFIX = ".envcrypt-tmp-"
 _BUFFERED_PROTOCOLS = frozenset({"s3", "s3a", "gcs", "gs", "abfs", "abfss", "az", "adl"})
+
+
+class ConcurrentModificationError(EnvcryptError):
+    """The object changed while it was being rewritten; it was left as the other writer made it."""
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _stat_version(path: str) -> tuple[int, int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def version_of(target: Any, path: str) -> Any:
+    """What identifies the current version of ``path`` for a conditional replacement (None: no condition)."""
+    if isinstance(target, LocalFileSystem):
+        return ("local", _stat_version(path))
+    if isinstance(target, MemoryFileSystem):
+        return ("memory", id(target.store.get(path)))
+    if uses_buffered_sink(target) and "s3" in _protocols(target):
+        target.invalidate_cache(path)
+        etag = target.info(path).get("ETag")
+        return ("s3", etag) if etag else None
+    return None
+
+
+def _protocols(target: Any) -> tuple[str, ...]:
+    protocol = target.protocol
+    return tuple(protocol) if isinstance(protocol, (tuple, list)) else (protocol,)
 
 
 class Sink(Protocol):
@@ -38,8 +90,9 @@ class Sink(Protocol):
 
 
 class LocalSink:
-    def __init__(self, target: LocalFileSystem, path: str) -> None:
+    def __init__(self, target: LocalFileSystem, path: str, expect: Any = None) -> None:
         self.path = path
+        self._expect = expect
         directory = os.path.dirname(path) or "."
         if getattr(target, "auto_mkdir", False):
             os.makedirs(directory, exist_ok=True)
@@ -48,11 +101,20 @@ class LocalSink:
         fd, self._tmp = tempfile.mkstemp(dir=directory, prefix=TEMP_PREFIX)
         self.raw: IO[bytes] = os.fdopen(fd, "wb")
 
+    def _mode(self) -> int:
+        try:
+            return os.stat(self.path).st_mode & 0o7777  # a replacement keeps the file's mode
+        except FileNotFoundError:
+            return 0o666 & ~_umask()
+
     def commit(self) -> None:
         try:
             self.raw.flush()
+            os.fchmod(self.raw.fileno(), self._mode())
             os.fsync(self.raw.fileno())
             self.raw.close()
+            if self._expect is not None and ("local", _stat_version(self.path)) != self._expect:
+                raise ConcurrentModificationError(f"{self.path} changed while it was rewritten; left as it is")
             os.replace(self._tmp, self.path)
         except BaseException:
             self.abort()
@@ -72,7 +134,7 @@ class LocalSink:
 
 
 class MemorySink:
-    def __init__(self, target: MemoryFileSystem, path: str) -> None:
+    def __init__(self, target: MemoryFileSystem, path: str, expect: Any = None) -> None:
         if path in target.pseudo_dirs:
             raise IsADirectoryError(path)
         parent = path
@@ -80,10 +142,13 @@ class MemorySink:
             parent = target._parent(parent)
             if target.isfile(parent):
                 raise FileExistsError(parent)
-        self._target = target
+        self._target, self._path, self._expect = target, path, expect
         self.raw: IO[bytes] = MemoryFile(target, path)
 
     def commit(self) -> None:
+        if self._expect is not None and ("memory", id(self._target.store.get(self._path))) != self._expect:
+            self.abort()
+            raise ConcurrentModificationError(f"{self._path} changed while it was rewritten; left as it is")
         self.raw.seek(0)
         self.raw.commit()  # type: ignore[attr-defined]
 
@@ -91,15 +156,45 @@ class MemorySink:
         self.raw = MemoryFile()
 
 
-class BufferedFileSink:
-    """The target's own AbstractBufferedFile: it publishes only when closed with a final flush."""
+def _precondition_failed(exc: BaseException | None) -> bool:
+    """Whether ``exc`` (or what caused it) is the store's 412 Precondition Failed."""
+    seen = 0
+    while exc is not None and seen < 8:
+        response = getattr(exc, "response", None)
+        if isinstance(response, dict):
+            error = response.get("Error") or {}
+            status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
+            if error.get("Code") == "PreconditionFailed" or status == 412:
+                return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
 
-    def __init__(self, target: Any, path: str, block_size: int | None = None) -> None:
-        kwargs = {"block_size": block_size} if block_size else {}
+
+class BufferedFileSink:
+    """The target's own AbstractBufferedFile: it publishes only when closed with a final flush.
+
+    A failed final flush (the PUT or CompleteMultipartUpload raising) aborts:
+    no multipart upload is left open.  ``expect`` (an ETag) makes the write
+    conditional (``If-Match``, passed only to the calls that take it).
+    """
+
+    def __init__(self, target: Any, path: str, block_size: int | None = None, expect: Any = None) -> None:
+        kwargs: dict[str, Any] = {"block_size": block_size} if block_size else {}
+        if expect is not None:
+            kwargs["IfMatch"] = expect[1]
+        self._path = path
         self.raw: IO[bytes] = target.open(path, "wb", **kwargs)
 
     def commit(self) -> None:
-        self.raw.close()
+        try:
+            self.raw.close()
+        except BaseException as exc:
+            with contextlib.suppress(Exception):
+                self.abort()
+            if _precondition_failed(exc):
+                raise ConcurrentModificationError(
+                    f"{self._path} changed while it was rewritten; left as it is") from exc
+            raise
 
     def abort(self) -> None:
         f: Any = self.raw
@@ -139,12 +234,12 @@ def uses_buffered_sink(target: Any) -> bool:
     return bool(_BUFFERED_PROTOCOLS.intersection(protocols))
 
 
-def open_sink(target: Any, path: str, *, block_size: int | None = None) -> Sink:
-    """The atomic sink for ``path`` on ``target``."""
+def open_sink(target: Any, path: str, *, block_size: int | None = None, expect: Any = None) -> Sink:
+    """The atomic sink for ``path`` on ``target``; ``expect`` (from ``version_of``) makes it conditional."""
     if isinstance(target, LocalFileSystem):
-        return LocalSink(target, path)
+        return LocalSink(target, path, expect)
     if isinstance(target, MemoryFileSystem):
-        return MemorySink(target, path)
+        return MemorySink(target, path, expect)
     if uses_buffered_sink(target):
-        return BufferedFileSink(target, path, block_size)
+        return BufferedFileSink(target, path, block_size, expect if expect and expect[0] == "s3" else None)
     return SpoolSink(target, path)

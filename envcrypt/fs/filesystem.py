@@ -36,9 +36,11 @@ from typing import Any
 import fsspec
 from fsspec.callbacks import DEFAULT_CALLBACK
 from fsspec.implementations.chained import ChainedFileSystem
+from fsspec.implementations.local import LocalFileSystem
+from fsspec.implementations.memory import MemoryFileSystem
 from fsspec.utils import isfilelike
 
-from ..envelope import check_context, new_header, open_body
+from ..envelope import check_context, new_header, normalize_key_uris, open_body
 from ..errors import IntegrityError, MalformedHeaderError, NotEncryptedError, UnsupportedVersionError
 from ..format import BODY_PREFIX_SIZE, parse_header
 from ..streams import EncryptingWriter
@@ -339,14 +341,32 @@ class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
         self.rm_file(path)
 
     def cp_file(self, path1: str, path2: str, **kwargs: Any) -> None:
-        """Copy the stored ciphertext (no decryption; the copy opens with the same keys)."""
-        self.target.cp_file(self._strip_protocol(path1), self._strip_protocol(path2), **kwargs)
-        self._written(self._strip_protocol(path2))
+        """Copy the stored ciphertext (no decryption; the copy opens with the same keys).
+
+        With a key policy, a copy into a prefix whose key differs from the
+        source's gets the destination's key: its slots are rewritten (body
+        copied byte for byte, never re-encrypted), so purging a tenant's key
+        also shreds what was copied into that tenant's prefix.
+        """
+        path1, path2 = self._strip_protocol(path1), self._strip_protocol(path2)
+        if self.policy.rules and self.key_for(path1) != self.key_for(path2):
+            head = self._head(path1)
+            if head.encrypted and head.error is None:
+                from ._slots import rewrite_slots
+
+                rewrite_slots(self, path1, path2, normalize_key_uris(self.key_for(path2)))
+                return
+        self.target.cp_file(path1, path2, **kwargs)
+        self._written(path2)
 
     def mv(self, path1: Any, path2: Any, recursive: bool = False, maxdepth: int | None = None,
            **kwargs: Any) -> None:
-        self.target.mv(self._strip_protocol(path1), self._strip_protocol(path2), recursive=recursive,
-                       maxdepth=maxdepth, **kwargs)
+        """The target's move; with a key policy, copy (re-keyed per file, see ``cp_file``) then delete."""
+        if self.policy.rules:
+            super().mv(path1, path2, recursive=recursive, maxdepth=maxdepth, **kwargs)
+        else:
+            self.target.mv(self._strip_protocol(path1), self._strip_protocol(path2), recursive=recursive,
+                           maxdepth=maxdepth, **kwargs)
         self.invalidate_cache()
 
     def invalidate_cache(self, path: str | None = None) -> None:
@@ -367,8 +387,21 @@ class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
 
     def key_for(self, path: str) -> KeyChoice | None:
         """The key URI(s) new writes at ``path`` use: key policy, else ``key_uri``, else the default."""
-        chosen = self.policy.for_path(self._strip_protocol(path), self.target._strip_protocol)
+        path = self._strip_protocol(path)
+        chosen = self.policy.for_path(path, self.target._strip_protocol, self._policy_anchor(path))
         return chosen if chosen is not None else self.key_uri
+
+    def _policy_anchor(self, path: str) -> str:
+        """Where relative key-policy prefixes start for ``path`` (see ``policy``).
+
+        The bucket (container) of an object store, else the target's root
+        (``/`` on local disks and in memory).  It never depends on the URL the
+        filesystem was made from, so a file gets the same key whether it is
+        written through ``envcrypt::s3://lake`` or ``envcrypt::s3://lake/t/f.csv``.
+        """
+        if not isinstance(self.target, (LocalFileSystem, MemoryFileSystem)) and "/" in path.lstrip("/"):
+            return path.lstrip("/").split("/", 1)[0]
+        return ""
 
     def get_file(self, rpath: str, lpath: Any = None, callback: Any = DEFAULT_CALLBACK, outfile: Any = None,
                  **kwargs: Any) -> None:

@@ -4,10 +4,21 @@
 objects written under ``tenants/a/`` their own key, so purging that key
 crypto-shreds exactly that tenant's data.  A prefix ending in ``/`` matches
 whole path segments only (``tenants/a/`` never matches ``tenants/ab``).
-A prefix matches at any directory boundary of a path as the target sees it
-(``tenants/a/`` matches ``bucket/tenants/a/x`` and ``/data/lake/tenants/a/x``);
-a prefix written as a URL (``s3://lake/tenants/a/``) is stripped by the target
-first.
+
+Prefixes are *anchored*, never matched somewhere inside a path (else
+``/lake/tenants/b/uploads/tenants/a/x`` would get tenant a's key):
+
+- a relative prefix (``tenants/a/``) is matched from the bucket (container)
+  of an object store (``lake/tenants/a/x`` on ``s3://lake``), and from the
+  root of the filesystem on local disks and in memory (so there it must name
+  the whole path: ``srv/lake/tenants/a/``);
+- an absolute prefix (``/srv/lake/tenants/a/``) or a URL
+  (``s3://lake/tenants/a/``, ``file:///srv/lake/tenants/a/``, stripped by the
+  target first) is matched against the whole target path.
+
+The anchor never depends on the URL a filesystem was made from, so an object
+gets the same key through ``envcrypt::s3://lake`` and through
+``envcrypt::s3://lake/tenants/a/f.csv`` (pandas' per-file URLs).
 """
 
 from __future__ import annotations
@@ -45,24 +56,38 @@ class KeyPolicy:
     def as_dict(self) -> dict[str, KeyChoice]:
         return {k: (v if isinstance(v, str) else list(v)) for k, v in self.rules.items()}
 
-    def for_path(self, path: str, normalize: Callable[[str], str] = lambda p: p) -> KeyChoice | None:
+    def for_path(self, path: str, normalize: Callable[[str], str] = lambda p: p, anchor: str = "") -> KeyChoice | None:
         """The key URI(s) for a new object at ``path``; None when no rule applies.
 
-        A prefix matches at any directory boundary of the path (``tenants/a/``
-        matches ``bucket/tenants/a/x`` and ``/data/lake/tenants/a/x``); the
+        Relative prefixes are matched against ``path`` relative to ``anchor``
+        (a directory of the target that ``path`` lies under; ``""`` is the
+        target's root), absolute ones and URLs against the whole ``path``; the
         longest matching prefix wins, and ``""`` matches everything.
         """
-        target = "/" + path.lstrip("/")
+        relative = _relative(path, anchor)
         best: tuple[int, KeyChoice] | None = None
         for prefix, choice in self.rules.items():
             if prefix == "":
                 if best is None:
                     best = (0, choice)
                 continue
-            forms = {prefix, _norm(prefix, normalize)}
-            if any(_matches(target, form) for form in forms) and (best is None or len(prefix) > best[0]):
+            if "://" in prefix or prefix.startswith("/"):
+                matched = _starts(path, _norm(prefix, normalize))
+            else:
+                matched = relative is not None and relative.startswith(prefix)
+            if matched and (best is None or len(prefix) > best[0]):
                 best = (len(prefix), choice)
         return None if best is None else best[1]
+
+
+def _relative(path: str, anchor: str) -> str | None:
+    """``path`` below ``anchor`` (no leading ``/``); None when it does not lie under it."""
+    anchor = anchor.rstrip("/")
+    if not anchor:
+        return path.lstrip("/")
+    if path.startswith(anchor + "/"):
+        return path[len(anchor) + 1 :]
+    return None
 
 
 def _norm(prefix: str, normalize: Callable[[str], str]) -> str:
@@ -72,6 +97,6 @@ def _norm(prefix: str, normalize: Callable[[str], str]) -> str:
     return stripped.rstrip("/") + "/" if prefix.endswith("/") else stripped
 
 
-def _matches(path: str, prefix: str) -> bool:
-    """``prefix`` starts at a directory boundary of ``path`` (which begins with ``/``)."""
-    return "/" + prefix.lstrip("/") in path
+def _starts(path: str, prefix: str) -> bool:
+    """``path`` begins with ``prefix``, both taken from the target's root."""
+    return path.lstrip("/").startswith(prefix.lstrip("/"))

@@ -19,17 +19,15 @@ restarted run never sees a half-written one) and report progress.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..envelope import normalize_key_uris, read_header
+from ..envelope import normalize_key_uris
 from ..errors import EnvcryptError
-from ..format import BODY_PREFIX_SIZE
-from ..keys.base import resolver_for
-from ..rewrap import rewrap_header
 from ._sinks import open_sink
+from ._slots import rewrite_slots, target_identities
 from .filesystem import EnvcryptFileSystem
 from .manifest import MANIFEST_NAME
 from .progress import Progress
@@ -180,34 +178,15 @@ def migrate(
 # ---------------------------------------------------------------- rewrap
 
 
-def target_identities(key_uris: Iterable[str], options: Mapping[str, Any]) -> list[str]:
-    """The exact key versions new slots under ``key_uris`` would name."""
-    return [resolver_for(uri, **dict(options)).identity(uri) for uri in key_uris]
-
-
 def rewrap_object(fs: EnvcryptFileSystem, path: str, key_uris: Sequence[str],
                   identities: Sequence[str] | None = None) -> bool:
-    """Replace one object's key slots (body copied byte-identical); False when already done."""
-    options = fs.resolver_options
-    identities = identities or target_identities(key_uris, options)
-    with fs.target.open(path, "rb") as src:
-        header, header_size = read_header(src)
-        if [slot.key_uri for slot in header.key_slots] == list(identities):
-            return False
-        prefix = src.read(BODY_PREFIX_SIZE)
-        # the DEK is checked against this body's key commitment before it is wrapped again
-        packed = rewrap_header(header, list(key_uris), body_prefix=prefix, **dict(options))
-        sink = open_sink(fs.target, path)
-        try:
-            sink.raw.write(packed)
-            sink.raw.write(prefix)
-            _copy(src, sink.raw)
-            sink.commit()
-        except BaseException:
-            sink.abort()
-            raise
-    fs._written(path)
-    return True
+    """Replace one object's key slots (body copied byte-identical); False when already done.
+
+    The replacement is conditional (see ``_sinks``): an object rewritten by
+    someone else while it was being rewrapped is left as they wrote it and
+    reported (``ConcurrentModificationError``); a rerun rewraps it.
+    """
+    return rewrite_slots(fs, path, path, key_uris, identities)
 
 
 def rewrap(
