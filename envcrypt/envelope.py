@@ -23,6 +23,7 @@ from .errors import (
     ContextMismatchError,
     EnvcryptError,
     IntegrityError,
+    InvalidKeyUriError,
     KeyError_,
     MalformedHeaderError,
     UnknownKeySchemeError,
@@ -54,12 +55,16 @@ def normalize_key_uris(key_uri: KeyUris) -> list[str]:
         uris = [default_key_uri()]
     elif isinstance(key_uri, str):
         uris = [key_uri]
-    else:
+    elif isinstance(key_uri, Sequence) and not isinstance(key_uri, (bytes, bytearray)):
+        if not all(isinstance(u, str) for u in key_uri):
+            raise TypeError("key_uri is a str or a sequence of str")
         uris = list(dict.fromkeys(key_uri))
+    else:
+        raise TypeError(f"key_uri is a str or a sequence of str, not {type(key_uri).__name__}")
     if not uris:
-        raise ValueError("at least one key URI is needed")
+        raise InvalidKeyUriError("at least one key URI is needed")
     if len(uris) > MAX_SLOTS:
-        raise ValueError(f"an object has at most {MAX_SLOTS} key slots")
+        raise InvalidKeyUriError(f"an object has at most {MAX_SLOTS} key slots, not {len(uris)}")
     for uri in uris:
         split_key_uri(uri)
     return uris
@@ -205,6 +210,9 @@ def _slot_deks(
         try:
             resolver = get_resolver(split_key_uri(slot.key_uri)[0], **plain)
             dek = resolver.unwrap(slot, header.encryption_context)
+        except InvalidKeyUriError as exc:  # a slot naming no valid key: the header is malformed
+            first_error = first_error or MalformedHeaderError(str(exc))
+            continue
         except (KeyError_, WrongKeyError) as exc:
             first_error = first_error or exc
             continue

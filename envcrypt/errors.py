@@ -29,6 +29,8 @@ __all__ = [
     "KeyStateError",
     "AuditLogError",
     "UnpublishedWriteWarning",
+    "InvalidKeyUriError",
+    "KeyUsageError",
 ]
 
 
@@ -125,3 +127,14 @@ class UnpublishedWriteWarning(RuntimeWarning):
     """A writer was closed while an exception raised after it was opened propagated,
     so it sealed and published nothing.  Harmless when the write really failed; a
     sign of lost output when ``close()`` was called on purpose from an ``except`` block."""
+
+
+class InvalidKeyUriError(KeyError_, ValueError):
+    """A malformed key URI or key name (no scheme, a bad ``local:`` name or version), or
+    a key URI list that is empty or longer than the slot cap.  A ValueError too."""
+
+
+class KeyUsageError(KeyError_, ValueError):
+    """A request the key cannot serve as asked: a key length the wrap algorithm refuses,
+    a message too long for RSA-OAEP, the public key of a symmetric key, an unknown key
+    kind or operation, imported material of the wrong type.  A ValueError too."""

@@ -18,6 +18,7 @@ from envcrypt.errors import (
     KeyDeletedError,
     KeyDisabledError,
     KeyStateError,
+    KeyUsageError,
     WrongKeyError,
 )
 from envcrypt.keys import vault as vault_mod
@@ -49,7 +50,7 @@ def test_import_raw_aes_key(vault: LocalVault) -> None:
     slot = envcrypt.inspect(blob).key_slots[0]
     assert len(aes_key_unwrap_with_padding(material, slot.wrapped_dek)) == 32
     assert vault.import_key("byo", os.urandom(32)) == "local:byo/2"  # a new version
-    with pytest.raises(ValueError):
+    with pytest.raises(KeyUsageError):
         vault.import_key("bad", b"short")
     with pytest.raises(KeyStateError):
         vault.import_key("byo", _rsa_pem(), kind="rsa")  # kind mismatch
@@ -58,11 +59,11 @@ def test_import_raw_aes_key(vault: LocalVault) -> None:
 def test_import_rejects_wrong_private_keys(vault: LocalVault) -> None:
     ec_pem = ec.generate_private_key(ec.SECP384R1()).private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    with pytest.raises(ValueError, match="P-256"):
+    with pytest.raises(KeyUsageError, match="P-256"):
         vault.import_key("e", ec_pem, kind="ec-p256")
-    with pytest.raises(ValueError, match="RSA"):
+    with pytest.raises(KeyUsageError, match="RSA"):
         vault.import_key("r", ec_pem, kind="rsa")
-    with pytest.raises(ValueError):
+    with pytest.raises(KeyUsageError):
         vault.import_key("r", b"not a key", kind="rsa")
 
 

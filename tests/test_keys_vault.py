@@ -188,9 +188,10 @@ def test_several_slots_any_one_opens(vault: LocalVault) -> None:
 
 
 def test_slot_cap(vault: LocalVault) -> None:
+    from envcrypt.errors import InvalidKeyUriError
     from envcrypt.format import MAX_SLOTS
 
-    with pytest.raises(ValueError, match="at most"):
+    with pytest.raises(InvalidKeyUriError, match="at most"):
         envcrypt.encrypt(DATA, [f"local:k{i}" for i in range(MAX_SLOTS + 1)])
 
 

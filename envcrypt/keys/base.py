@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from importlib.metadata import entry_points
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from ..errors import UnknownKeySchemeError
+from ..errors import InvalidKeyUriError, UnknownKeySchemeError
 from ..format import KeySlot
 
 __all__ = [
@@ -88,14 +88,14 @@ _lock = threading.Lock()
 def split_key_uri(key_uri: str) -> tuple[str, str]:
     """Split ``scheme:rest`` (``aws-kms://x`` gives ``("aws-kms", "x")``)."""
     if not isinstance(key_uri, str):
-        raise TypeError("a key URI is a str")
+        raise TypeError(f"a key URI is a str, not {type(key_uri).__name__}")
     scheme, sep, rest = key_uri.partition(":")
     if not sep or not scheme or not rest:
-        raise ValueError(f"not a key URI (expected SCHEME:NAME): {key_uri!r}")
+        raise InvalidKeyUriError(f"not a key URI (expected SCHEME:NAME): {key_uri!r}")
     if rest.startswith("//"):
         rest = rest[2:]
     if not rest:
-        raise ValueError(f"key URI names no key: {key_uri!r}")
+        raise InvalidKeyUriError(f"key URI names no key: {key_uri!r}")
     return scheme.lower(), rest
 
 

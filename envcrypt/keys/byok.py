@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ..errors import IntegrityError, VaultError, WrongKeyError
 from .vault_crypto import kwp_unwrap, kwp_wrap, rsa_oaep_decrypt, rsa_oaep_encrypt
-from .vault_store import ARGON2_DEFAULT, SALT_SIZE, Argon2Params, b64d, b64e
+from .vault_store import ARGON2_DEFAULT, BACKUP_ARGON2_MAX, SALT_SIZE, Argon2Params, b64d, b64e
 
 __all__ = ["wrap_for_transfer", "unwrap_transfer", "pack_backup", "unpack_backup"]
 
@@ -73,7 +73,7 @@ def pack_backup(
         head["protection"] = "vault"
         body = seal(f"backup:{name}", plain)
     else:
-        params = params or Argon2Params(**ARGON2_DEFAULT)
+        params = params or Argon2Params.from_config(ARGON2_DEFAULT)
         salt = os.urandom(SALT_SIZE)
         head.update(protection="passphrase", argon2id=params.as_dict(), salt=b64e(salt))
         nonce = os.urandom(12)
@@ -89,11 +89,13 @@ def unpack_backup(
         raise VaultError("key backup too large")
     try:
         outer = json.loads(blob)
-        head = {k: v for k, v in outer.items() if k != "sealed"}
-        sealed, name = outer["sealed"], outer["name"]
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except (ValueError, TypeError):
         raise VaultError("not an envcrypt key backup") from None
-    if head.get("format") != BACKUP_FORMAT or not isinstance(name, str):
+    if not isinstance(outer, dict):
+        raise VaultError("not an envcrypt key backup")
+    head = {k: v for k, v in outer.items() if k != "sealed"}
+    sealed, name = outer.get("sealed"), outer.get("name")
+    if head.get("format") != BACKUP_FORMAT or not isinstance(name, str) or not isinstance(sealed, str):
         raise VaultError("not an envcrypt key backup (unknown format)")
     if head.get("protection") == "vault":
         try:
@@ -103,14 +105,25 @@ def unpack_backup(
     elif head.get("protection") == "passphrase":
         if passphrase is None:
             raise VaultError("this key backup is protected by a passphrase")
-        params = Argon2Params(**head["argon2id"])  # bounded: refused above the cap
-        raw = b64d(sealed)
+        if set(head) != {"format", "name", "protection", "argon2id", "salt"}:
+            raise VaultError("not an envcrypt key backup (unexpected fields)")
+        # bounded by the lower cap for files from outside (BACKUP_ARGON2_MAX)
+        params = Argon2Params.from_config(head["argon2id"], "the key backup", BACKUP_ARGON2_MAX)
+        raw, salt = b64d(sealed), b64d(head["salt"])
+        if len(raw) < 12 + 16 or len(salt) < 8:
+            raise IntegrityError("the key backup does not open (truncated)")
         try:
-            key = params.derive(passphrase, b64d(head["salt"]))
+            key = params.derive(passphrase, salt)
             plain = AESGCM(key).decrypt(raw[:12], raw[12:], _aad(head))
         except InvalidTag:
             raise IntegrityError("the key backup does not open (wrong passphrase or edited)") from None
     else:
         raise VaultError("unknown key backup protection")
-    payload: dict[str, Any] = json.loads(plain)
+    try:
+        payload = json.loads(plain)
+    except ValueError:
+        raise VaultError("the key backup is corrupt") from None
+    if not isinstance(payload, dict) or not isinstance(payload.get("record"), dict) \
+            or not isinstance(payload.get("materials"), dict):
+        raise VaultError("the key backup is corrupt")
     return name, payload

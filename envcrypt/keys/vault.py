@@ -37,11 +37,13 @@ from typing import Any, ClassVar, TypeVar
 
 from ..errors import (
     EnvcryptError,
+    InvalidKeyUriError,
     KeyAccessDeniedError,
     KeyDeletedError,
     KeyDisabledError,
     KeyNotFoundError,
     KeyStateError,
+    KeyUsageError,
     VaultError,
     WrongKeyError,
 )
@@ -70,7 +72,7 @@ def parse_local_uri(key_uri: str) -> tuple[str, int | None]:
     """``local:NAME[/VERSION]`` -> ``(NAME, VERSION or None)``."""
     scheme, rest = split_key_uri(key_uri)
     if scheme != "local":
-        raise ValueError(f"not a local: key URI: {key_uri!r}")
+        raise InvalidKeyUriError(f"not a local: key URI: {key_uri!r}")
     return _parse_ref(rest)
 
 
@@ -79,16 +81,66 @@ def _parse_ref(ref: str) -> tuple[str, int | None]:
         return parse_local_uri(ref)
     name, sep, version = ref.partition("/")
     if not _NAME.match(name):
-        raise ValueError(f"invalid local key name: {name!r}")
+        raise InvalidKeyUriError(f"invalid local key name: {name!r}")
     if not sep:
         return name, None
-    if not version.isdigit() or int(version) < 1:
-        raise ValueError(f"invalid local key version: {version!r}")
+    if not (version.isascii() and version.isdigit()) or int(version) < 1:
+        raise InvalidKeyUriError(f"invalid local key version: {version!r}")
     return name, int(version)
 
 
 def _now() -> int:
     return int(time.time())
+
+
+_TIMES = ("created", "not_before", "expires", "deleted", "scheduled_purge", "purged")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_record(record: dict[str, Any], name: str, *, with_material: bool = True) -> dict[str, Any]:
+    """The record if it has the shape this module writes (and names ``name``); VaultError otherwise."""
+    def corrupt(field: str) -> VaultError:
+        return VaultError(f"corrupt key record for local:{name} (field {field!r})")
+
+    if record.get("name") != name:
+        raise VaultError(f"the key record for local:{name} names another key: refusing to use it")
+    for field in _TIMES:
+        if record.get(field) is not None and not _is_int(record[field]):
+            raise corrupt(field)
+    if not _is_int(record.get("purged_through", 0)) or record.get("purged_through", 0) < 0:
+        raise corrupt("purged_through")
+    versions = record.get("versions")
+    if not isinstance(versions, list):
+        raise corrupt("versions")
+    if record.get("purged"):
+        if versions:
+            raise corrupt("versions")
+        return record
+    if record.get("kind") not in vc.KINDS:
+        raise corrupt("kind")
+    ops = record.get("ops")
+    if not isinstance(ops, list) or not all(isinstance(op, str) and op in vc.ALL_OPS for op in ops):
+        raise corrupt("ops")
+    for field in ("enabled", "transfer"):
+        if not isinstance(record.get(field, False), bool):
+            raise corrupt(field)
+    previous = record.get("purged_through", 0)
+    for entry in versions:
+        if not isinstance(entry, dict) or not _is_int(entry.get("version")) or entry["version"] <= previous:
+            raise corrupt("versions")
+        previous = entry["version"]
+        if not isinstance(entry.get("enabled", True), bool) or not isinstance(entry.get("origin", ""), str):
+            raise corrupt("versions")
+        if entry.get("public") is not None and not isinstance(entry["public"], str):
+            raise corrupt("versions")
+        if entry.get("created") is not None and not _is_int(entry["created"]):
+            raise corrupt("versions")
+        if with_material and not isinstance(entry.get("material"), str):
+            raise corrupt("versions")
+    return record
 
 
 class LocalVault:
@@ -122,15 +174,16 @@ class LocalVault:
     # ------------------------------------------------------------ records
 
     def _key_path(self, name: str) -> Path:
-        if not _NAME.match(name):
-            raise ValueError(f"invalid local key name: {name!r}")
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise InvalidKeyUriError(f"invalid local key name: {name!r}")
         return self.store.ensure_dir(KEYS_DIR) / f"{name}.json"
 
     def _load(self, name: str) -> dict[str, Any]:
         try:
-            return read_json(self._key_path(name))
+            record = read_json(self._key_path(name))
         except FileNotFoundError:
             raise KeyNotFoundError(f"no key local:{name} in the vault") from None
+        return _check_record(record, name)
 
     def _store(self, record: dict[str, Any]) -> None:
         write_json(self._key_path(record["name"]), record)
@@ -177,11 +230,11 @@ class LocalVault:
     @staticmethod
     def _fresh_record(name: str, kind: str, ops: Iterable[str] | None, previous: dict[str, Any] | None) -> dict[str, Any]:
         if kind not in vc.KINDS:
-            raise ValueError(f"unknown key kind {kind!r} (one of {', '.join(vc.KINDS)})")
+            raise KeyUsageError(f"unknown key kind {kind!r} (one of {', '.join(vc.KINDS)})")
         ops = tuple(vc.DEFAULT_OPS[kind] if ops is None else ops)
-        bad = [op for op in ops if op not in vc.SUPPORTED_OPS[kind]]
+        bad = [str(op) for op in ops if op not in vc.SUPPORTED_OPS[kind]]
         if bad:
-            raise ValueError(f"{kind} keys cannot do {', '.join(bad)}")
+            raise KeyUsageError(f"{kind} keys cannot do {', '.join(bad)}")
         return {
             "name": name, "kind": kind, "ops": sorted(set(ops)), "enabled": True, "created": _now(),
             "not_before": None, "expires": None, "deleted": None, "scheduled_purge": None,
@@ -192,8 +245,10 @@ class LocalVault:
     def _create(self, op: str, name: str, kind: str, material: bytes | None, origin: str,
                 ops: Iterable[str] | None, not_before: int | None, expires: int | None,
                 transfer: bool = False) -> str:
-        if not _NAME.match(name):
-            raise ValueError(f"invalid local key name: {name!r}")
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise InvalidKeyUriError(f"invalid local key name: {name!r}")
+        if kind not in vc.KINDS:
+            raise KeyUsageError(f"unknown key kind {kind!r} (one of {', '.join(vc.KINDS)})")
         self.store.audit_key()
         material = vc.generate(kind) if material is None else material
 
@@ -294,7 +349,7 @@ class LocalVault:
             self._check_live(record)
             bad = [op for op in wanted if op not in vc.SUPPORTED_OPS[record["kind"]]]
             if bad:
-                raise ValueError(f"{record['kind']} keys cannot do {', '.join(bad)}")
+                raise KeyUsageError(f"{record['kind']} keys cannot do {', '.join(bad)}")
             record["ops"] = wanted
 
         self._update("set-ops", name, change)
@@ -528,7 +583,7 @@ class LocalVault:
         self._check_live(record)
         entry = self._version_entry(record, version) if version else record["versions"][-1]
         if not entry.get("public"):
-            raise ValueError(f"local:{name} is a symmetric key: it has no public key")
+            raise KeyUsageError(f"local:{name} is a symmetric key: it has no public key")
         return str(entry["public"])
 
     # ------------------------------------------------------------ backup / restore
@@ -559,8 +614,11 @@ class LocalVault:
             passphrase = passphrase.encode("utf-8")
         self.store.audit_key()
         name, payload = unpack_backup(blob, passphrase, self.store.open)
-        record = payload["record"]
-        if record.get("name") != name or not _NAME.match(name):
+        record, materials = payload["record"], payload["materials"]
+        if not _NAME.match(name):
+            raise VaultError("the key backup is inconsistent")
+        _check_record(record, name, with_material=False)
+        if record.get("purged") or any(str(v["version"]) not in materials for v in record["versions"]):
             raise VaultError("the key backup is inconsistent")
 
         def run() -> str:
@@ -570,7 +628,7 @@ class LocalVault:
                     if not existing.get("purged"):
                         raise KeyStateError(f"key local:{name} already exists (delete and purge it first)")
                 for entry in record["versions"]:
-                    raw = b64d(payload["materials"][str(entry["version"])])
+                    raw = b64d(materials[str(entry["version"])])
                     entry["material"] = self.store.seal(self._seal_label(name, entry["version"]), raw)
                 self._store(record)
             return f"local:{name}"

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.keywrap import (
     aes_key_wrap_with_padding,
 )
 
-from ..errors import IntegrityError, InvalidSignatureError, WrongKeyError
+from ..errors import IntegrityError, InvalidSignatureError, KeyUsageError, WrongKeyError
 
 __all__ = [
     "KINDS", "DEFAULT_OPS", "ALL_OPS", "generate", "normalize_import", "load_private",
@@ -70,7 +70,7 @@ def generate(kind: str) -> bytes:
         return _pkcs8(rsa.generate_private_key(public_exponent=65537, key_size=RSA_CREATE_BITS))
     if kind == EC_P256:
         return _pkcs8(ec.generate_private_key(ec.SECP256R1()))
-    raise ValueError(f"unknown key kind {kind!r} (one of {', '.join(KINDS)})")
+    raise KeyUsageError(f"unknown key kind {kind!r} (one of {', '.join(KINDS)})")
 
 
 def _pkcs8(key: Any) -> bytes:
@@ -86,24 +86,27 @@ def normalize_import(kind: str, material: bytes) -> bytes:
     """
     if kind == AES256:
         if len(material) != AES256_SIZE:
-            raise ValueError("an aes256 key is exactly 32 bytes")
+            raise KeyUsageError("an aes256 key is exactly 32 bytes")
         return bytes(material)
     if kind not in (RSA, EC_P256):
-        raise ValueError(f"unknown key kind {kind!r} (one of {', '.join(KINDS)})")
+        raise KeyUsageError(f"unknown key kind {kind!r} (one of {', '.join(KINDS)})")
+    if not isinstance(material, (bytes, bytearray, memoryview)):
+        raise TypeError("key material is bytes")
+    material = bytes(material)
     try:
         if material.lstrip().startswith(b"-----BEGIN"):
             key = serialization.load_pem_private_key(material, password=None)
         else:
             key = serialization.load_der_private_key(material, password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm):
-        raise ValueError("imported key material is not an unencrypted private key") from None
+        raise KeyUsageError("imported key material is not an unencrypted private key") from None
     if kind == RSA:
         if not isinstance(key, rsa.RSAPrivateKey):
-            raise ValueError("imported key material is not an RSA private key")
+            raise KeyUsageError("imported key material is not an RSA private key")
         if not RSA_MIN_BITS <= key.key_size <= RSA_MAX_BITS:
-            raise ValueError(f"RSA keys must have {RSA_MIN_BITS}..{RSA_MAX_BITS} bits")
+            raise KeyUsageError(f"RSA keys must have {RSA_MIN_BITS}..{RSA_MAX_BITS} bits")
     elif not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
-        raise ValueError("imported key material is not an EC P-256 private key")
+        raise KeyUsageError("imported key material is not an EC P-256 private key")
     return _pkcs8(key)
 
 
@@ -127,7 +130,10 @@ def public_pem(kind: str, key: Any) -> str | None:
 
 def kwp_wrap(kek: bytes, key: bytes) -> bytes:
     """RFC 5649 AES key wrap with padding (the ``local:`` DEK wrap)."""
-    return aes_key_wrap_with_padding(kek, key)
+    try:
+        return aes_key_wrap_with_padding(kek, key)
+    except (ValueError, TypeError):
+        raise KeyUsageError("AES key wrap with padding needs a non-empty key (bytes)") from None
 
 
 def kwp_unwrap(kek: bytes, wrapped: bytes) -> bytes:
@@ -139,7 +145,10 @@ def kwp_unwrap(kek: bytes, wrapped: bytes) -> bytes:
 
 def kw_wrap(kek: bytes, key: bytes) -> bytes:
     """RFC 3394 AES key wrap (``A256KW``): key length a multiple of 8, at least 16."""
-    return aes_key_wrap(kek, key)
+    try:
+        return aes_key_wrap(kek, key)
+    except (ValueError, TypeError):
+        raise KeyUsageError("A256KW (RFC 3394) wraps keys of at least 16 bytes, a multiple of 8") from None
 
 
 def kw_unwrap(kek: bytes, wrapped: bytes) -> bytes:
@@ -154,7 +163,11 @@ def kw_unwrap(kek: bytes, wrapped: bytes) -> bytes:
 
 def rsa_oaep_encrypt(public_key: Any, data: bytes) -> bytes:
     """RSA-OAEP, SHA-256, MGF1-SHA-256, no label."""
-    return bytes(public_key.encrypt(data, _OAEP))
+    try:
+        return bytes(public_key.encrypt(data, _OAEP))
+    except (ValueError, TypeError):
+        limit = public_key.key_size // 8 - 2 * 32 - 2
+        raise KeyUsageError(f"RSA-OAEP-SHA256 under this key encrypts at most {limit} bytes") from None
 
 
 def rsa_oaep_decrypt(private_key: Any, data: bytes) -> bytes:
@@ -166,7 +179,10 @@ def rsa_oaep_decrypt(private_key: Any, data: bytes) -> bytes:
 
 def gcm_encrypt(key: bytes, data: bytes, aad: bytes | None) -> bytes:
     nonce = os.urandom(GCM_NONCE_SIZE)
-    return nonce + AESGCM(key).encrypt(nonce, data, aad)
+    try:
+        return nonce + AESGCM(key).encrypt(nonce, data, aad)
+    except (OverflowError, TypeError):
+        raise KeyUsageError("AES-GCM data and associated data are bytes of at most 2**31 bytes") from None
 
 
 def gcm_decrypt(key: bytes, data: bytes, aad: bytes | None) -> bytes:
@@ -186,7 +202,7 @@ def sign(kind: str, private_key: Any, data: bytes) -> bytes:
         return bytes(private_key.sign(data, _PSS, hashes.SHA256()))
     if kind == EC_P256:
         return bytes(private_key.sign(data, ec.ECDSA(hashes.SHA256())))
-    raise ValueError(f"{kind} keys cannot sign")
+    raise KeyUsageError(f"{kind} keys cannot sign")
 
 
 def verify(kind: str, public_key: Any, data: bytes, signature: bytes) -> None:
@@ -196,6 +212,6 @@ def verify(kind: str, public_key: Any, data: bytes, signature: bytes) -> None:
         elif kind == EC_P256:
             public_key.verify(signature, data, ec.ECDSA(hashes.SHA256()))
         else:
-            raise ValueError(f"{kind} keys cannot verify")
+            raise KeyUsageError(f"{kind} keys cannot verify")
     except InvalidSignature:
         raise InvalidSignatureError("the signature does not verify") from None

@@ -53,6 +53,10 @@ NONCE_SIZE = 12
 ARGON2_DEFAULT = {"memory_cost": 64 * 1024, "iterations": 3, "lanes": 4}
 ARGON2_MIN = {"memory_cost": 8 * 1024, "iterations": 1, "lanes": 1}
 ARGON2_MAX = {"memory_cost": 1024 * 1024, "iterations": 16, "lanes": 16}
+#: the lower cap for parameters in files that come from outside the vault (portable key
+#: backups): 256 MiB and 8 iterations, so a crafted backup cannot make ``restore`` allocate
+#: a gigabyte or spin for long; backups made here use ARGON2_DEFAULT, well under it
+BACKUP_ARGON2_MAX = {"memory_cost": 256 * 1024, "iterations": 8, "lanes": 16}
 SALT_SIZE = 16
 
 
@@ -69,7 +73,9 @@ def b64e(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def b64d(text: str) -> bytes:
+def b64d(text: Any) -> bytes:
+    if not isinstance(text, str):
+        raise VaultError("corrupt base64 field in the vault")
     try:
         return base64.b64decode(text.encode("ascii"), validate=True)
     except (ValueError, UnicodeEncodeError):
@@ -79,19 +85,29 @@ def b64d(text: str) -> bytes:
 class Argon2Params:
     """Bounded Argon2id parameters (memory in KiB)."""
 
-    def __init__(self, memory_cost: int, iterations: int, lanes: int) -> None:
+    def __init__(self, memory_cost: int, iterations: int, lanes: int,
+                 maximum: dict[str, int] | None = None) -> None:
         values = {"memory_cost": memory_cost, "iterations": iterations, "lanes": lanes}
+        cap = ARGON2_MAX if maximum is None else maximum
         for name, value in values.items():
             if not isinstance(value, int) or isinstance(value, bool):
                 raise VaultError(f"Argon2id {name} must be an integer")
-            if not ARGON2_MIN[name] <= value <= ARGON2_MAX[name]:
+            if not ARGON2_MIN[name] <= value <= cap[name]:
                 raise VaultError(
                     f"Argon2id {name}={value} is outside the allowed range "
-                    f"{ARGON2_MIN[name]}..{ARGON2_MAX[name]}"
+                    f"{ARGON2_MIN[name]}..{cap[name]}"
                 )
         if memory_cost < 8 * lanes:
             raise VaultError("Argon2id memory_cost must be at least 8 KiB per lane")
         self.memory_cost, self.iterations, self.lanes = memory_cost, iterations, lanes
+
+    @classmethod
+    def from_config(cls, value: Any, where: str = "vault.json",
+                    maximum: dict[str, int] | None = None) -> Argon2Params:
+        """Parameters read from a file: exactly the three fields, each bounded; VaultError otherwise."""
+        if not isinstance(value, dict) or set(value) != {"memory_cost", "iterations", "lanes"}:
+            raise VaultError(f"corrupt Argon2id parameters in {where}")
+        return cls(value["memory_cost"], value["iterations"], value["lanes"], maximum)
 
     def as_dict(self) -> dict[str, int]:
         return {"memory_cost": self.memory_cost, "iterations": self.iterations, "lanes": self.lanes}
@@ -225,7 +241,7 @@ class VaultStore:
                 atomic_write(self.path / MASTER_KEY_FILE, master)
                 write_json(self.path / CONFIG_FILE, {"format": 1, "master": "keyfile"})
             else:
-                params = params or Argon2Params(**ARGON2_DEFAULT)
+                params = params or Argon2Params.from_config(ARGON2_DEFAULT)
                 salt = os.urandom(SALT_SIZE)
                 wrapping = AESGCM(params.derive(passphrase, salt))
                 nonce = os.urandom(NONCE_SIZE)
@@ -248,7 +264,10 @@ class VaultStore:
         return read_json(path)
 
     def master_mode(self) -> str:
-        return str(self._config()["master"])
+        mode = self._config().get("master")
+        if mode not in ("keyfile", "argon2id"):
+            raise VaultError(f"unknown vault master key mode {mode!r}")
+        return str(mode)
 
     def _master_bytes(self) -> bytes:
         config = self._config()
@@ -259,15 +278,17 @@ class VaultStore:
                 raise VaultError("the vault master key file is corrupt")
             return raw
         if mode == "argon2id":
-            params = Argon2Params(**config["argon2id"])  # refuses parameters above the cap
+            params = Argon2Params.from_config(config.get("argon2id"))  # refuses parameters above the cap
             passphrase = self._passphrase
             if passphrase is None:
                 env = os.environ.get(PASSPHRASE_ENV)
                 if not env:
                     raise VaultError(f"the vault is passphrase-protected: set ${PASSPHRASE_ENV}")
                 passphrase = env.encode("utf-8")
-            salt = b64d(config["salt"])
-            sealed = b64d(config["sealed_master"])
+            salt = b64d(config.get("salt"))
+            sealed = b64d(config.get("sealed_master"))
+            if len(salt) < 8 or len(sealed) != NONCE_SIZE + MASTER_KEY_SIZE + 16:
+                raise VaultError("corrupt vault.json: bad salt or sealed master key")
             try:
                 return AESGCM(params.derive(passphrase, salt)).decrypt(
                     sealed[:NONCE_SIZE], sealed[NONCE_SIZE:], b"envcrypt vault master key"
@@ -295,6 +316,8 @@ class VaultStore:
 
     def open(self, label: str, sealed_b64: str) -> bytes:
         sealed = b64d(sealed_b64)
+        if len(sealed) < NONCE_SIZE + 16:
+            raise VaultError(f"sealed vault data for {label} failed to open")
         try:
             return self._aead().decrypt(sealed[:NONCE_SIZE], sealed[NONCE_SIZE:], label.encode())
         except InvalidTag:

@@ -1,0 +1,158 @@
+"""Bad input to the key code gets a typed envcrypt error, never a bare KeyError/TypeError/ValueError."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import envcrypt
+from envcrypt.cli import main
+from envcrypt.errors import (
+    EnvcryptError,
+    InvalidKeyUriError,
+    KeyUsageError,
+    VaultError,
+)
+from envcrypt.keys.vault import LocalVault, parse_local_uri
+
+
+@pytest.fixture
+def vault(_isolated_vault: Path) -> LocalVault:
+    v = LocalVault(_isolated_vault)
+    v.create_key("k")
+    return v
+
+
+def _rewrite(path: Path, value: Any) -> None:
+    path.write_text(json.dumps(value))
+    path.chmod(0o600)
+
+
+@pytest.mark.parametrize("uri", ["local:../x", "local:k/0", "local:k/x", "nocolon", "local:", ":x", "local://"])
+def test_malformed_key_uris_are_typed(vault: LocalVault, uri: str) -> None:
+    with pytest.raises(InvalidKeyUriError) as info:
+        envcrypt.encrypt(b"x", uri)
+    assert isinstance(info.value, ValueError)  # existing ``except ValueError`` callers keep working
+
+
+def test_key_uri_lists_and_types(vault: LocalVault) -> None:
+    with pytest.raises(InvalidKeyUriError, match="at least one"):
+        envcrypt.encrypt(b"x", [])
+    with pytest.raises(InvalidKeyUriError, match="at most 16"):
+        envcrypt.encrypt(b"x", [f"local:k{i}" for i in range(17)])
+    with pytest.raises(TypeError, match="key_uri is a str"):
+        envcrypt.encrypt(b"x", 123)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="key_uri is a str"):
+        envcrypt.encrypt(b"x", [b"local:k"])  # type: ignore[list-item]
+    with pytest.raises(InvalidKeyUriError):
+        parse_local_uri("aws-kms://alias/x")
+    with pytest.raises(InvalidKeyUriError):
+        envcrypt.rewrap(envcrypt.encrypt(b"x", "local:k"), [])
+
+
+def test_vault_crypto_value_errors_are_typed(vault: LocalVault) -> None:
+    with pytest.raises(KeyUsageError, match="A256KW"):
+        vault.wrap_key("k", b"short", "A256KW")
+    with pytest.raises(KeyUsageError):
+        vault.wrap_key("k", b"")
+    with pytest.raises(KeyUsageError, match="no public key"):
+        vault.public_key_pem("k")
+    vault.create_key("r", "rsa")
+    with pytest.raises(KeyUsageError, match="at most"):
+        vault.encrypt("r", b"x" * 400)
+    with pytest.raises(KeyUsageError):
+        vault.create_key("z", "des")
+    with pytest.raises(KeyUsageError):
+        vault.create_key("z", ops=["sign"])
+    # the failures are audited with their typed class
+    outcomes = [e["outcome"] for e in vault.audit.entries() if e["op"] == "wrapKey"]
+    assert outcomes[-2:] == ["KeyUsageError", "KeyUsageError"]
+
+
+@pytest.mark.parametrize("change", [
+    lambda r: {},
+    lambda r: {"name": "k"},
+    lambda r: {**r, "versions": "x"},
+    lambda r: {**r, "ops": None},
+    lambda r: {**r, "kind": "des"},
+    lambda r: {**r, "versions": [{"version": "1"}]},
+    lambda r: {**r, "versions": [{**r["versions"][0], "material": 5}]},
+    lambda r: {**r, "enabled": "yes"},
+    lambda r: {**r, "expires": "soon"},
+])
+def test_malformed_key_record_is_a_vault_error(vault: LocalVault, _isolated_vault: Path, change: Any) -> None:
+    blob = envcrypt.encrypt(b"x", "local:k")
+    path = _isolated_vault / "keys" / "k.json"
+    _rewrite(path, change(json.loads(path.read_text())))
+    for call in (lambda: envcrypt.decrypt(blob), lambda: envcrypt.encrypt(b"x", "local:k"),
+                 lambda: vault.show_key("k"), lambda: vault.list_keys(), lambda: vault.rotate_key("k")):
+        with pytest.raises(VaultError):
+            call()
+
+
+def test_cli_prints_one_line_for_a_corrupt_record(vault: LocalVault, _isolated_vault: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    _rewrite(_isolated_vault / "keys" / "k.json", {"name": "k", "versions": "x"})
+    assert main(["key", "show", "k"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("envcrypt: VaultError:") and "Traceback" not in err
+
+
+@pytest.mark.parametrize("config", [
+    {"master": "argon2id", "argon2id": {"memory_cost": 8192}},
+    {"master": "argon2id", "argon2id": {"memory_cost": 8192, "iterations": 1, "lanes": 1}},
+    {"master": "argon2id", "argon2id": [1]},
+    {"master": "argon2id", "argon2id": {"memory_cost": 8192, "iterations": 1, "lanes": 1, "x": 1},
+     "salt": "AAAAAAAAAAAAAAAAAAAAAA==", "sealed_master": "AA=="},
+    {"master": "argon2id", "argon2id": {"memory_cost": 8192, "iterations": 1, "lanes": 1},
+     "salt": 5, "sealed_master": "AA=="},
+    {"master": "argon2id", "argon2id": {"memory_cost": 8192, "iterations": 1, "lanes": 1},
+     "salt": "AAAAAAAAAAAAAAAAAAAAAA==", "sealed_master": "AA=="},
+    {"master": ["keyfile"]},
+])
+def test_malformed_vault_config_is_a_vault_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 config: dict[str, Any]) -> None:
+    directory = tmp_path / "v2"
+    directory.mkdir(mode=0o700)
+    fd = os.open(directory / "vault.json", os.O_CREAT | os.O_WRONLY, 0o600)
+    os.write(fd, json.dumps(config).encode())
+    os.close(fd)
+    monkeypatch.setenv("ENVCRYPT_VAULT_PASSPHRASE", "pw")
+    with pytest.raises(VaultError):
+        LocalVault(directory).create_key("a")
+
+
+@pytest.mark.parametrize("blob", [
+    b"[1]",
+    b"not json",
+    b'{"format":"envcrypt-key-backup/1","name":"x","protection":"vault","sealed":5}',
+    b'{"format":"envcrypt-key-backup/1","name":"x","protection":"passphrase","sealed":"AA=="}',
+    b'{"format":"envcrypt-key-backup/1","name":"x","protection":"passphrase","sealed":"AA==",'
+    b'"argon2id":[1],"salt":"AAAAAAAAAAAAAAAAAAAAAA=="}',
+    b'{"format":"envcrypt-key-backup/1","name":"x","protection":"passphrase","sealed":"AA==",'
+    b'"argon2id":{"memory_cost":8192,"iterations":1,"lanes":1},"salt":7}',
+    b'{"format":"envcrypt-key-backup/1","name":"x","protection":"passphrase","sealed":"AA==",'
+    b'"argon2id":{"memory_cost":8192,"iterations":1,"lanes":1},"salt":"AAAAAAAAAAAAAAAAAAAAAA=="}',
+])
+def test_malformed_backup_is_typed(vault: LocalVault, blob: bytes) -> None:
+    with pytest.raises(EnvcryptError):
+        vault.restore_key(blob, b"pw")
+
+
+def test_backup_argon2_cap_is_lower_than_the_vault_cap(vault: LocalVault) -> None:
+    from envcrypt.keys.vault_store import ARGON2_MAX, BACKUP_ARGON2_MAX
+
+    assert BACKUP_ARGON2_MAX["memory_cost"] == 256 * 1024 < ARGON2_MAX["memory_cost"]
+    assert BACKUP_ARGON2_MAX["iterations"] == 8
+    head = {"format": "envcrypt-key-backup/1", "name": "x", "protection": "passphrase", "sealed": "AA==",
+            "argon2id": {"memory_cost": 512 * 1024, "iterations": 1, "lanes": 1},
+            "salt": "AAAAAAAAAAAAAAAAAAAAAA=="}
+    with pytest.raises(VaultError, match="memory_cost"):  # refused before any work is done
+        vault.restore_key(json.dumps(head).encode(), b"pw")
+    head["argon2id"] = {"memory_cost": 8192, "iterations": 9, "lanes": 1}
+    with pytest.raises(VaultError, match="iterations"):
+        vault.restore_key(json.dumps(head).encode(), b"pw")
