@@ -219,3 +219,22 @@ def test_local_modes_new_files_follow_umask_replacements_keep_theirs(tmp_path: P
         assert os.stat(plain).st_mode & 0o777 == 0o604
     finally:
         os.umask(old)
+
+
+# ---------------------------------------------------------------- 4. the root is the root
+
+
+def test_root_paths_are_the_targets_root_not_the_current_directory(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import fsspec
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "only-in-cwd").write_bytes(b"")
+    fs = EnvcryptFileSystem(key_uri="local:default", skip_instance_cache=True)
+    for root in ("/", "file:///", "envcrypt::file:///"):
+        assert fs._strip_protocol(root) == "/"
+    listed = fs.ls("/", detail=False)
+    assert sorted(listed) == sorted(LocalFileSystem().ls("/", detail=False))
+    assert str(tmp_path / "only-in-cwd") not in listed
+    efs, path = fsspec.core.url_to_fs("envcrypt::file:///")
+    assert path == "/" and efs.isdir(path)

@@ -78,13 +78,18 @@ def _strip_class(cls: type, path: Any) -> Any:
     for prefix in ("envcrypt::", "envcrypt://"):
         if path.startswith(prefix):
             path = path[len(prefix) :]
-    return path.rstrip("/") if path.rstrip("/") else ""
+    # a root ("/", "file:///") stays as it is: "" would mean the current directory to a local target
+    return path.rstrip("/") or path
 
 
 def _strip_instance(self: EnvcryptFileSystem, path: Any) -> Any:
     if isinstance(path, list):
         return [_strip_instance(self, p) for p in path]
-    return self.target._strip_protocol(_strip_class(type(self), path))
+    path = fsspec.utils.stringify_path(path)
+    for prefix in ("envcrypt::", "envcrypt://"):
+        if path.startswith(prefix):
+            path = path[len(prefix) :]
+    return self.target._strip_protocol(path)  # the target decides what its root is
 
 
 def _is_secret(name: str) -> bool:
