@@ -156,3 +156,49 @@ def test_backup_argon2_cap_is_lower_than_the_vault_cap(vault: LocalVault) -> Non
     head["argon2id"] = {"memory_cost": 8192, "iterations": 9, "lanes": 1}
     with pytest.raises(VaultError, match="iterations"):
         vault.restore_key(json.dumps(head).encode(), b"pw")
+
+
+def test_key_record_copied_over_another_is_refused(vault: LocalVault, _isolated_vault: Path) -> None:
+    vault.create_key("tenant-a")
+    vault.create_key("tenant-b")
+    blob_b = envcrypt.encrypt(b"B", "local:tenant-b")
+    keys = _isolated_vault / "keys"
+    (keys / "tenant-b.json").write_bytes((keys / "tenant-a.json").read_bytes())
+    for call in (lambda: envcrypt.encrypt(b"x", "local:tenant-b"), lambda: envcrypt.decrypt(blob_b),
+                 lambda: vault.show_key("tenant-b")):
+        with pytest.raises(VaultError, match="names another key"):
+            call()
+    # relabelled as tenant-b: the MAC (bound to the name) fails
+    record = json.loads((keys / "tenant-a.json").read_text())
+    _rewrite(keys / "tenant-b.json", {**record, "name": "tenant-b"})
+    with pytest.raises(VaultError, match="failed authentication"):
+        envcrypt.encrypt(b"x", "local:tenant-b")
+
+
+@pytest.mark.parametrize("field, value", [
+    ("deleted", None), ("ops", ["wrapKey", "unwrapKey", "encrypt", "decrypt"]), ("enabled", False),
+    ("expires", None), ("created", 5),
+])
+def test_edited_key_record_fails_its_mac(vault: LocalVault, _isolated_vault: Path, field: str, value: Any) -> None:
+    vault.create_key("t", ops=["wrapKey", "unwrapKey"], expires=2_000_000_000)
+    vault.delete_key("t")
+    path = _isolated_vault / "keys" / "t.json"
+    record = json.loads(path.read_text())
+    assert record[field] != value
+    _rewrite(path, {**record, field: value})
+    with pytest.raises(VaultError, match="failed authentication"):
+        envcrypt.encrypt(b"x", "local:t")
+    _rewrite(path, record)  # the untouched record still loads
+    assert vault.show_key("t")["deleted"]
+
+
+def test_edited_version_list_fails_its_mac(vault: LocalVault, _isolated_vault: Path) -> None:
+    vault.rotate_key("k")
+    path = _isolated_vault / "keys" / "k.json"
+    record = json.loads(path.read_text())
+    _rewrite(path, {**record, "versions": record["versions"][:1]})  # roll back a rotation
+    with pytest.raises(VaultError, match="failed authentication"):
+        vault.show_key("k")
+    _rewrite(path, {k: v for k, v in record.items() if k != "mac"})
+    with pytest.raises(VaultError, match="failed authentication"):
+        vault.show_key("k")

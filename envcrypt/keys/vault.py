@@ -15,6 +15,11 @@ Semantics follow the cloud key vaults:
   **backup/restore** of one key, a small **secrets** store (vault_secrets.py);
 * every operation, allowed or refused, is written to the hash-chained **audit log**.
 
+Records live in ``keys/NAME.json``; each must name its own file and carries a
+``mac`` (HMAC-SHA256 under a key derived from the vault master key, over the whole
+record: state, version list and sealed material), so a record edited, or copied
+over another key's file, is refused with VaultError.
+
 State rules: ``not_before`` in the future refuses every use; after ``expires`` a
 key still unwraps, decrypts and verifies (old data stays readable) but refuses
 wrapKey, encrypt and sign (no new data under it).
@@ -105,7 +110,7 @@ def _check_record(record: dict[str, Any], name: str, *, with_material: bool = Tr
     def corrupt(field: str) -> VaultError:
         return VaultError(f"corrupt key record for local:{name} (field {field!r})")
 
-    if record.get("name") != name:
+    if record.get("name") != name:  # e.g. keys/a.json copied over keys/b.json
         raise VaultError(f"the key record for local:{name} names another key: refusing to use it")
     for field in _TIMES:
         if record.get(field) is not None and not _is_int(record[field]):
@@ -183,9 +188,12 @@ class LocalVault:
             record = read_json(self._key_path(name))
         except FileNotFoundError:
             raise KeyNotFoundError(f"no key local:{name} in the vault") from None
-        return _check_record(record, name)
+        _check_record(record, name)
+        self.store.check_record_mac(f"key:{name}", record)
+        return record
 
     def _store(self, record: dict[str, Any]) -> None:
+        record["mac"] = self.store.record_mac(f"key:{record['name']}", record)
         write_json(self._key_path(record["name"]), record)
 
     def _update(self, op: str, ref: str, change: Callable[[dict[str, Any], int | None], T]) -> T:
@@ -601,8 +609,8 @@ class LocalVault:
                 str(v["version"]): b64e(self.store.open(self._seal_label(name, v["version"]), v["material"]))
                 for v in record["versions"]
             }
-            stripped = {**record, "versions": [{k: x for k, x in v.items() if k != "material"}
-                                               for v in record["versions"]]}
+            stripped = {**{k: x for k, x in record.items() if k != "mac"},
+                        "versions": [{k: x for k, x in v.items() if k != "material"} for v in record["versions"]]}
             payload = {"record": stripped, "materials": materials}
             return pack_backup(name, payload, passphrase, self.store.seal)
 

@@ -6,7 +6,8 @@ Layout (directory 0700, every file 0600, no symlinks anywhere)::
       vault.json     master key mode: {"master": "keyfile"} or the Argon2id parameters,
                      salt and the passphrase-sealed master key
       master.key     32 random bytes (key-file mode only), created on first use
-      keys/NAME.json one record per key (key material sealed under the master key)
+      keys/NAME.json one record per key (key material sealed under the master key; the
+                     whole record MACed under a key derived from it, bound to NAME)
       secrets/NAME.json
       audit.log      hash-chained JSON lines (see audit.py)
       .lock          flock for updates of keys and secrets; .audit.lock for the log
@@ -21,6 +22,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import fcntl
+import hmac
 import json
 import os
 import stat
@@ -31,6 +33,7 @@ from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hmac as crypto_hmac
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -199,6 +202,7 @@ class VaultStore:
         self._passphrase = passphrase
         self._master: AESGCM | None = None
         self._audit_key: bytes | None = None
+        self._record_key: bytes | None = None
 
     def __repr__(self) -> str:
         return f"VaultStore({str(self.path)!r})"
@@ -302,12 +306,29 @@ class VaultStore:
             raw = self._master_bytes()
             self._master = AESGCM(raw)
             self._audit_key = HKDF(hashes.SHA256(), 32, None, b"envcrypt vault audit chain").derive(raw)
+            self._record_key = HKDF(hashes.SHA256(), 32, None, b"envcrypt vault record mac").derive(raw)
         return self._master
 
     def audit_key(self) -> bytes:
         self._aead()
         assert self._audit_key is not None
         return self._audit_key
+
+    def record_mac(self, label: str, record: dict[str, Any]) -> str:
+        """HMAC-SHA256 (key derived from the master key) of a record's canonical JSON without
+        its ``mac`` field, bound to ``label``: state, versions and sealed material alike."""
+        self._aead()
+        assert self._record_key is not None
+        body = {k: v for k, v in record.items() if k != "mac"}
+        mac = crypto_hmac.HMAC(self._record_key, hashes.SHA256())
+        mac.update(label.encode() + b"\0" + json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
+        return mac.finalize().hex()
+
+    def check_record_mac(self, label: str, record: dict[str, Any]) -> None:
+        """VaultError unless ``record["mac"]`` is :meth:`record_mac` of the record."""
+        given = record.get("mac")
+        if not isinstance(given, str) or not hmac.compare_digest(given, self.record_mac(label, record)):
+            raise VaultError(f"the vault record for {label} failed authentication (edited or copied)")
 
     def seal(self, label: str, data: bytes) -> str:
         """AES-256-GCM under the master key, bound to ``label``; base64 text."""
