@@ -238,3 +238,47 @@ def test_root_paths_are_the_targets_root_not_the_current_directory(tmp_path: Pat
     assert str(tmp_path / "only-in-cwd") not in listed
     efs, path = fsspec.core.url_to_fs("envcrypt::file:///")
     assert path == "/" and efs.isdir(path)
+
+
+# ---------------------------------------------------------------- 6. trees see same-size edits
+
+
+def test_tree_reruns_redo_files_edited_in_place_with_the_same_size(tmp_path: Path) -> None:
+    from envcrypt.fs import trees
+
+    src, enc, dec = tmp_path / "src", tmp_path / "enc", tmp_path / "dec"
+    src.mkdir()
+    (src / "acct.csv").write_bytes(b"name,balance\nalice,100\n")
+    assert trees.encrypt_tree(str(src), f"file://{enc}", progress=False).done
+    assert trees.decrypt_tree(f"file://{enc}", str(dec), progress=False).done
+    assert trees.encrypt_tree(str(src), f"file://{enc}", progress=False).done == []  # unchanged: skipped
+    (src / "acct.csv").write_bytes(b"name,balance\nalice,999\n")  # same size
+    newer = os.stat(enc / "acct.csv").st_mtime + 5
+    os.utime(src / "acct.csv", (newer, newer))
+    assert trees.encrypt_tree(str(src), f"file://{enc}", progress=False).done == [str(src / "acct.csv")]
+    later = os.stat(dec / "acct.csv").st_mtime + 5
+    os.utime(enc / "acct.csv", (later, later))  # as if written after the plain copy was made
+    assert trees.decrypt_tree(f"file://{enc}", str(dec), progress=False).done == [str(enc / "acct.csv")]
+    assert (dec / "acct.csv").read_bytes() == b"name,balance\nalice,999\n"
+    forced = trees.encrypt_tree(str(src), f"file://{enc}", progress=False, force=True)
+    assert forced.done == [str(src / "acct.csv")]
+
+
+def test_migrate_leaves_a_concurrent_write_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from envcrypt.fs import trees
+
+    (tmp_path / "m").mkdir()
+    plain = tmp_path / "m" / "p.csv"
+    plain.write_bytes(b"v1 plain")
+    fs = EnvcryptFileSystem(key_uri="local:default", skip_instance_cache=True)
+    copy = trees._copy
+
+    def copy_and_race(src: Any, dst: Any) -> None:
+        fs.pipe_file(str(plain), b"v2 written encrypted by an application meanwhile")
+        copy(src, dst)
+
+    monkeypatch.setattr(trees, "_copy", copy_and_race)
+    report = trees.migrate(f"file://{tmp_path / 'm'}", progress=False)
+    assert [p for p, _ in report.failed] == [str(plain)] and "ConcurrentModification" in report.failed[0][1]
+    monkeypatch.undo()
+    assert fs.cat_file(str(plain)) == b"v2 written encrypted by an application meanwhile"

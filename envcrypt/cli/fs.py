@@ -97,6 +97,8 @@ def register(sub: Any) -> None:
         p.add_argument("dst")
         if name == "encrypt-tree":
             p.add_argument("--key", action="append", dest="keys", metavar="KEY_URI")
+        p.add_argument("--force", action="store_true",
+                       help="redo every file (default: skip files whose copy has the same size and is newer)")
         _common(p, json_flag=True)
         _tree(p)
         p.set_defaults(func=func)
@@ -218,11 +220,12 @@ def _migrate(args: argparse.Namespace) -> int:
 
 
 def _encrypt_tree(args: argparse.Namespace) -> int:
-    return _report(args, trees.encrypt_tree(args.src, args.dst, key_uri=args.keys, **_tree_kwargs(args)))
+    return _report(args, trees.encrypt_tree(args.src, args.dst, key_uri=args.keys, force=args.force,
+                                            **_tree_kwargs(args)))
 
 
 def _decrypt_tree(args: argparse.Namespace) -> int:
-    return _report(args, trees.decrypt_tree(args.src, args.dst, **_tree_kwargs(args)))
+    return _report(args, trees.decrypt_tree(args.src, args.dst, force=args.force, **_tree_kwargs(args)))
 
 
 def _manifest_sign(args: argparse.Namespace) -> int:

@@ -469,9 +469,11 @@ class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
             raise ValueError(f"unsupported mode {mode!r}")
         return self._open_read(path, block_size, cache_options, **kwargs)
 
-    def _open_write(self, path: str, autocommit: bool, block_size: Any) -> EnvcryptWriteFile:
+    def _open_write(self, path: str, autocommit: bool, block_size: Any, expect: Any = None) -> EnvcryptWriteFile:
+        """An atomic writer; ``expect`` (``_sinks.version_of``) makes publication conditional."""
         dek, header = new_header(self.key_for(path), self.encryption_context, self.resolver_options)
-        sink = open_sink(self.target, path, block_size=block_size if isinstance(block_size, int) else None)
+        sink = open_sink(self.target, path, block_size=block_size if isinstance(block_size, int) else None,
+                         expect=expect)
         try:
             writer = EncryptingWriter(sink.raw, header, dek)
         except BaseException:

@@ -6,18 +6,28 @@ restarted run never sees a half-written one) and report progress.
 
 - ``encrypt_tree(src, dst)``: every file under the plain URL ``src`` becomes an
   envcrypt object under ``dst``; skipped when ``dst`` already holds an envcrypt
-  object of the same plaintext size.
-- ``decrypt_tree(src, dst)``: the reverse; skipped when the plain file exists
-  with the plaintext size.
-- ``migrate(url)``: plaintext objects under ``url`` are encrypted in place.
+  object of the same plaintext size that was modified *after* the source
+  (``dst mtime > src mtime``, the stores' own modification times, as rsync's
+  default check; with no modification time on either side the file is
+  always redone).  Not detected: a source replaced by same-size content with an
+  *older* mtime (restored from a backup with ``cp -p``/``tar``), or changed
+  while it was being copied; pass ``force=True`` (``--force``) to redo all.
+- ``decrypt_tree(src, dst)``: the reverse, with the same check.
+- ``migrate(url)``: plaintext objects under ``url`` are encrypted in place;
+  the replacement is conditional (see ``_sinks``): an object written by
+  someone else meanwhile is left as they wrote it and reported.
 - ``rewrap(url, to)``: only the key slots change: the new header replaces the
   old one and the body is copied byte for byte (never re-encrypted); skipped
   when the slots already name exactly the target key versions.  A reader open
-  during a rewrap follows the replacement (see ``_files``).
+  during a rewrap follows the replacement (see ``_files``).  The replacement is
+  conditional like migrate's: a concurrent write is never overwritten with the
+  old version (``ConcurrentModificationError`` for that object; a rerun
+  rewraps it).
 """
 
 from __future__ import annotations
 
+import datetime
 import shutil
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,7 +36,8 @@ from typing import Any
 
 from ..envelope import normalize_key_uris
 from ..errors import EnvcryptError
-from ._sinks import open_sink
+from ..format import MAGIC
+from ._sinks import open_sink, version_of
 from ._slots import rewrite_slots, target_identities
 from .filesystem import EnvcryptFileSystem
 from .manifest import MANIFEST_NAME
@@ -98,20 +109,44 @@ def _copy(src: Any, dst: Any) -> None:
     shutil.copyfileobj(src, dst, COPY_BUFFER)
 
 
+def _mtime(info: Mapping[str, Any]) -> float | None:
+    """A listing entry's modification time in seconds since the epoch, when the store reports one."""
+    for key in ("mtime", "LastModified", "last_modified", "modified", "updated", "created"):
+        value = info.get(key)
+        if isinstance(value, datetime.datetime):
+            return value.timestamp()
+        if isinstance(value, (int, float)) and value:
+            return float(value)
+        if isinstance(value, str) and value:
+            try:
+                return datetime.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                continue
+    return None
+
+
+def _up_to_date(have: Mapping[str, Any] | None, source: Mapping[str, Any]) -> bool:
+    """``have`` (the destination entry) holds the source's current content, as far as size and times tell."""
+    if not have or have.get("size") != source.get("size"):
+        return False
+    dst_time, src_time = _mtime(have), _mtime(source)
+    return dst_time is not None and src_time is not None and dst_time > src_time
+
+
 def encrypt_tree(
     src: str, dst: str, *, storage_options: Mapping[str, Any] | None = None, key_uri: Any = None,
-    workers: int = 4, progress: bool = True,
+    workers: int = 4, progress: bool = True, force: bool = False,
 ) -> TreeReport:
     """Encrypt every file under plain URL ``src`` into ``dst`` (same relative paths)."""
     src_fs, src_root = plain_fs(src, storage_options)
     dst_fs, dst_root = encrypted_fs(dst, storage_options, key_uri=key_uri)
     sources = _files(src_fs, src_root)
-    existing = _existing(dst_fs, dst_root)
+    existing = {} if force else _existing(dst_fs, dst_root)
 
     def work(name: str) -> bool:
         target = _join(dst_root, _relative(src_root, name))
         have = existing.get(target)
-        if have and have.get("encrypted") and have["size"] == sources[name]["size"]:
+        if have and have.get("encrypted") and _up_to_date(have, sources[name]):
             return False
         dst_fs.makedirs(dst_fs._parent(target), exist_ok=True)
         with src_fs.open(name, "rb") as s, dst_fs.open(target, "wb") as d:
@@ -123,18 +158,17 @@ def encrypt_tree(
 
 def decrypt_tree(
     src: str, dst: str, *, storage_options: Mapping[str, Any] | None = None, workers: int = 4,
-    progress: bool = True,
+    progress: bool = True, force: bool = False,
 ) -> TreeReport:
     """Decrypt every envcrypt object under ``src`` into plain URL ``dst``, atomically per file."""
     src_fs, src_root = encrypted_fs(src, storage_options)
     dst_fs, dst_root = plain_fs(dst, storage_options)
     sources = _files(src_fs, src_root)
-    existing = _existing(dst_fs, dst_root)
+    existing = {} if force else _existing(dst_fs, dst_root)
 
     def work(name: str) -> bool:
         target = _join(dst_root, _relative(src_root, name))
-        have = existing.get(target)
-        if have and have["size"] == sources[name]["size"]:
+        if _up_to_date(existing.get(target), sources[name]):
             return False
         dst_fs.makedirs(dst_fs._parent(target), exist_ok=True)
         sink = open_sink(dst_fs, target)
@@ -168,8 +202,13 @@ def migrate(
     def work(name: str) -> bool:
         if infos[name].get("encrypted"):
             return False
-        with fs.target.open(name, "rb") as s, fs.open(name, "wb") as d:
-            _copy(s, d)
+        expect = version_of(fs.target, name)
+        with fs.target.open(name, "rb") as s:
+            if s.read(len(MAGIC)) == MAGIC:
+                return False  # encrypted since it was listed (another migrate)
+            s.seek(0)
+            with fs._open_write(name, True, None, expect=expect) as d:
+                _copy(s, d)
         return True
 
     return _run(sorted(infos), work, "migrate", workers, progress)
