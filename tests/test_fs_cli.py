@@ -65,7 +65,14 @@ def test_trees_migrate_rewrap_manifest(tmp_path: Path, capsys: pytest.CaptureFix
     make_key("signer", "ec-p256")
     assert _run(capsys, "manifest", "sign", enc, "--key", "local:signer")[0] == 0
     code, out = _run(capsys, "manifest", "verify", enc, "--json")
-    assert code == 0 and json.loads(out)["ok"] is True
+    assert code == 0 and json.loads(out)["ok"] is True and json.loads(out)["signer_checked"] is False
+    code, out = _run(capsys, "manifest", "verify", enc, "--key", "local:signer", "--min-serial", "1")
+    assert code == 0 and "signed by local:signer/1" in out
+    make_key("other-signer", "ec-p256")
+    code, out = _run(capsys, "manifest", "verify", enc, "--key", "local:other-signer")
+    assert code == 1 and "not by local:other-signer" in out
+    code, out = _run(capsys, "manifest", "verify", enc, "--min-serial", "2")
+    assert code == 1 and "older than the minimum 2" in out
     (tmp_path / "enc" / "d" / "0.txt").unlink()
     code, out = _run(capsys, "manifest", "verify", enc)
     assert code == 1 and "removed     d/0.txt" in out

@@ -112,6 +112,10 @@ def register(sub: Any) -> None:
     m.set_defaults(func=_manifest_sign)
     m = msub.add_parser("verify", help="check URL against its signed manifest")
     m.add_argument("url")
+    m.add_argument("--key", metavar="KEY_URI", help="the expected signer (local:NAME); any other signer fails")
+    m.add_argument("--min-serial", type=int, default=0, metavar="N",
+                   help="reject a manifest older than serial N (detects a whole-dataset rollback)")
+    m.add_argument("--root", metavar="URL", help="the root the manifest must be signed for (default URL)")
     _common(m, json_flag=True)
     m.set_defaults(func=_manifest_verify)
 
@@ -241,7 +245,9 @@ def _manifest_verify(args: argparse.Namespace) -> int:
     from ..fs import manifest
 
     fs, path = _efs(args, args.url)
-    result = manifest.verify_manifest(fs, path)
+    expected_root = _efs(args, args.root)[1] if args.root else None
+    result = manifest.verify_manifest(fs, path, signer=args.key, min_serial=args.min_serial,
+                                      expected_root=expected_root)
     if args.json:
         print(json.dumps(result.as_dict(), indent=2))
     else:

@@ -15,7 +15,26 @@ are not encrypted are digested whole.
 
 Re-signing keeps, per path, the digests it had in the previous (valid)
 manifest, so ``verify`` can tell a rollback to an older version from any other
-replacement.  The manifest itself is ``<root>/.envcrypt-manifest.json``.
+replacement.  The manifest itself is ``<root>/.envcrypt-manifest.json``; every
+other object under the root is listed, whatever its name (a nested
+``sub/.envcrypt-manifest.json`` or a ``.envcrypt-tmp-*`` file is data too).
+
+What ``verify`` checks besides the objects:
+
+- the signed ``root`` is the root being verified (a dataset copied over
+  another one, manifest included, fails: ``signed for root ...``); pass
+  ``expected_root`` when a dataset was moved on purpose;
+- the signer: ``verify`` reports who signed; with ``signer=`` (``--key``) any
+  other signer is an error.  Without it, any key the vault can verify with is
+  accepted, so a party that can add a signing key to the verifier's vault can
+  sign anything: pin the signer;
+- ``serial`` grows by one at every signing; ``min_serial`` (``--min-serial``)
+  rejects an older manifest.
+
+Not detectable by design: a *whole-dataset rollback* (an older manifest put
+back together with the older objects it lists) is a consistent, validly
+signed state.  Only state kept outside the store catches it: remember the
+last serial you saw and pass it as ``min_serial``.
 """
 
 from __future__ import annotations
@@ -57,8 +76,8 @@ def _digest(fs: EnvcryptFileSystem, path: str, head: Head) -> str:
 
 def _scan(fs: EnvcryptFileSystem, root: str) -> dict[str, dict[str, Any]]:
     found = fs.target.find(root, detail=True)
-    infos = [i for n, i in found.items() if i.get("type") == "file" and not n.endswith("/" + MANIFEST_NAME)
-             and not fs._hidden(n)]
+    manifest = root.rstrip("/") + "/" + MANIFEST_NAME
+    infos = [i for n, i in found.items() if i.get("type") == "file" and n != manifest]
     heads = fetch_heads(fs.target, infos)
     base = root.rstrip("/") + "/"
     objects = {}
@@ -85,8 +104,14 @@ class Manifest:
     def count(self) -> int:
         return len(self.body["objects"])
 
+    @property
+    def serial(self) -> int:
+        value = self.body.get("serial", 0)
+        return value if isinstance(value, int) else 0
+
     def summary(self) -> dict[str, Any]:
-        return {"objects": self.count, "key_uri": self.key_uri, "signed_at": self.body["signed_at"]}
+        return {"objects": self.count, "key_uri": self.key_uri, "signed_at": self.body["signed_at"],
+                "serial": self.serial, "root": self.body.get("root")}
 
     def dumps(self) -> bytes:
         signed = {"key_uri": self.key_uri, "signature": base64.b64encode(self.signature).decode()}
@@ -137,8 +162,9 @@ def sign_manifest(fs: EnvcryptFileSystem, root: str, key_uri: str) -> Manifest:
                 old.append(entry["digest"])
             if old and rel in objects:
                 history[rel] = old
-    body = {"format": FORMAT, "root": root, "signed_at": int(time.time()), "objects": objects,
-            "history": history}
+    serial = previous.serial + 1 if previous is not None else 1
+    body = {"format": FORMAT, "root": root, "signed_at": int(time.time()), "serial": serial,
+            "objects": objects, "history": history}
     exact, signature = sign_versioned(key_uri, _canonical(body), vault=_vault_option(fs))
     manifest = Manifest(body, signature, exact)
     fs.target.pipe_file(root.rstrip("/") + "/" + MANIFEST_NAME, manifest.dumps())
@@ -148,6 +174,8 @@ def sign_manifest(fs: EnvcryptFileSystem, root: str, key_uri: str) -> Manifest:
 @dataclass
 class Verification:
     signed_by: str | None
+    serial: int = 0
+    signer_checked: bool = False
     added: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     rolled_back: list[str] = field(default_factory=list)
@@ -161,14 +189,16 @@ class Verification:
                                            or self.changed)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "signed_by": self.signed_by, "error": self.error, "added": self.added,
+        return {"ok": self.ok, "signed_by": self.signed_by, "signer_checked": self.signer_checked,
+                "serial": self.serial, "error": self.error, "added": self.added,
                 "removed": self.removed, "rolled_back": self.rolled_back,
                 "swapped": [{"path": a, "holds": b} for a, b in self.swapped], "changed": self.changed}
 
     def text(self) -> str:
         if self.error:
             return f"INVALID: {self.error}"
-        lines = [f"manifest signed by {self.signed_by}"]
+        pinned = "" if self.signer_checked else " (signer not pinned: pass --key to require it)"
+        lines = [f"manifest #{self.serial} signed by {self.signed_by}{pinned}"]
         lines += [f"added       {p}" for p in self.added]
         lines += [f"removed     {p}" for p in self.removed]
         lines += [f"rolled back {p}" for p in self.rolled_back]
@@ -178,19 +208,34 @@ class Verification:
         return "\n".join(lines)
 
 
-def verify_manifest(fs: EnvcryptFileSystem, root: str) -> Verification:
-    """Check the objects under ``root`` against its signed manifest."""
+def _same_key(exact: str, wanted: str) -> bool:
+    """``exact`` (a signing key version, ``local:NAME/3``) is ``wanted`` (``local:NAME`` or that version)."""
+    return exact == wanted or exact.rsplit("/", 1)[0] == wanted
+
+
+def verify_manifest(fs: EnvcryptFileSystem, root: str, *, signer: str | None = None, min_serial: int = 0,
+                    expected_root: str | None = None) -> Verification:
+    """Check the objects under ``root`` against its signed manifest (see the module docstring)."""
     root = fs._strip_protocol(root)
     try:
         manifest = _load(fs, root)
-        signer = _check_signature(fs, manifest)
+        exact = _check_signature(fs, manifest)
     except EnvcryptError as exc:
         return Verification(None, error=f"{type(exc).__name__}: {exc}")
+    result = Verification(exact, serial=manifest.serial, signer_checked=signer is not None)
+    want_root = fs._strip_protocol(expected_root) if expected_root is not None else root
+    if signer is not None and not _same_key(exact, signer):
+        result.error = f"signed by {exact}, not by {signer}"
+    elif manifest.body.get("root") != want_root:
+        result.error = f"signed for root {manifest.body.get('root')!r}, not {want_root!r}"
+    elif manifest.serial < min_serial:
+        result.error = f"manifest serial {manifest.serial} is older than the minimum {min_serial}"
+    if result.error:
+        return result
     expected: dict[str, dict[str, Any]] = manifest.body["objects"]
     history: dict[str, list[str]] = manifest.body.get("history", {})
     actual = _scan(fs, root)
     by_digest = {entry["digest"]: rel for rel, entry in expected.items()}
-    result = Verification(signer)
     result.added = sorted(set(actual) - set(expected))
     result.removed = sorted(set(expected) - set(actual))
     for rel in sorted(set(actual) & set(expected)):
