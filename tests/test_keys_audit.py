@@ -31,6 +31,7 @@ def _lines(vault: LocalVault) -> list[str]:
 def test_lines_record_who_what_outcome_never_material(vault: LocalVault) -> None:
     entries = [json.loads(line) for line in _lines(vault)]
     assert [(e["op"], e["key"], e["version"], e["outcome"]) for e in entries] == [
+        ("vault-init", None, None, "ok"),
         ("create", "eu", None, "ok"),
         ("wrapKey", "eu", 1, "ok"),
         ("unwrapKey", "eu", 1, "ok"),
@@ -41,7 +42,7 @@ def test_lines_record_who_what_outcome_never_material(vault: LocalVault) -> None
     master = (vault.path / "master.key").read_bytes()
     text = (vault.path / "audit.log").read_bytes()
     assert master.hex().encode() not in text and b"material" not in text
-    assert vault.audit.verify().ok and vault.audit.verify().entries == 5
+    assert vault.audit.verify().ok and vault.audit.verify().entries == 6
 
 
 def test_edited_line_detected(vault: LocalVault) -> None:
@@ -84,3 +85,56 @@ def test_recomputed_plain_hash_is_not_enough(vault: LocalVault) -> None:
 
 def test_tail(vault: LocalVault) -> None:
     assert [e["op"] for e in vault.audit.tail(2)] == ["disable", "unwrapKey"]
+
+
+def test_deleting_log_and_head_is_detected(vault: LocalVault, capsys: pytest.CaptureFixture[str]) -> None:
+    (vault.path / "audit.log").unlink()
+    (vault.path / "audit.head").unlink()
+    report = LocalVault(vault.path).audit.verify()
+    assert not report.ok and "missing" in (report.problem or "")
+    from envcrypt.cli import main
+
+    assert main(["audit", "verify", "--vault", str(vault.path)]) == 1
+    assert "BROKEN" in capsys.readouterr().out
+
+
+def test_a_fresh_vault_verifies_and_a_missing_vault_is_empty(tmp_path: Path) -> None:
+    fresh = LocalVault(tmp_path / "fresh")
+    fresh.list_keys()  # creates the vault (key file mode) and writes vault-init
+    assert [e["op"] for e in fresh.audit.entries()] == ["vault-init", "list"]
+    assert fresh.audit.verify().ok
+    assert LocalVault(tmp_path / "never").audit.verify().ok  # no vault at all: nothing to check
+
+
+def test_failures_of_any_type_and_invalid_names_are_audited(vault: LocalVault) -> None:
+    vault.create_key("eu2")
+    with pytest.raises(ValueError):
+        vault.rotate_key("../etc")
+    with pytest.raises(ValueError):
+        envcrypt.encrypt(b"x", "local:bad name")
+    with pytest.raises(TypeError):
+        vault.show_key(5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):  # KeyUsageError
+        vault.encrypt("eu2", "not bytes")  # type: ignore[arg-type]
+    tail = vault.audit.tail(4)
+    assert [(e["op"], e["outcome"]) for e in tail] == [
+        ("rotate", "InvalidKeyUriError"), ("wrapKey", "InvalidKeyUriError"),
+        ("show", "error:TypeError"), ("encrypt", "KeyUsageError"),
+    ]
+    assert tail[0]["key"] == "'../etc'"
+    assert vault.audit.verify().ok
+
+
+def test_reads_are_audited(vault: LocalVault) -> None:
+    vault.create_key("signer", "ec-p256")
+    vault.list_keys()
+    vault.show_key("eu")
+    vault.identity("signer", "sign")
+    vault.public_key_pem("signer")
+    vault.secrets.set("s", b"v")
+    vault.secrets.list()
+    vault.secrets.versions("s")
+    ops = [(e["op"], e["key"], e["outcome"]) for e in vault.audit.tail(7)]
+    assert ops == [("list", None, "ok"), ("show", "eu", "ok"), ("identity", "signer", "ok"),
+                   ("get-public-key", "signer", "ok"), ("secret-set", "s", "ok"),
+                   ("secret-list", None, "ok"), ("secret-versions", "s", "ok")]

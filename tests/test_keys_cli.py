@@ -125,13 +125,13 @@ def test_audit_verify_and_tail(capsys: pytest.CaptureFixture[str], _isolated_vau
     run(capsys, "key", "create", "eu")
     envcrypt.decrypt(envcrypt.encrypt(b"x", "local:eu"))
     code, report = run(capsys, "audit", "verify", "--json")
-    assert code == 0 and report == {"ok": True, "entries": 3, "problem": None, "line": None}
+    assert code == 0 and report == {"ok": True, "entries": 4, "problem": None, "line": None}  # + vault-init
     code, tail = run(capsys, "audit", "tail", "-n", "2", "--json")
     assert [e["op"] for e in tail] == ["wrapKey", "unwrapKey"]
     log = _isolated_vault / "audit.log"
     log.write_text(log.read_text().replace('"op":"wrapKey"', '"op":"verify"'))
     code, text = run(capsys, "audit", "verify")
-    assert code == 1 and "BROKEN at line 2" in text
+    assert code == 1 and "BROKEN at line 3" in text  # line 1 is vault-init
 
 
 def test_init_passphrase_vault_and_purge_due(capsys: pytest.CaptureFixture[str], tmp_path: Path,

@@ -119,4 +119,4 @@ def test_concurrent_processes_do_not_lose_updates(_isolated_vault: Path) -> None
     versions = [v["version"] for v in vault.show_key("shared")["versions"]]
     assert versions == list(range(1, 32))
     assert vault.audit.verify().ok
-    assert vault.audit.verify().entries == 31  # 1 create + 30 rotates
+    assert vault.audit.verify().entries == 33  # vault-init, 1 create, 30 rotates, 1 show

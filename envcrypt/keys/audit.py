@@ -14,6 +14,12 @@ always truncate; keep a copy of the head elsewhere to pin it).
 A line is appended under ``.audit.lock`` before the head is updated, so a crash
 between the two leaves the log at most one line ahead of the head, which
 ``verify`` accepts.
+
+The chain is anchored at vault creation: creating a vault writes a first
+``vault-init`` line, so an initialised vault whose log and head are both gone
+verifies as broken ("audit log is missing"), never as an empty, intact log.
+Failures of any kind are recorded: an envcrypt error by its class name, any
+other exception as ``error:<Type>``.
 """
 
 from __future__ import annotations
@@ -30,10 +36,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import AuditLogError
+from ..errors import AuditLogError, EnvcryptError
 from .vault_store import VaultStore, check_private
 
-__all__ = ["AuditLog", "AuditReport"]
+__all__ = ["AuditLog", "AuditReport", "outcome_of"]
 
 LOG_FILE = "audit.log"
 HEAD_FILE = "audit.head"
@@ -55,6 +61,13 @@ def _parse_head(raw: bytes) -> tuple[int, str] | None:
 
 def _canonical(entry: dict[str, Any]) -> bytes:
     return json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def outcome_of(exc: BaseException) -> str:
+    """The ``outcome`` of a failed operation: the class name of an envcrypt error,
+    ``error:<Type>`` for anything else."""
+    name = type(exc).__name__
+    return name if isinstance(exc, EnvcryptError) else f"error:{name}"
 
 
 def _who() -> dict[str, Any]:
@@ -82,6 +95,10 @@ class AuditLog:
 
     def __init__(self, store: VaultStore) -> None:
         self.store = store
+        store.init_hooks.append(self._genesis)
+
+    def _genesis(self) -> None:
+        self.record("vault-init", None, None, "ok", master=self.store.master_mode())
 
     @property
     def path(self) -> Any:
@@ -165,6 +182,8 @@ class AuditLog:
             return AuditReport(False, count, str(exc), count + 1)
         head_path = self.store.path / HEAD_FILE
         if count == 0 and not head_path.exists():
+            if self.store.initialised():  # the vault's creation wrote the first line
+                return AuditReport(False, 0, "audit log is missing (the vault was created with one)")
             return AuditReport(True, 0)
         head = None
         with contextlib.suppress(FileNotFoundError):

@@ -54,7 +54,7 @@ from ..errors import (
 )
 from ..format import KeySlot
 from . import vault_crypto as vc
-from .audit import AuditLog
+from .audit import AuditLog, outcome_of
 from .base import WRAP_AES256_KWP, WRAP_RSA_OAEP_SHA256, split_key_uri
 from .byok import pack_backup, unpack_backup, unwrap_transfer
 from .vault_secrets import SecretStore
@@ -82,6 +82,8 @@ def parse_local_uri(key_uri: str) -> tuple[str, int | None]:
 
 
 def _parse_ref(ref: str) -> tuple[str, int | None]:
+    if not isinstance(ref, str):
+        raise TypeError(f"a key name or URI is a str, not {type(ref).__name__}")
     if ref.startswith("local:"):
         return parse_local_uri(ref)
     name, sep, version = ref.partition("/")
@@ -99,6 +101,11 @@ def _now() -> int:
 
 
 _TIMES = ("created", "not_before", "expires", "deleted", "scheduled_purge", "purged")
+
+
+def _shown(ref: Any) -> str:
+    """An invalid key reference as the audit log shows it (bounded, printable)."""
+    return repr(ref)[:128]
 
 
 def _is_int(value: Any) -> bool:
@@ -198,26 +205,32 @@ class LocalVault:
 
     def _update(self, op: str, ref: str, change: Callable[[dict[str, Any], int | None], T]) -> T:
         """Load, change and store a record under the vault lock; audited."""
-        name, version = _parse_ref(ref)
-        self.store.audit_key()  # derive the master key before taking the lock
-
         def run() -> T:
+            name, version = _parse_ref(ref)
+            self.store.audit_key()  # derive the master key before taking the lock
             with self.store.locked():
                 record = self._load(name)
                 result = change(record, version)
                 self._store(record)
                 return result
 
-        return self._audited(op, name, version, run)
+        return self._audited(op, ref, None, run)
 
-    def _audited(self, op: str, name: str | None, version: int | None, fn: Callable[[], T]) -> T:
+    def _audited(self, op: str, ref: str | None, version: int | None, fn: Callable[[], T]) -> T:
+        """Run ``fn`` and audit it: ``ok`` or the failure, of any exception type.  ``ref`` is
+        parsed here, inside the audited section, so an invalid name is audited too."""
+        name = ref
+        if ref is not None:
+            try:
+                name, parsed = _parse_ref(ref)
+                version = version if parsed is None else parsed
+            except Exception as exc:
+                self.audit.record(op, _shown(ref), version, outcome_of(exc))
+                raise
         try:
             result = fn()
-        except EnvcryptError as exc:
-            self.audit.record(op, name, version, type(exc).__name__)
-            raise
-        except ValueError as exc:
-            self.audit.record(op, name, version, type(exc).__name__)
+        except Exception as exc:
+            self.audit.record(op, name, version, outcome_of(exc))
             raise
         self.audit.record(op, name, version, "ok")
         return result
@@ -305,15 +318,13 @@ class LocalVault:
     def import_byok(self, name: str, transfer_key_uri: str, package: bytes, kind: str = vc.AES256, *,
                     ops: Iterable[str] | None = None) -> str:
         """Import material wrapped with :func:`envcrypt.keys.byok.wrap_for_transfer`."""
-        tname, _ = _parse_ref(transfer_key_uri)
-
         def unpack() -> bytes:
             record, entry = self._usable(transfer_key_uri, "unwrapKey")
             if not record.get("transfer"):
-                raise KeyAccessDeniedError(f"local:{tname} is not a transfer key")
+                raise KeyAccessDeniedError(f"local:{record['name']} is not a transfer key")
             return vc.normalize_import(kind, unwrap_transfer(self._key_object(record, entry), package))
 
-        material = self._audited("byok-unwrap", tname, None, unpack)
+        material = self._audited("byok-unwrap", transfer_key_uri, None, unpack)
         return self._create("import-byok", name, kind, material, "byok", ops, None, None)
 
     def rotate_key(self, name: str) -> str:
@@ -419,6 +430,9 @@ class LocalVault:
         return not record.get("purged")
 
     def list_keys(self, include_deleted: bool = False) -> list[dict[str, Any]]:
+        return self._audited("list", None, None, lambda: self._list_keys(include_deleted))
+
+    def _list_keys(self, include_deleted: bool) -> list[dict[str, Any]]:
         directory = self.store.ensure_dir(KEYS_DIR)
         out = []
         for path in sorted(directory.glob("*.json")):
@@ -429,11 +443,14 @@ class LocalVault:
         return out
 
     def show_key(self, ref: str) -> dict[str, Any]:
-        name, _ = _parse_ref(ref)
-        record = self._load(name)
-        if record.get("purged"):
-            raise KeyDeletedError(f"local:{name} was purged")
-        return self._summary(record, versions=True)
+        def run() -> dict[str, Any]:
+            name, _ = _parse_ref(ref)
+            record = self._load(name)
+            if record.get("purged"):
+                raise KeyDeletedError(f"local:{name} was purged")
+            return self._summary(record, versions=True)
+
+        return self._audited("show", ref, None, run)
 
     @staticmethod
     def _summary(record: dict[str, Any], versions: bool) -> dict[str, Any]:
@@ -506,7 +523,11 @@ class LocalVault:
         return key
 
     def _use(self, op: str, ref: str, fn: Callable[[dict[str, Any], Any], T]) -> tuple[str, T]:
-        name, version = _parse_ref(ref)
+        try:
+            name, version = _parse_ref(ref)
+        except Exception as exc:
+            self.audit.record(op, _shown(ref), None, outcome_of(exc))
+            raise
         found: list[int] = []
 
         def run() -> tuple[str, T]:
@@ -516,16 +537,19 @@ class LocalVault:
 
         try:
             result = run()
-        except (EnvcryptError, ValueError) as exc:
-            self.audit.record(op, name, found[0] if found else version, type(exc).__name__)
+        except Exception as exc:
+            self.audit.record(op, name, found[0] if found else version, outcome_of(exc))
             raise
         self.audit.record(op, name, found[0], "ok")
         return result
 
     def identity(self, ref: str, op: str = "wrapKey") -> str:
         """The exact URI (``local:NAME/V``) ``op`` on ``ref`` would use now."""
-        record, entry = self._usable(ref, op)
-        return f"local:{record['name']}/{entry['version']}"
+        def run() -> str:
+            record, entry = self._usable(ref, op)
+            return f"local:{record['name']}/{entry['version']}"
+
+        return self._audited("identity", ref, None, run)
 
     def wrap_key(self, ref: str, key: bytes, algorithm: str = "A256KWP") -> tuple[str, bytes]:
         """Wrap ``key``: ``A256KWP`` (RFC 5649) or ``A256KW`` (RFC 3394) for aes256 keys,
@@ -572,9 +596,17 @@ class LocalVault:
 
         Returns the exact URI of the version that verified; InvalidSignatureError otherwise.
         """
-        name, version = _parse_ref(ref)
+        try:
+            name, version = _parse_ref(ref)
+        except Exception as exc:
+            self.audit.record("verify", _shown(ref), None, outcome_of(exc))
+            raise
         if version is None:
-            record = self._load(name)
+            try:
+                record = self._load(name)
+            except Exception as exc:
+                self.audit.record("verify", name, None, outcome_of(exc))
+                raise
             candidates = [v["version"] for v in reversed(record["versions"]) if v.get("enabled", True)]
             error: EnvcryptError = KeyDisabledError(f"local:{name} has no enabled version")
             for candidate in candidates:
@@ -586,13 +618,18 @@ class LocalVault:
         return self._use("verify", ref, lambda r, k: vc.verify(r["kind"], k.public_key(), data, signature))[0]
 
     def public_key_pem(self, ref: str) -> str:
-        name, version = _parse_ref(ref)
-        record = self._load(name)
-        self._check_live(record)
-        entry = self._version_entry(record, version) if version else record["versions"][-1]
-        if not entry.get("public"):
-            raise KeyUsageError(f"local:{name} is a symmetric key: it has no public key")
-        return str(entry["public"])
+        def run() -> str:
+            name, version = _parse_ref(ref)
+            record = self._load(name)
+            self._check_live(record)
+            if version is None and not record["versions"]:
+                raise KeyNotFoundError(f"local:{name} has no versions")
+            entry = self._version_entry(record, version) if version else record["versions"][-1]
+            if not entry.get("public"):
+                raise KeyUsageError(f"local:{name} is a symmetric key: it has no public key")
+            return str(entry["public"])
+
+        return self._audited("get-public-key", ref, None, run)
 
     # ------------------------------------------------------------ backup / restore
 
@@ -663,7 +700,10 @@ class LocalVaultResolver:
         return f"LocalVaultResolver({self.vault!r})"
 
     def _auto_create(self, key_uri: str) -> None:
-        name, version = parse_local_uri(key_uri)
+        try:
+            name, version = parse_local_uri(key_uri)
+        except InvalidKeyUriError:
+            return  # reported (and audited) by the vault operation itself
         if version is None and name == AUTO_CREATED_KEY and not self.vault.key_exists(name):
             with contextlib.suppress(KeyStateError):
                 self.vault.create_key(name)

@@ -14,8 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..errors import EnvcryptError, KeyNotFoundError
-from .audit import AuditLog
+from ..errors import KeyNotFoundError
+from .audit import AuditLog, outcome_of
 from .vault_store import VaultStore, read_json, write_json
 
 __all__ = ["SecretStore", "MAX_SECRET_SIZE"]
@@ -44,11 +44,12 @@ class SecretStore:
         except FileNotFoundError:
             raise KeyNotFoundError(f"no secret {name!r} in the vault") from None
 
-    def _audited(self, op: str, name: str, fn: Callable[[], tuple[int | None, T]]) -> T:
+    def _audited(self, op: str, name: str | None, fn: Callable[[], tuple[int | None, T]]) -> T:
         try:
             version, result = fn()
-        except (EnvcryptError, ValueError) as exc:
-            self.audit.record(op, name, None, type(exc).__name__, kind="secret")
+        except Exception as exc:
+            self.audit.record(op, name if isinstance(name, str) else repr(name)[:128], None,
+                              outcome_of(exc), kind="secret")
             raise
         self.audit.record(op, name, version, "ok", kind="secret")
         return result
@@ -88,6 +89,9 @@ class SecretStore:
         return self._audited("secret-get", name, run)
 
     def list(self) -> list[dict[str, Any]]:
+        return self._audited("secret-list", None, lambda: (None, self._list()))
+
+    def _list(self) -> builtins.list[dict[str, Any]]:
         out = []
         for path in sorted(self.store.ensure_dir(SECRETS_DIR).glob("*.json")):
             record = read_json(path)
@@ -97,7 +101,10 @@ class SecretStore:
         return out
 
     def versions(self, name: str) -> builtins.list[dict[str, Any]]:
-        return [{"version": v["version"], "created": v["created"]} for v in self._load(name)["versions"]]
+        def run() -> tuple[None, builtins.list[dict[str, Any]]]:
+            return None, [{"version": v["version"], "created": v["created"]} for v in self._load(name)["versions"]]
+
+        return self._audited("secret-versions", name, run)
 
     def delete(self, name: str) -> None:
         """Delete a secret and every version of it."""

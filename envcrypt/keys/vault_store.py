@@ -27,7 +27,7 @@ import json
 import os
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -203,6 +203,8 @@ class VaultStore:
         self._master: AESGCM | None = None
         self._audit_key: bytes | None = None
         self._record_key: bytes | None = None
+        #: called once when this object creates the vault (the audit log writes its genesis line)
+        self.init_hooks: list[Callable[[], None]] = []
 
     def __repr__(self) -> str:
         return f"VaultStore({str(self.path)!r})"
@@ -255,7 +257,9 @@ class VaultStore:
                     "salt": b64e(salt), "sealed_master": b64e(nonce + sealed),
                 })
                 self._passphrase = passphrase
-        self._master = None
+            self._master = None
+            for hook in self.init_hooks:
+                hook()
 
     def _config(self) -> dict[str, Any]:
         path = self.path / CONFIG_FILE
@@ -266,6 +270,10 @@ class VaultStore:
             with contextlib.suppress(VaultError):
                 self.init()
         return read_json(path)
+
+    def initialised(self) -> bool:
+        """Whether the vault exists (has its config or master key file); creates nothing."""
+        return (self.path / CONFIG_FILE).exists() or (self.path / MASTER_KEY_FILE).exists()
 
     def master_mode(self) -> str:
         mode = self._config().get("master")
