@@ -323,3 +323,32 @@ def test_manifest_checks_root_signer_serial_and_every_file() -> None:
     assert first.serial == 1 and second.serial == 2
     assert not mf.verify_manifest(fs, "/lake/2025", min_serial=2).ok
     assert mf.verify_manifest(fs, "/lake/2026", min_serial=2).ok
+
+
+# ---------------------------------------------------------------- 9. only allowlisted target options travel
+
+
+@pytest.mark.parametrize("options", [
+    {"api_key": "S3CR3T"}, {"headers": {"Authorization": "Bearer S3CR3T"}}, {"private_key": "S3CR3T"},
+    {"client_kwargs": {"aws_secret_access_key": "S3CR3T", "endpoint_url": "http://127.0.0.1:9"}},
+    {"an_option_nobody_reviewed": "S3CR3T", "anon": True},
+])
+def test_pickles_and_json_carry_only_allowlisted_target_options(options: dict[str, Any]) -> None:
+    import pickle
+
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    built = EnvcryptFileSystem(target_protocol="memory", target_options=options, skip_instance_cache=True)
+    given = EnvcryptFileSystem(fs=MemoryFileSystem(skip_instance_cache=True, **options), skip_instance_cache=True)
+    for fs in (built, given):
+        assert b"S3CR3T" not in pickle.dumps(fs)
+        assert "S3CR3T" not in fs.to_json()
+        copy = pickle.loads(pickle.dumps(fs))
+        restored = EnvcryptFileSystem.from_json(fs.to_json())
+        kept = {k: v for k, v in options.items() if k in ("anon", "client_kwargs")}
+        if "client_kwargs" in kept:
+            kept["client_kwargs"] = {"endpoint_url": "http://127.0.0.1:9"}
+        assert copy._target_options == restored._target_options == kept
+    trusted = EnvcryptFileSystem(target_protocol="memory", target_options=options, pickle_credentials=True,
+                                 skip_instance_cache=True)
+    assert b"S3CR3T" in pickle.dumps(trusted) and "S3CR3T" in trusted.to_json()  # asked for

@@ -15,7 +15,8 @@ Options of the envcrypt layer (none is a secret; all are pickled):
 ``plaintext``          ``"error"`` (default: reading a non-envcrypt object raises
                        NotEncryptedError) or ``"allow"`` (read it as it is)
 ``resolver_options``   options of the key resolvers (``{"vault": "/path"}``, ...)
-``pickle_credentials`` keep credential-like target options when pickled (default False:
+``pickle_credentials`` keep every target option when pickled or serialized (default False: only an
+                       allowlist of harmless options travels, such as endpoint_url, region_name, anon;
                        workers use their own environment's credentials)
 
 Paths are the target's paths.  Sizes in ``info``/``ls``/``find``/``du`` are exact
@@ -54,8 +55,20 @@ __all__ = ["EnvcryptFileSystem"]
 GET_PART = 32 * 1024 * 1024  # plaintext bytes per ranged read when downloading a whole object
 GET_THREADS = 4
 
-_SECRET_WORDS = ("secret", "password", "token", "credential", "connection_string", "sas", "account_key")
-_SECRET_NAMES = frozenset({"key", "access_key", "aws_access_key_id", "client_secret", "passphrase"})
+#: target options known to hold no secret: the only ones pickled / serialized (unless pickle_credentials)
+_SAFE_OPTIONS = frozenset({
+    "endpoint_url", "region_name", "anon", "use_ssl", "default_block_size", "default_fill_cache",
+    "default_cache_type", "version_aware", "cache_regions", "requester_pays", "auto_mkdir",
+    "skip_instance_cache", "use_listings_cache", "listings_expiry_time", "max_paths", "fixed_upload_size",
+    "account_name", "account_host", "blocksize", "project", "consistency", "default_location",
+})
+#: nested option dicts and the names in them known to hold no secret
+_SAFE_NESTED = {
+    "client_kwargs": frozenset({"endpoint_url", "region_name", "use_ssl", "verify"}),
+    "config_kwargs": frozenset({"signature_version", "s3", "retries", "connect_timeout", "read_timeout",
+                                "max_pool_connections", "region_name", "request_checksum_calculation",
+                                "response_checksum_validation"}),
+}
 _ERRORS = {"MalformedHeaderError": MalformedHeaderError, "UnsupportedVersionError": UnsupportedVersionError}
 
 
@@ -92,18 +105,21 @@ def _strip_instance(self: EnvcryptFileSystem, path: Any) -> Any:
     return self.target._strip_protocol(path)  # the target decides what its root is
 
 
-def _is_secret(name: str) -> bool:
-    lowered = name.lower()
-    return lowered in _SECRET_NAMES or any(word in lowered for word in _SECRET_WORDS)
-
-
 def scrub(options: Mapping[str, Any]) -> dict[str, Any]:
-    """Target options without credential-like entries (recursively)."""
+    """Target options reduced to an allowlist of names known to hold no secret.
+
+    Everything else (keys, tokens, passwords, ``headers``, ``api_key``,
+    ``private_key``, credential objects, options this module does not know)
+    is dropped: workers use their own environment's credentials.
+    """
     out: dict[str, Any] = {}
     for name, value in options.items():
-        if _is_secret(name):
-            continue
-        out[name] = scrub(value) if isinstance(value, Mapping) else value
+        if name in _SAFE_NESTED and isinstance(value, Mapping):
+            kept = {k: v for k, v in value.items() if k in _SAFE_NESTED[name]}
+            if kept:
+                out[name] = kept
+        elif name in _SAFE_OPTIONS and isinstance(value, (str, int, float, bool, type(None))):
+            out[name] = value
     return out
 
 
@@ -183,6 +199,25 @@ class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
 
     def __reduce__(self) -> Any:
         return _rebuild, (type(self), self._options())
+
+    def to_dict(self, *, include_password: bool = True) -> dict[str, Any]:
+        """fsspec's serialized form (``to_json``): the same options a pickle carries, never more.
+
+        The target is always described by protocol and options (scrubbed to
+        the allowlist unless ``pickle_credentials``); ``include_password``
+        cannot add what was scrubbed.
+        """
+        options = self._options()
+        target = options.pop("fs", None)
+        if target is not None:
+            protocol = target.protocol
+            options["target_protocol"] = protocol if isinstance(protocol, str) else protocol[0]
+            options["target_options"] = dict(target.storage_options)
+        if not include_password:
+            options["target_options"] = {k: v for k, v in options.get("target_options", {}).items()
+                                         if k != "password"}
+        cls = type(self)
+        return {"cls": f"{cls.__module__}:{cls.__name__}", "protocol": "envcrypt", "args": [], **options}
 
     def unstrip_protocol(self, name: str) -> str:
         return "envcrypt::" + str(self.target.unstrip_protocol(name))
