@@ -168,3 +168,37 @@ def test_rsa_encrypt_decrypt(vault: LocalVault) -> None:
     assert vault.decrypt(uri, ct) == b"short secret"
     with pytest.raises(WrongKeyError):
         vault.decrypt(uri, ct[:-1] + bytes([ct[-1] ^ 1]))
+
+
+def test_transfer_key_never_unwraps_dek_slots(vault: LocalVault) -> None:
+    from cryptography.hazmat.primitives import serialization as ser
+
+    from envcrypt.format import KeySlot
+    from envcrypt.keys.base import WRAP_RSA_OAEP_SHA256, get_resolver
+    from envcrypt.keys.vault_crypto import rsa_oaep_encrypt
+
+    transfer_uri, public_pem = vault.create_transfer_key("transfer")
+    assert vault.show_key("transfer")["ops"] == ["import"]
+    wrapped = rsa_oaep_encrypt(ser.load_pem_public_key(public_pem.encode()), os.urandom(32))
+    with pytest.raises(KeyAccessDeniedError):
+        vault.unwrap_key(transfer_uri, wrapped)
+    with pytest.raises(KeyAccessDeniedError):  # a DEK slot someone wrapped to the transfer key
+        get_resolver("local").unwrap(KeySlot(transfer_uri, WRAP_RSA_OAEP_SHA256, wrapped), {})
+    with pytest.raises(KeyUsageError):
+        vault.set_ops("transfer", ["unwrapKey"])
+    with pytest.raises(KeyUsageError):  # an ordinary key cannot be given the import op
+        vault.create_key("plain", "rsa", ops=["import"])
+    assert vault.import_byok("c", transfer_uri, wrap_for_transfer(public_pem, os.urandom(32))) == "local:c/1"
+
+
+def test_restore_over_a_tombstone_keeps_purged_through(vault: LocalVault) -> None:
+    vault.create_key("k")
+    backup = vault.backup_key("k")  # versions: 1
+    old = envcrypt.encrypt(b"v3 data", "local:k") if vault.rotate_key("k") and vault.rotate_key("k") else b""
+    assert envcrypt.inspect(old).key_uris == ["local:k/3"]
+    vault.delete_key("k")
+    vault.purge_key("k")  # tombstone: purged_through 3
+    assert vault.restore_key(backup) == "local:k"
+    assert vault.rotate_key("k") == "local:k/4"  # never a second version 3
+    with pytest.raises(KeyDeletedError):
+        envcrypt.decrypt(old)

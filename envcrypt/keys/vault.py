@@ -134,12 +134,13 @@ def _check_record(record: dict[str, Any], name: str, *, with_material: bool = Tr
     if record.get("kind") not in vc.KINDS:
         raise corrupt("kind")
     ops = record.get("ops")
-    if not isinstance(ops, list) or not all(isinstance(op, str) and op in vc.ALL_OPS for op in ops):
+    allowed = vc.TRANSFER_OPS if record.get("transfer") else frozenset(vc.ALL_OPS)
+    if not isinstance(ops, list) or not all(isinstance(op, str) and op in allowed for op in ops):
         raise corrupt("ops")
     for field in ("enabled", "transfer"):
         if not isinstance(record.get(field, False), bool):
             raise corrupt(field)
-    previous = record.get("purged_through", 0)
+    previous = 0
     for entry in versions:
         if not isinstance(entry, dict) or not _is_int(entry.get("version")) or entry["version"] <= previous:
             raise corrupt("versions")
@@ -249,11 +250,13 @@ class LocalVault:
         return f"local:{record['name']}/{version}"
 
     @staticmethod
-    def _fresh_record(name: str, kind: str, ops: Iterable[str] | None, previous: dict[str, Any] | None) -> dict[str, Any]:
+    def _fresh_record(name: str, kind: str, ops: Iterable[str] | None, previous: dict[str, Any] | None,
+                      transfer: bool = False) -> dict[str, Any]:
         if kind not in vc.KINDS:
             raise KeyUsageError(f"unknown key kind {kind!r} (one of {', '.join(vc.KINDS)})")
         ops = tuple(vc.DEFAULT_OPS[kind] if ops is None else ops)
-        bad = [str(op) for op in ops if op not in vc.SUPPORTED_OPS[kind]]
+        allowed = vc.TRANSFER_OPS if transfer else vc.SUPPORTED_OPS[kind]
+        bad = [str(op) for op in ops if op not in allowed]
         if bad:
             raise KeyUsageError(f"{kind} keys cannot do {', '.join(bad)}")
         return {
@@ -285,7 +288,7 @@ class LocalVault:
                         raise KeyStateError(f"key local:{name} already exists")
                     record = previous  # import into an existing key adds a version
                 else:
-                    record = self._fresh_record(name, kind, ops, previous)
+                    record = self._fresh_record(name, kind, ops, previous, transfer)
                     record.update(not_before=not_before, expires=expires, transfer=transfer)
                 uri = self._new_version(record, material, origin)
                 self._store(record)
@@ -311,15 +314,18 @@ class LocalVault:
         return self._create("import", name, kind, stored, "imported", ops, not_before, expires)
 
     def create_transfer_key(self, name: str) -> tuple[str, str]:
-        """A vault RSA-3072 key for BYOK imports: ``(exact URI, public key PEM)``."""
-        uri = self._create("create-transfer-key", name, vc.RSA, None, "generated", ("unwrapKey",), None, None, True)
+        """A vault RSA-3072 key for BYOK imports: ``(exact URI, public key PEM)``.
+
+        Its only permitted operation is ``import`` (opening BYOK packages): it never unwraps DEK slots.
+        """
+        uri = self._create("create-transfer-key", name, vc.RSA, None, "generated", (vc.IMPORT_OP,), None, None, True)
         return uri, self.public_key_pem(uri)
 
     def import_byok(self, name: str, transfer_key_uri: str, package: bytes, kind: str = vc.AES256, *,
                     ops: Iterable[str] | None = None) -> str:
         """Import material wrapped with :func:`envcrypt.keys.byok.wrap_for_transfer`."""
         def unpack() -> bytes:
-            record, entry = self._usable(transfer_key_uri, "unwrapKey")
+            record, entry = self._usable(transfer_key_uri, vc.IMPORT_OP)
             if not record.get("transfer"):
                 raise KeyAccessDeniedError(f"local:{record['name']} is not a transfer key")
             return vc.normalize_import(kind, unwrap_transfer(self._key_object(record, entry), package))
@@ -366,7 +372,8 @@ class LocalVault:
 
         def change(record: dict[str, Any], version: int | None) -> None:
             self._check_live(record)
-            bad = [op for op in wanted if op not in vc.SUPPORTED_OPS[record["kind"]]]
+            allowed = vc.TRANSFER_OPS if record.get("transfer") else vc.SUPPORTED_OPS[record["kind"]]
+            bad = [op for op in wanted if op not in allowed]
             if bad:
                 raise KeyUsageError(f"{record['kind']} keys cannot do {', '.join(bad)}")
             record["ops"] = wanted
@@ -672,6 +679,8 @@ class LocalVault:
                     existing = self._load(name)
                     if not existing.get("purged"):
                         raise KeyStateError(f"key local:{name} already exists (delete and purge it first)")
+                    # versions purged after the backup was made stay purged: never reuse their numbers
+                    record["purged_through"] = max(record.get("purged_through", 0), existing.get("purged_through", 0))
                 for entry in record["versions"]:
                     raw = b64d(materials[str(entry["version"])])
                     entry["material"] = self.store.seal(self._seal_label(name, entry["version"]), raw)

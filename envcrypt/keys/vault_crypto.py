@@ -53,6 +53,9 @@ SUPPORTED_OPS = {
     RSA: frozenset(ALL_OPS),
     EC_P256: frozenset({"sign", "verify"}),
 }
+#: the one operation of a BYOK transfer key: it opens import packages, never DEK slots
+IMPORT_OP = "import"
+TRANSFER_OPS = frozenset({IMPORT_OP})
 RSA_CREATE_BITS = 3072
 RSA_MIN_BITS, RSA_MAX_BITS = 2048, 8192
 AES256_SIZE = 32
