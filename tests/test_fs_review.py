@@ -352,3 +352,58 @@ def test_pickles_and_json_carry_only_allowlisted_target_options(options: dict[st
     trusted = EnvcryptFileSystem(target_protocol="memory", target_options=options, pickle_credentials=True,
                                  skip_instance_cache=True)
     assert b"S3CR3T" in pickle.dumps(trusted) and "S3CR3T" in trusted.to_json()  # asked for
+
+
+# ---------------------------------------------------------------- 10. downloads and cross-store copies are atomic
+
+
+def test_failed_get_keeps_an_existing_local_file(tmp_path: Path) -> None:
+    from envcrypt import IntegrityError
+
+    fs, target = memory_envcrypt()
+    fs.pipe_file("/g", os.urandom(300_000))
+    stored = bytearray(target.cat_file("/g"))
+    stored[len(stored) // 2] ^= 1
+    target.pipe_file("/g", bytes(stored))
+    tmp_path = tmp_path / "get"
+    tmp_path.mkdir()
+    out = tmp_path / "out.bin"
+    out.write_bytes(b"precious")
+    with pytest.raises(IntegrityError):
+        fs.get_file("/g", str(out))
+    assert out.read_bytes() == b"precious"
+    assert os.listdir(tmp_path) == ["out.bin"]  # no temp file left
+    fs.pipe_file("/g", b"fresh")
+    fs.get_file("/g", str(out))
+    assert out.read_bytes() == b"fresh"
+
+
+def test_cross_store_cli_copy_publishes_nothing_on_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    import uuid
+
+    import fsspec
+
+    from envcrypt.cli import fs as cli_fs
+    from envcrypt.cli import main
+
+    src = f"memory://cp-{uuid.uuid4().hex[:8]}/obj"
+    efs, path = fsspec.core.url_to_fs("envcrypt::" + src)
+    efs.pipe_file(path, os.urandom(100_000))
+    (tmp_path / "dst").mkdir()
+    dst = tmp_path / "dst" / "obj"
+    dst.write_bytes(b"the old copy")
+    real = cli_fs.shutil.copyfileobj
+
+    def half_then_fail(s: Any, d: Any, length: int = 0) -> None:
+        d.write(s.read(1000))
+        raise OSError("connection reset")
+
+    monkeypatch.setattr(cli_fs.shutil, "copyfileobj", half_then_fail)
+    with pytest.raises(OSError, match="connection reset"):
+        main(["cp", src, f"file://{dst}"])
+    assert dst.read_bytes() == b"the old copy" and os.listdir(tmp_path / "dst") == ["obj"]
+    monkeypatch.setattr(cli_fs.shutil, "copyfileobj", real)
+    assert main(["cp", src, f"file://{dst}"]) == 0
+    assert dst.read_bytes() == efs.target.cat_file(path)
+    efs.target.rm(path)

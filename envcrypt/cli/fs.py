@@ -16,6 +16,7 @@ from typing import Any
 
 from ..envelope import inspect as inspect_blob
 from ..fs import trees
+from ..fs._sinks import open_sink
 from ..fs.urls import encrypted_fs
 
 COPY_BUFFER = 8 * 1024 * 1024
@@ -165,8 +166,16 @@ def _cp(args: argparse.Namespace) -> int:
     if args.recursive:
         pairs = [(n, dst.rstrip("/") + "/" + n[len(src.rstrip("/")) + 1 :]) for n in src_fs.find(src)]
     for a, b in pairs:  # ciphertext copied across stores: still no decryption
-        with src_fs.target.open(a, "rb") as s, dst_fs.target.open(b, "wb") as d:
-            shutil.copyfileobj(s, d, COPY_BUFFER)
+        # through the destination's atomic sink: a failed copy publishes nothing
+        sink = open_sink(dst_fs.target, b)
+        try:
+            with src_fs.target.open(a, "rb") as s:
+                shutil.copyfileobj(s, sink.raw, COPY_BUFFER)
+            sink.commit()
+        except BaseException:
+            sink.abort()
+            raise
+        dst_fs.invalidate_cache(b)
     return 0
 
 

@@ -47,7 +47,7 @@ from ..format import BODY_PREFIX_SIZE, parse_header
 from ..streams import EncryptingWriter
 from ._files import EnvcryptReadFile, EnvcryptWriteFile
 from ._heads import HEADS, Head, cached, fetch_heads, fs_token
-from ._sinks import TEMP_PREFIX, open_sink
+from ._sinks import TEMP_PREFIX, LocalSink, open_sink
 from .policy import KeyChoice, KeyPolicy
 
 __all__ = ["EnvcryptFileSystem"]
@@ -448,32 +448,35 @@ class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
         """Decrypt one object to a local file: large ranges fetched and opened in parallel."""
         if outfile is not None or isfilelike(lpath) or self.isdir(rpath):
             return super().get_file(rpath, lpath, callback=callback, outfile=outfile, **kwargs)  # type: ignore[no-any-return]
-        os.makedirs(os.path.dirname(os.path.abspath(lpath)), exist_ok=True)
-        with self.open(rpath, "rb", **kwargs) as f:
-            if not isinstance(f, EnvcryptReadFile):  # a plaintext object, allowed
-                with open(lpath, "wb") as out:
-                    shutil.copyfileobj(f, out, GET_PART)
-                return None
-            callback.set_size(f.size)
-            spans = [(a, min(a + GET_PART, f.size)) for a in range(0, f.size, GET_PART)] or [(0, 0)]
-            fd = os.open(lpath, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
-            try:
-                def part(span: tuple[int, int]) -> int:
-                    data = memoryview(f.read_range(*span))
-                    offset = span[0]
-                    while data:
-                        n = os.pwrite(fd, data, offset)
-                        data, offset = data[n:], offset + n
-                    return span[1] - span[0]
+        lpath = os.path.abspath(lpath)
+        os.makedirs(os.path.dirname(lpath), exist_ok=True)
+        # decrypted into a temp file next to lpath, renamed over it only when complete:
+        # a failure never destroys an existing file nor leaves partial output
+        sink = LocalSink(LocalFileSystem(), lpath)
+        try:
+            with self.open(rpath, "rb", **kwargs) as f:
+                if not isinstance(f, EnvcryptReadFile):  # a plaintext object, allowed
+                    shutil.copyfileobj(f, sink.raw, GET_PART)
+                else:
+                    callback.set_size(f.size)
+                    spans = [(a, min(a + GET_PART, f.size)) for a in range(0, f.size, GET_PART)] or [(0, 0)]
+                    fd = sink.raw.fileno()
 
-                with ThreadPoolExecutor(min(GET_THREADS, len(spans))) as pool:
-                    for n in pool.map(part, spans):
-                        callback.relative_update(n)
-            except BaseException:
-                os.close(fd)
-                os.unlink(lpath)  # never leave partly decrypted output
-                raise
-            os.close(fd)
+                    def part(span: tuple[int, int]) -> int:
+                        data = memoryview(f.read_range(*span))
+                        offset = span[0]
+                        while data:
+                            n = os.pwrite(fd, data, offset)
+                            data, offset = data[n:], offset + n
+                        return span[1] - span[0]
+
+                    with ThreadPoolExecutor(min(GET_THREADS, len(spans))) as pool:
+                        for n in pool.map(part, spans):
+                            callback.relative_update(n)
+            sink.commit()
+        except BaseException:
+            sink.abort()
+            raise
         return None
 
     def open(self, path: str, mode: str = "rb", block_size: Any = None, cache_options: Any = None,
