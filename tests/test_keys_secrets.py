@@ -64,3 +64,26 @@ def test_secret_size_and_name_bounds(_isolated_vault: Path) -> None:
         secrets.set("big", b"x" * (64 * 1024 + 1))
     with pytest.raises(ValueError):
         secrets.set("../escape", "x")
+
+
+def test_edited_copied_or_malformed_secret_records_are_vault_errors(_isolated_vault: Path) -> None:
+    import json
+
+    from envcrypt.errors import VaultError
+
+    vault = LocalVault(_isolated_vault)
+    vault.secrets.set("a", b"alpha")
+    vault.secrets.set("b", b"beta")
+    directory = _isolated_vault / "secrets"
+    good_b = (directory / "b.json").read_bytes()
+    record = json.loads(good_b)
+    for bad in ((directory / "a.json").read_bytes(),  # a's record copied over b's
+                json.dumps({**record, "versions": record["versions"] * 2}).encode(),  # edited
+                json.dumps({"name": "b", "versions": "x"}).encode(), b"{}"):
+        (directory / "b.json").write_bytes(bad)
+        for call in (lambda: vault.secrets.get("b"), lambda: vault.secrets.list(),
+                     lambda: vault.secrets.versions("b"), lambda: vault.secrets.set("b", b"x")):
+            with pytest.raises(VaultError):
+                call()
+    (directory / "b.json").write_bytes(good_b)
+    assert vault.secrets.get("b") == b"beta"

@@ -1,7 +1,9 @@
 """The vault's small secrets store: versioned values sealed under the vault master key.
 
 ``secrets/NAME.json`` holds every version, each sealed with AES-256-GCM bound to
-``secret:NAME/VERSION``.  Values are bytes (at most 64 KiB); listings never show them.
+``secret:NAME/VERSION``, and the record names its file and carries a ``mac`` (as key
+records do), so an edited or copied record is refused with VaultError.  Values are
+bytes (at most 64 KiB); listings never show them.
 Every call is audited (the value never is).
 """
 
@@ -14,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..errors import KeyNotFoundError
+from ..errors import KeyNotFoundError, VaultError
 from .audit import AuditLog, outcome_of
 from .vault_store import VaultStore, read_json, write_json
 
@@ -24,6 +26,10 @@ SECRETS_DIR = "secrets"
 MAX_SECRET_SIZE = 64 * 1024
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 T = TypeVar("T")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 class SecretStore:
@@ -40,9 +46,21 @@ class SecretStore:
 
     def _load(self, name: str) -> dict[str, Any]:
         try:
-            return read_json(self._path(name))
+            record = read_json(self._path(name))
         except FileNotFoundError:
             raise KeyNotFoundError(f"no secret {name!r} in the vault") from None
+        versions = record.get("versions")
+        if record.get("name") != name or not isinstance(versions, list) or not all(
+            isinstance(v, dict) and _is_int(v.get("version")) and _is_int(v.get("created"))
+            and isinstance(v.get("value"), str) for v in versions
+        ):
+            raise VaultError(f"corrupt secret record for {name!r}")
+        self.store.check_record_mac(f"secret:{name}", record)
+        return record
+
+    def _save(self, record: dict[str, Any]) -> None:
+        record["mac"] = self.store.record_mac(f"secret:{record['name']}", record)
+        write_json(self._path(record["name"]), record)
 
     def _audited(self, op: str, name: str | None, fn: Callable[[], tuple[int | None, T]]) -> T:
         try:
@@ -64,13 +82,13 @@ class SecretStore:
         def run() -> tuple[int, int]:
             with self.store.locked():
                 path = self._path(name)
-                record: dict[str, Any] = read_json(path) if path.exists() else {"name": name, "versions": []}
+                record: dict[str, Any] = self._load(name) if path.exists() else {"name": name, "versions": []}
                 version = max([v["version"] for v in record["versions"]] + [0]) + 1
                 record["versions"].append({
                     "version": version, "created": int(time.time()),
                     "value": self.store.seal(f"secret:{name}/{version}", raw),
                 })
-                write_json(path, record)
+                self._save(record)
             return version, version
 
         return self._audited("secret-set", name, run)
@@ -94,7 +112,7 @@ class SecretStore:
     def _list(self) -> builtins.list[dict[str, Any]]:
         out = []
         for path in sorted(self.store.ensure_dir(SECRETS_DIR).glob("*.json")):
-            record = read_json(path)
+            record = self._load(path.stem)
             versions = record["versions"]
             out.append({"name": record["name"], "versions": len(versions),
                         "updated": versions[-1]["created"] if versions else None})
