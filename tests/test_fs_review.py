@@ -407,3 +407,37 @@ def test_cross_store_cli_copy_publishes_nothing_on_failure(tmp_path: Path, monke
     assert main(["cp", src, f"file://{dst}"]) == 0
     assert dst.read_bytes() == efs.target.cat_file(path)
     efs.target.rm(path)
+
+
+# ---------------------------------------------------------------- 11. objects cut off inside their header
+
+
+@pytest.mark.parametrize("where", ["memory", "local"])
+def test_an_object_cut_inside_its_header_is_a_malformed_header(where: str, tmp_path: Path) -> None:
+    from envcrypt import IntegrityError, MalformedHeaderError
+
+    if where == "memory":
+        fs, _ = memory_envcrypt()
+        base = "/cut"
+    else:
+        fs = EnvcryptFileSystem(key_uri="local:default", skip_instance_cache=True)
+        base = str(tmp_path / "cut")
+        os.mkdir(base)
+    fs.pipe_file(f"{base}/whole", b"w" * 1000)
+    stored = fs.target.cat_file(f"{base}/whole")
+    header_size = envcrypt.inspect(stored).header_size
+    fs.target.pipe_file(f"{base}/in-header", stored[: header_size - 5])
+    fs.target.pipe_file(f"{base}/in-fixed-part", stored[:20])
+    fs.target.pipe_file(f"{base}/in-body", stored[: header_size + 30])
+    for name in ("in-header", "in-fixed-part"):
+        with pytest.raises(MalformedHeaderError):
+            fs.cat_file(f"{base}/{name}")
+    with pytest.raises(IntegrityError):
+        fs.cat_file(f"{base}/in-body")
+    entries = {e["name"].rsplit("/", 1)[-1]: e for e in fs.ls(base, detail=True)}  # the listing does not fail
+    assert entries["whole"]["size"] == 1000 and "error" not in entries["whole"]
+    assert entries["in-header"]["error"] == "MalformedHeaderError"
+    assert entries["in-header"]["size"] == header_size - 5
+    assert entries["in-fixed-part"]["error"] == "MalformedHeaderError" and entries["in-fixed-part"]["size"] == 20
+    assert entries["in-body"]["error"] == "IntegrityError"
+    assert fs.info(f"{base}/in-header")["error"] == "MalformedHeaderError"

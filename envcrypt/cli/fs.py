@@ -134,13 +134,15 @@ def _ls(args: argparse.Namespace) -> int:
     else:
         entries = fs.ls(path, detail=True)
     rows = [{"name": e["name"], "type": e["type"], "size": e.get("size", 0),
-             "stored_size": e.get("stored_size"), "encrypted": e.get("encrypted")} for e in entries]
+             "stored_size": e.get("stored_size"), "encrypted": e.get("encrypted"),
+             **({"error": e["error"]} if e.get("error") else {})} for e in entries]
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
         for row in rows:
             mark = {True: "enc", False: "PLAIN", None: "dir"}[row["encrypted"]]
-            print(f"{mark:5} {row['size']:>14,} {row['name']}")
+            broken = f"  ({row['error']})" if row.get("error") else ""
+            print(f"{mark:5} {row['size']:>14,} {row['name']}{broken}")
     return 0
 
 

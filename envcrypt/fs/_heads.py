@@ -55,10 +55,19 @@ class Head:
 
     @property
     def size(self) -> int:
-        """The size to report: plaintext when known, else the stored size."""
-        if self.encrypted:
-            return self.plaintext_size if self.plaintext_size is not None else 0
+        """The size to report: plaintext when known, else (not encrypted, or broken) the stored size."""
+        if self.encrypted and self.plaintext_size is not None:
+            return self.plaintext_size
         return self.stored_size
+
+    @property
+    def problem(self) -> str | None:
+        """The error class name a read of this object raises, for listings (None when it looks sound)."""
+        if not self.encrypted or self.error == "FileNotFoundError":
+            return None
+        if self.error is not None:
+            return self.error
+        return "IntegrityError" if self.plaintext_size is None else None
 
 
 def version_token(info: Mapping[str, Any]) -> Hashable | None:
@@ -99,9 +108,13 @@ def parse_head(data: bytes, stored_size: int) -> tuple[Head, int | None]:
     except EnvcryptError as exc:
         return Head(stored_size, True, data=data, error=type(exc).__name__), None
     if hint is None:
+        if len(data) >= stored_size:  # the object ends before its header does
+            return Head(stored_size, True, data=data, error="MalformedHeaderError"), None
         # the slot length field lies beyond what was fetched: fetch up to it
         context_length = int.from_bytes(data[12:16], "big")
         return Head(stored_size, True, data=data), 16 + context_length + 4 + PROBE_SIZE
+    if hint > stored_size:  # cut off inside its header: what the core calls a malformed header
+        return Head(stored_size, True, hint, None, data, error="MalformedHeaderError"), None
     try:
         size: int | None = object_plaintext_size(hint, stored_size)
     except ValueError:

@@ -21,7 +21,11 @@ Options of the envcrypt layer (none is a secret; all are pickled):
 
 Paths are the target's paths.  Sizes in ``info``/``ls``/``find``/``du`` are exact
 plaintext sizes computed from each object's header length and stored size;
-``stored_size``, ``header_size`` and ``encrypted`` are reported alongside.
+``stored_size``, ``header_size`` and ``encrypted`` are reported alongside.  An
+envcrypt object that cannot be read does not fail a listing or ``info``: its
+entry carries ``"error"`` (the class name a read raises: ``MalformedHeaderError``
+for an object cut off inside its header, ``IntegrityError`` for an impossible
+body length) and its stored size; reading it raises that error.
 """
 
 from __future__ import annotations
@@ -561,3 +565,6 @@ def _apply(entry: dict[str, Any], head: Head) -> None:
     entry["size"] = head.size
     if head.encrypted:
         entry["header_size"] = head.header_size
+    if head.problem is not None:
+        # a broken object does not fail the listing: it is marked, with its stored size
+        entry["error"] = head.problem
