@@ -257,7 +257,7 @@ class VaultStore:
                     "salt": b64e(salt), "sealed_master": b64e(nonce + sealed),
                 })
                 self._passphrase = passphrase
-            self._master = None
+            self._adopt(master)  # no second passphrase derivation for the first audit line
             for hook in self.init_hooks:
                 hook()
 
@@ -309,12 +309,16 @@ class VaultStore:
                 raise VaultError("wrong vault passphrase") from None
         raise VaultError(f"unknown vault master key mode {mode!r}")
 
+    def _adopt(self, raw: bytes) -> AESGCM:
+        """Hold the master key (and the keys derived from it) for this object's lifetime."""
+        self._master = AESGCM(raw)
+        self._audit_key = HKDF(hashes.SHA256(), 32, None, b"envcrypt vault audit chain").derive(raw)
+        self._record_key = HKDF(hashes.SHA256(), 32, None, b"envcrypt vault record mac").derive(raw)
+        return self._master
+
     def _aead(self) -> AESGCM:
         if self._master is None:
-            raw = self._master_bytes()
-            self._master = AESGCM(raw)
-            self._audit_key = HKDF(hashes.SHA256(), 32, None, b"envcrypt vault audit chain").derive(raw)
-            self._record_key = HKDF(hashes.SHA256(), 32, None, b"envcrypt vault record mac").derive(raw)
+            return self._adopt(self._master_bytes())
         return self._master
 
     def audit_key(self) -> bytes:
