@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,10 +48,33 @@ def test_dask_parquet_roundtrip_on_worker_processes(client: Any, moto_server: st
     for key in keys:
         raw = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
         assert raw[:8] == b"ENVCRYPT" and b"@example.com" not in raw
-    back = dd.read_parquet(url, storage_options=so).compute()
+    with distributed.get_task_stream(client) as stream:
+        back = dd.read_parquet(url, storage_options=so).compute()
     pd.testing.assert_frame_equal(back.sort_values("id").reset_index(drop=True), df, check_dtype=False)
+    workers = set(client.scheduler_info()["workers"])
+    ran_on = {t["worker"] for t in stream.data}
+    assert ran_on and ran_on <= workers  # the reads ran in the worker processes, not in this one
     some = dd.read_parquet(url, columns=["email"], storage_options=so).compute()
     assert sorted(some["email"]) == sorted(df["email"])
-    # the work ran on the two worker processes
-    who = client.run(lambda: __import__("os").getpid())
-    assert len(set(who.values())) == 2
+
+    # the pickled filesystem works in each worker process: one task pinned to each worker reads
+    # every object's size and bytes there; the sizes are plaintext sizes
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(url, **so)
+    paths = sorted(fs.find(root))
+    expected = {p: len(fs.cat_file(p)) for p in paths}
+    assert all(expected[p] == fs.info(p)["size"] < fs.info(p)["stored_size"] for p in paths)
+    futures = [client.submit(_sizes_in_worker, fs, paths, workers=[w], pure=False, allow_other_workers=False)
+               for w in sorted(workers)]
+    results = client.gather(futures)
+    pids = client.run(os.getpid)
+    assert sorted(pid for pid, _ in results) == sorted(pids.values())
+    assert os.getpid() not in {pid for pid, _ in results}
+    for _, sizes in results:
+        assert sizes == {p: (expected[p], expected[p]) for p in paths}
+
+
+def _sizes_in_worker(fs: Any, paths: list[str]) -> tuple[int, dict[str, tuple[int, int]]]:
+    """Runs in a worker: (its pid, {path: (reported size, decrypted length)})."""
+    return os.getpid(), {p: (fs.info(p)["size"], len(fs.cat_file(p))) for p in paths}

@@ -441,3 +441,56 @@ def test_an_object_cut_inside_its_header_is_a_malformed_header(where: str, tmp_p
     assert entries["in-fixed-part"]["error"] == "MalformedHeaderError" and entries["in-fixed-part"]["size"] == 20
     assert entries["in-body"]["error"] == "IntegrityError"
     assert fs.info(f"{base}/in-header")["error"] == "MalformedHeaderError"
+
+
+# ---------------------------------------------------------------- 12. random access on the local and zero-copy paths
+
+
+def _reader_paths(directory: Path) -> tuple[bytes, dict[str, tuple[EnvcryptFileSystem, str]]]:
+    """One object per read path: local (os.pread) and plain MemoryFileSystem (zero-copy views)."""
+    import uuid
+
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    from envcrypt.format import CHUNK_SIZE
+
+    data = os.urandom(5 * CHUNK_SIZE + 321)
+    local = EnvcryptFileSystem(key_uri="local:default", skip_instance_cache=True)
+    path = str(directory / "obj")
+    local.pipe_file(path, data)
+    memory = EnvcryptFileSystem(fs=MemoryFileSystem(skip_instance_cache=True), key_uri="local:default",
+                                skip_instance_cache=True)
+    mpath = f"/prop-{uuid.uuid4().hex}/obj"
+    memory.pipe_file(mpath, data)
+    return data, {"local": (local, path), "memory": (memory, mpath)}
+
+
+def test_random_reads_on_local_and_zero_copy_memory_paths(tmp_path: Path) -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from envcrypt.format import CHUNK_SIZE
+
+    data, read_paths = _reader_paths(tmp_path)
+    local_fs, local_path = read_paths["local"]
+    memory_fs, memory_path = read_paths["memory"]
+    with local_fs.open(local_path) as f:
+        assert f._local and f.read(10) == data[:10]
+    with memory_fs.open(memory_path) as f:
+        assert f._memory and f.read(10) == data[:10]
+    bound = 6 * CHUNK_SIZE
+
+    @settings(max_examples=80, deadline=None)
+    @given(where=st.sampled_from(["local", "memory"]),
+           reads=st.lists(st.tuples(st.integers(0, bound), st.integers(0, 3 * CHUNK_SIZE)), min_size=1, max_size=5))
+    def check(where: str, reads: list[tuple[int, int]]) -> None:
+        fs, path = read_paths[where]
+        with fs.open(path) as f:
+            for start, length in reads:  # seeks and reads on one file: kept edge chunks reused
+                f.seek(start)
+                assert f.read(length) == data[start : start + length]
+                assert f.tell() == min(start + length, len(data)) or start > len(data)
+        for start, length in reads:
+            assert fs.cat_file(path, start, start + length) == data[start : start + length]
+
+    check()
