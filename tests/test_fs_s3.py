@@ -167,9 +167,16 @@ def test_listing_fetches_heads_in_one_concurrent_batch_and_caches_them(s3: dict[
     class CountingS3(s3fs.S3FileSystem):  # a real s3fs, counting its batched ranged reads
         batches: list[int] = []
 
+        listings: list[str] = []
+
         async def _cat_ranges(self, paths: Any, *args: Any, **kwargs: Any) -> Any:
             self.batches.append(len(paths))
             return await super()._cat_ranges(paths, *args, **kwargs)
+
+        async def _lsdir(self, path: str, *args: Any, **kwargs: Any) -> Any:
+            if path not in self.dircache or kwargs.get("refresh"):
+                self.listings.append(path)
+            return await super()._lsdir(path, *args, **kwargs)
 
     target = CountingS3(client_kwargs={"endpoint_url": s3["endpoint"]}, skip_instance_cache=True)
     fs = EnvcryptFileSystem(fs=target, skip_instance_cache=True)
@@ -179,8 +186,10 @@ def test_listing_fetches_heads_in_one_concurrent_batch_and_caches_them(s3: dict[
     entries = fs.ls(f"{s3['bucket']}/many", detail=True)
     assert [e["size"] for e in entries] == list(range(20))
     assert CountingS3.batches == [20]  # one batch of 20 ranged reads, gathered concurrently
+    assert len(CountingS3.listings) == 1  # a fresh listing is never listed again
     fs.ls(f"{s3['bucket']}/many", detail=True)
     assert CountingS3.batches == [20]  # cached by ETag
+    assert len(CountingS3.listings) == 1  # and the listing came from s3fs's cache
 
 
 def test_put_and_get_files(s3: dict[str, Any], tmp_path: Any) -> None:

@@ -242,7 +242,7 @@ class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
         again first (``relist``), so size and header come from one version.
         """
         files = [e for e in entries if e.get("type") == "file"]
-        if relist is not None and self._listing_may_be_stale(files):
+        if relist is not None and any(not cached(self.target, f) for f in files):
             entries = relist()
             files = [e for e in entries if e.get("type") == "file"]
         heads = dict(zip((id(e) for e in files), fetch_heads(self.target, files), strict=False)) if files else {}
@@ -255,9 +255,23 @@ class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
             out.append(copy)
         return out
 
-    def _listing_may_be_stale(self, files: list[dict[str, Any]]) -> bool:
+    def _cached_listing(self, path: str | None) -> bool:
+        """Whether the target could serve a listing of ``path`` (None: anything) from its listing cache.
+
+        Checked *before* listing: a listing made fresh by the call itself is
+        never listed twice.
+        """
         dircache = getattr(self.target, "dircache", None)
-        return bool(dircache) and any(not cached(self.target, f) for f in files)
+        if not dircache:
+            return False
+        if path is None:
+            return True
+        path = path.rstrip("/")
+        parent = self.target._parent(path)
+        try:
+            return any(k in (path, parent) or str(k).startswith(path + "/") for k in list(dircache))
+        except Exception:
+            return True
 
     def _hidden(self, name: str) -> bool:
         return name.rsplit("/", 1)[-1].startswith(TEMP_PREFIX)
@@ -271,8 +285,9 @@ class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
         path = self._strip_protocol(path)
         if refresh:
             HEADS.forget(self._fs_tok(), path)
+        from_cache = not refresh and self._cached_listing(path)
         info = self._target_info(path, fresh=refresh)
-        if not refresh and info.get("type") == "file" and self._listing_may_be_stale([info]):
+        if from_cache and info.get("type") == "file" and not cached(self.target, info):
             info = self._target_info(path, fresh=True)  # size and header from one version
         if info.get("type") != "file":
             raise IsADirectoryError(path)
@@ -280,10 +295,12 @@ class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
 
     def info(self, path: str, **kwargs: Any) -> dict[str, Any]:
         path = self._strip_protocol(path)
+        from_cache = self._cached_listing(path)
         info = self._target_info(path, **kwargs)
         if info.get("type") != "file":
             return info
-        return self._decorate([info], lambda: [self._target_info(path, fresh=True, **kwargs)])[0]
+        relist = (lambda: [self._target_info(path, fresh=True, **kwargs)]) if from_cache else None
+        return self._decorate([info], relist)[0]
 
     def ls(self, path: str, detail: bool = True, **kwargs: Any) -> Any:
         path = self._strip_protocol(path)
@@ -294,10 +311,11 @@ class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
             entries = self.target.ls(path, detail=True, **kwargs)
             return [e for e in entries if not self._hidden(e["name"])]
 
+        from_cache = detail and self._cached_listing(path)
         entries = listing()
         if not detail:
             return [e["name"] for e in entries]
-        return self._decorate(entries, lambda: listing(fresh=True))
+        return self._decorate(entries, (lambda: listing(fresh=True)) if from_cache else None)
 
     def find(self, path: str, maxdepth: int | None = None, withdirs: bool = False, detail: bool = False,
              **kwargs: Any) -> Any:
@@ -309,6 +327,7 @@ class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
             found = self.target.find(path, maxdepth=maxdepth, withdirs=withdirs, detail=True, **kwargs)
             return {n: i for n, i in found.items() if not self._hidden(n)}
 
+        from_cache = detail and self._cached_listing(path)
         found = listing()
         if not detail:
             return list(found)
@@ -318,7 +337,7 @@ class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
             found.update(listing(fresh=True))
             return list(found.values())
 
-        decorated = self._decorate(list(found.values()), relist)
+        decorated = self._decorate(list(found.values()), relist if from_cache else None)
         return dict(zip(found, decorated, strict=False))
 
     def glob(self, path: str, maxdepth: int | None = None, **kwargs: Any) -> Any:
@@ -331,6 +350,7 @@ class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
             found = self.target.glob(path, maxdepth=maxdepth, detail=True, **kwargs)
             return {n: i for n, i in found.items() if not self._hidden(n)}
 
+        from_cache = detail and self._cached_listing(None)
         found = listing()
         if not detail:
             return list(found)
@@ -340,7 +360,7 @@ class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
             found.update(listing(fresh=True))
             return list(found.values())
 
-        decorated = self._decorate(list(found.values()), relist)
+        decorated = self._decorate(list(found.values()), relist if from_cache else None)
         return dict(zip(found, decorated, strict=False))
 
     def exists(self, path: str, **kwargs: Any) -> bool:
