@@ -316,3 +316,23 @@ def test_rewrap_on_s3_is_conditional(s3: dict[str, Any], monkeypatch: pytest.Mon
     assert s3["client"].list_multipart_uploads(Bucket=s3["bucket"]).get("Uploads", []) == []
     assert trees.rewrap_object(fs, path, ["local:next"])
     assert other.cat_file(path) == v2
+
+
+def test_key_policy_prefixes_start_at_the_bucket(s3: dict[str, Any]) -> None:
+    from envcrypt import inspect
+    from envcrypt.keys.vault import LocalVault
+
+    LocalVault().create_key("tenant-a")
+    LocalVault().create_key("tenant-b")
+    policy = {"tenants/a/": "local:tenant-a", "tenants/b/": "local:tenant-b"}
+    fs = _fs(s3, key_policy=policy)
+    bucket = s3["bucket"]
+    fs.pipe_file(f"{bucket}/tenants/a/x.csv", b"a")
+    fs.pipe_file(f"{bucket}/tenants/b/uploads/tenants/a/x.csv", b"b's upload")
+    assert inspect(_raw(s3, "tenants/a/x.csv")).key_uris == ["local:tenant-a/1"]
+    assert inspect(_raw(s3, "tenants/b/uploads/tenants/a/x.csv")).key_uris == ["local:tenant-b/1"]
+    # the same key through a per-file URL (as pandas opens files)
+    so = {"envcrypt": {"key_policy": policy}, **s3["options"]}
+    with fsspec.open(f"envcrypt::s3://{bucket}/tenants/a/y.csv", "wb", **so) as f:
+        f.write(b"y")
+    assert inspect(_raw(s3, "tenants/a/y.csv")).key_uris == ["local:tenant-a/1"]
