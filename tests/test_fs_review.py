@@ -494,3 +494,27 @@ def test_random_reads_on_local_and_zero_copy_memory_paths(tmp_path: Path) -> Non
             assert fs.cat_file(path, start, start + length) == data[start : start + length]
 
     check()
+
+
+def test_cross_store_cli_copy_takes_the_destination_policys_key(tmp_path: Path) -> None:
+    import json
+    import uuid
+
+    import fsspec
+
+    from envcrypt.cli import main
+
+    make_key("tenant-b")
+    src = f"memory://cp-{uuid.uuid4().hex[:8]}/obj"
+    efs, path = fsspec.core.url_to_fs("envcrypt::" + src)
+    data = os.urandom(50_000)
+    efs.pipe_file(path, data)
+    (tmp_path / "lake" / "b").mkdir(parents=True)
+    options = json.dumps({"envcrypt": {"key_policy": {f"file://{tmp_path}/lake/b/": "local:tenant-b"}}})
+    assert main(["cp", src, f"file://{tmp_path}/lake/b/obj", "-o", options]) == 0
+    assert main(["cp", src, f"file://{tmp_path}/lake/plain-copy", "-o", options]) == 0
+    copied = (tmp_path / "lake" / "b" / "obj").read_bytes()
+    assert envcrypt.inspect(copied).key_uris == ["local:tenant-b/1"]
+    assert (tmp_path / "lake" / "plain-copy").read_bytes() == efs.target.cat_file(path)  # no rule: as it is
+    assert envcrypt.decrypt(copied) == data
+    efs.target.rm(path)

@@ -15,8 +15,10 @@ import sys
 from typing import Any
 
 from ..envelope import inspect as inspect_blob
+from ..envelope import normalize_key_uris
 from ..fs import trees
 from ..fs._sinks import open_sink
+from ..fs._slots import rewrite_slots
 from ..fs.urls import encrypted_fs
 
 COPY_BUFFER = 8 * 1024 * 1024
@@ -168,6 +170,10 @@ def _cp(args: argparse.Namespace) -> int:
     if args.recursive:
         pairs = [(n, dst.rstrip("/") + "/" + n[len(src.rstrip("/")) + 1 :]) for n in src_fs.find(src)]
     for a, b in pairs:  # ciphertext copied across stores: still no decryption
+        if dst_fs.policy.rules and src_fs._head(a).encrypted:
+            # the destination's key policy decides the copy's key (slots rewritten, body as it is)
+            rewrite_slots(dst_fs, a, b, normalize_key_uris(dst_fs.key_for(b)), source=src_fs.target)
+            continue
         # through the destination's atomic sink: a failed copy publishes nothing
         sink = open_sink(dst_fs.target, b)
         try:

@@ -32,36 +32,40 @@ def target_identities(key_uris: Iterable[str], options: Mapping[str, Any]) -> li
 
 
 def rewrite_slots(fs: EnvcryptFileSystem, src: str, dst: str, key_uris: Sequence[str],
-                  identities: Sequence[str] | None = None) -> bool:
-    """Write at ``dst`` the object at ``src`` with slots for ``key_uris``.
+                  identities: Sequence[str] | None = None, *, source: Any = None) -> bool:
+    """Write at ``dst`` (on ``fs.target``) the object at ``src`` with slots for ``key_uris``.
 
-    Returns False (and writes nothing) when ``src == dst`` and the slots
-    already name exactly ``identities``; a copy to another path whose slots
-    already fit is a plain ciphertext copy.  When ``src == dst`` the
-    replacement is conditional where the target allows it (see
-    ``_sinks.version_of``): an object rewritten by someone else during the
-    rewrap is not replaced (``ConcurrentModificationError``).
+    ``source`` is the filesystem ``src`` is on when it is another store (the
+    copy then streams through ``dst``'s atomic sink).  Returns False (and
+    writes nothing) when ``src`` is ``dst`` and the slots already name exactly
+    ``identities``; a copy whose slots already fit is a plain ciphertext copy.
+    When ``src`` is ``dst`` the replacement is conditional where the target
+    allows it (see ``_sinks.version_of``): an object rewritten by someone else
+    during the rewrap is not replaced (``ConcurrentModificationError``).
     """
     target = fs.target
+    origin = target if source is None else source
+    in_place = src == dst and origin is target
     identities = identities or target_identities(key_uris, fs.resolver_options)
-    with target.open(src, "rb") as f:
+    with origin.open(src, "rb") as f:
         header, _ = read_header(f)
-        if [slot.key_uri for slot in header.key_slots] == list(identities):
-            if src == dst:
-                return False
-            prefix = None
-        else:
-            prefix = f.read(BODY_PREFIX_SIZE)
-    if prefix is None:
+        fits = [slot.key_uri for slot in header.key_slots] == list(identities)
+    if fits and in_place:
+        return False
+    if fits and origin is target:
         target.cp_file(src, dst)
         fs._written(dst)
         return True
-    expect = version_of(target, src) if src == dst else None
-    with target.open(src, "rb") as f:
+    expect = version_of(target, src) if in_place else None
+    with origin.open(src, "rb") as f:
         header, _ = read_header(f)
         prefix = f.read(BODY_PREFIX_SIZE)
-        # the DEK is checked against this body's key commitment before it is wrapped again
-        packed = rewrap_header(header, list(key_uris), body_prefix=prefix, **dict(fs.resolver_options))
+        if fits:
+            f.seek(0)
+            packed, prefix = b"", b""  # copied as it is
+        else:
+            # the DEK is checked against this body's key commitment before it is wrapped again
+            packed = rewrap_header(header, list(key_uris), body_prefix=prefix, **dict(fs.resolver_options))
         sink = open_sink(target, dst, expect=expect)
         try:
             sink.raw.write(packed)
