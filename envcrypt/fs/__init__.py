@@ -17,6 +17,11 @@ publication per target), ``policy`` (key by path prefix), ``trees``
 (encrypt/decrypt a tree, migrate, rewrap), ``manifest`` (signed dataset
 manifests), ``urls`` (URL helpers for the CLI), ``progress``.
 
+Key policy prefixes are anchored at the bucket of an object store and at the
+root of local and memory filesystems (see ``policy``); copies and moves into
+a prefix with another key get that key.  Rewrap and migrate replace objects
+conditionally (see ``_sinks``).
+
 Atomicity: ``with fs.open(p, "wb")`` (binary or text) publishes nothing when the
 block raises.  ``fsspec.open(...)``'s ``OpenFile`` closes its file from its
 ``__exit__`` without passing the exception on; a writer closed while an

@@ -11,8 +11,9 @@ chunk twice; nothing else is read ahead (the default ``cache_type`` is
 
 If a ranged read fails to authenticate because the object was replaced by a
 rewrap (same immutable header and body prefix, new key slots, so possibly a
-new header length), the reader re-reads the head and continues at the new
-body offset: readers never fail during a rotation.
+new header length and stored size), the reader re-reads the head and
+continues at the new body offset, with the plaintext size of the fresh head:
+readers never fail during a rotation.
 
 ``EnvcryptWriteFile`` streams through an ``EncryptingWriter`` into an atomic
 sink; the object appears at the path only when ``close`` succeeds, and leaving

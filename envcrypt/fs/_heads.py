@@ -5,9 +5,13 @@ header length) and what a reader needs to open an object (the header and the
 56-byte body prefix).  Heads are fetched with one short ranged read per
 object — many objects at once through the target's ``cat_ranges``, which is
 concurrent on async targets such as s3fs — and cached process-wide, keyed by
-the target filesystem, the path and a version token (ETag, or mtime + inode,
-or creation time, always with the stored size).  An object without a version
-token is never cached.  A head holds no secret: only stored bytes.
+the target filesystem, the path and a version token built from every identity
+field the target reports (ETag / generation / version id, every time stamp
+including the inode change time, the inode and the stored size).  An object
+without a version token is never cached, and neither are heads of memory
+filesystems (an in-place rewrite there changes no reported field).  A head
+whose object is not encrypted, or broken, is fetched again before a read acts
+on it.  A head holds no secret: only stored bytes.
 """
 
 from __future__ import annotations
