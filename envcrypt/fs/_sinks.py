@@ -18,7 +18,10 @@ began, else it aborts with ``ConcurrentModificationError``.  On S3 this is
 exact (``If-Match`` on the PUT / CompleteMultipartUpload, checked by the
 store).  On local disks the file's (inode, size, mtime, ctime) is compared
 just before ``os.replace``: a write landing between that check and the
-rename (microseconds) is still lost, as POSIX has no conditional rename.  In
+rename (microseconds) is still lost, as POSIX has no conditional rename, and
+so is a same-size in-place rewrite (``r+b``, not a rename) that lands within
+the file system's timestamp granularity (a few ms on Linux) of the state
+that was checked.  In
 memory the check and the swap happen under the GIL.  Other targets have no
 condition (``version_of`` returns None): a concurrent write during a rewrap
 can be lost there.
