@@ -533,3 +533,25 @@ def test_cross_store_cli_copy_takes_the_destination_policys_key(tmp_path: Path) 
     assert (tmp_path / "lake" / "plain-copy").read_bytes() == efs.target.cat_file(path)  # no rule: as it is
     assert envcrypt.decrypt(copied) == data
     efs.target.rm(path)
+
+
+@pytest.mark.parametrize("where", ["memory", "local"])
+def test_moving_a_tree_between_tenants_rekeys_every_object(where: str, tmp_path: Path) -> None:
+    make_key("tenant-a")
+    make_key("tenant-b")
+    if where == "memory":
+        base = "/mvlake"
+        fs, target = memory_envcrypt(key_policy={f"{base}/a/": "local:tenant-a", f"{base}/b/": "local:tenant-b"})
+    else:
+        base = str(tmp_path / "mvlake")
+        fs = EnvcryptFileSystem(key_policy={f"file://{base}/a/": "local:tenant-a",
+                                            f"file://{base}/b/": "local:tenant-b"}, skip_instance_cache=True)
+        target = fs.target
+        os.makedirs(f"{base}/a/sub")
+        os.makedirs(f"{base}/b")
+    fs.pipe_file(f"{base}/a/sub/x", b"x")
+    fs.pipe_file(f"{base}/a/y", b"y")
+    fs.mv(f"{base}/a", f"{base}/b/moved", recursive=True)
+    assert not target.exists(f"{base}/a/y")
+    assert _slots(target, f"{base}/b/moved/sub/x") == _slots(target, f"{base}/b/moved/y") == ["local:tenant-b/1"]
+    assert fs.cat_file(f"{base}/b/moved/sub/x") == b"x"

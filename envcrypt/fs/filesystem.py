@@ -413,7 +413,7 @@ class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
         also shreds what was copied into that tenant's prefix.
         """
         path1, path2 = self._strip_protocol(path1), self._strip_protocol(path2)
-        if self.policy.rules and self.key_for(path1) != self.key_for(path2):
+        if self.policy.rules and self.key_for(path1) != self.key_for(path2) and self.target.isfile(path1):
             head = self._head(path1)
             if head.encrypted and head.error is None:
                 from ._slots import rewrite_slots
