@@ -12,9 +12,30 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 FS_EXAMPLES = ["pandas_quickstart.py", "s3_pipeline.py", "dask_job.py", "tenant_lake.py"]
 
 
+# pyarrow's thread pools can abort the interpreter during its final teardown, after
+# the script has finished (apache/arrow#34314, #39862; seen here under load, a few
+# runs in a hundred).  Such a run already printed "ok" after all its checks; it is run
+# once more, and must then exit cleanly.
+PYARROW_TEARDOWN_ABORT = "terminate called without an active exception"
+
+
+def _run(name: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(EXAMPLES / name)], capture_output=True, text=True, timeout=120)
+
+
+def _teardown_abort(done: subprocess.CompletedProcess[str]) -> bool:
+    return (
+        done.returncode in (-6, 134)
+        and done.stdout.rstrip().endswith("ok")
+        and done.stderr.rstrip().endswith(PYARROW_TEARDOWN_ABORT)
+    )
+
+
 @pytest.mark.parametrize("name", FS_EXAMPLES)
 def test_example_runs(name: str) -> None:
     pytest.importorskip("pandas")
-    done = subprocess.run([sys.executable, str(EXAMPLES / name)], capture_output=True, text=True, timeout=120)
+    done = _run(name)
+    if _teardown_abort(done):
+        done = _run(name)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.rstrip().endswith("ok")
