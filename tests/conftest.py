@@ -71,3 +71,17 @@ def moto_server(aws_env: None) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         server.stop()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Let pyarrow's I/O threads finish before the interpreter tears down.
+
+    pyarrow can abort the process during interpreter teardown when one of its
+    pool threads still runs a task that needs the GIL (apache/arrow#34314,
+    #39862). Collecting garbage and pausing briefly lets such tasks end first.
+    """
+    import gc
+    import time
+
+    gc.collect()
+    time.sleep(0.2)
