@@ -11,7 +11,7 @@ from typing import Any
 import fsspec
 import pytest
 
-from envcrypt import NotEncryptedError
+from envcrypt import NotEncryptedError, inspect
 from envcrypt.format import CHUNK_SIZE
 from envcrypt.fs import EnvcryptFileSystem
 
@@ -336,3 +336,23 @@ def test_key_policy_prefixes_start_at_the_bucket(s3: dict[str, Any]) -> None:
     with fsspec.open(f"envcrypt::s3://{bucket}/tenants/a/y.csv", "wb", **so) as f:
         f.write(b"y")
     assert inspect(_raw(s3, "tenants/a/y.csv")).key_uris == ["local:tenant-a/1"]
+
+
+def test_put_file_uploads_in_concurrent_parts_through_the_target(s3: dict[str, Any], tmp_path: Any) -> None:
+    """put_file seals into a local temp file and lets s3fs upload it (multipart here)."""
+    from envcrypt.keys.vault import LocalVault
+
+    LocalVault().create_key("parts")
+    fs = _fs(s3, key_policy={"mp/": "local:parts"})
+    data = os.urandom(11 * 2**20 + 123)
+    src = tmp_path / "big.bin"
+    src.write_bytes(data)
+    fs.put_file(str(src), f"{s3['bucket']}/mp/big.bin", chunksize=5 * 2**20)
+    raw = _raw(s3, "mp/big.bin")
+    assert raw.startswith(b"ENVCRYPT") and data[:4096] not in raw
+    assert inspect(raw).key_uris == ["local:parts/1"]
+    etag = s3["client"].head_object(Bucket=s3["bucket"], Key="mp/big.bin")["ETag"]
+    assert etag.strip('"').endswith("-3")  # a completed 3-part multipart upload
+    assert fs.info(f"{s3['bucket']}/mp/big.bin")["size"] == len(data)
+    assert fs.cat_file(f"{s3['bucket']}/mp/big.bin") == data
+    assert not list((tmp_path).glob("envcrypt-put-*"))

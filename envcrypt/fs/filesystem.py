@@ -34,6 +34,7 @@ import functools
 import io
 import os
 import shutil
+import tempfile
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -58,6 +59,7 @@ __all__ = ["EnvcryptFileSystem"]
 
 GET_PART = 32 * 1024 * 1024  # plaintext bytes per ranged read when downloading a whole object
 GET_THREADS = 4
+PUT_BUFFER = 4 * 1024 * 1024  # plaintext bytes per read when sealing a file for upload
 
 #: target options known to hold no secret: the only ones pickled / serialized (unless pickle_credentials)
 _SAFE_OPTIONS = frozenset({
@@ -466,6 +468,32 @@ class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
         if not isinstance(self.target, (LocalFileSystem, MemoryFileSystem)) and "/" in path.lstrip("/"):
             return path.lstrip("/").split("/", 1)[0]
         return ""
+
+    def put_file(self, lpath: Any, rpath: str, callback: Any = DEFAULT_CALLBACK, mode: str = "overwrite",
+                 **kwargs: Any) -> None:
+        """Encrypt a local file to ``rpath``.
+
+        On object stores (async targets: s3fs, gcsfs, adlfs) the object is sealed
+        into a local temporary file first and handed to the target's own
+        ``put_file``, so it is uploaded the way the plain target uploads (one PUT,
+        or a multipart upload with concurrent parts), and appears only when complete.
+        """
+        if os.path.isdir(lpath):
+            self.makedirs(rpath, exist_ok=True)
+            return
+        rpath = self._strip_protocol(rpath)
+        if not getattr(self.target, "async_impl", False):
+            super().put_file(lpath, rpath, callback=callback, mode=mode, **kwargs)
+            return
+        if mode == "create" and self.target.exists(rpath):
+            raise FileExistsError(rpath)
+        dek, header = new_header(self.key_for(rpath), self.encryption_context, self.resolver_options)
+        with tempfile.TemporaryDirectory(prefix="envcrypt-put-") as tmp:
+            sealed = os.path.join(tmp, "object")
+            with open(lpath, "rb") as src, open(sealed, "wb") as dst, EncryptingWriter(dst, header, dek) as writer:
+                shutil.copyfileobj(src, writer, PUT_BUFFER)
+            self.target.put_file(sealed, rpath, callback=callback, **kwargs)
+        self._written(rpath)
 
     def get_file(self, rpath: str, lpath: Any = None, callback: Any = DEFAULT_CALLBACK, outfile: Any = None,
                  **kwargs: Any) -> None:
