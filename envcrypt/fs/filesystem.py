@@ -322,37 +322,31 @@ class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
     def find(self, path: str, maxdepth: int | None = None, withdirs: bool = False, detail: bool = False,
              **kwargs: Any) -> Any:
         path = self._strip_protocol(path)
-
-        def listing(fresh: bool = False) -> dict[str, dict[str, Any]]:
-            if fresh:
-                self.target.invalidate_cache()  # a tree: subdirectory listings too
-            found = self.target.find(path, maxdepth=maxdepth, withdirs=withdirs, detail=True, **kwargs)
-            return {n: i for n, i in found.items() if not self._hidden(n)}
-
         from_cache = detail and self._cached_listing(path)
-        found = listing()
-        if not detail:
-            return list(found)
-
-        def relist() -> list[dict[str, Any]]:
-            found.clear()
-            found.update(listing(fresh=True))
-            return list(found.values())
-
-        decorated = self._decorate(list(found.values()), relist if from_cache else None)
-        return dict(zip(found, decorated, strict=False))
+        return self._tree(
+            lambda: self.target.find(path, maxdepth=maxdepth, withdirs=withdirs, detail=True, **kwargs),
+            detail, from_cache,
+        )
 
     def glob(self, path: str, maxdepth: int | None = None, **kwargs: Any) -> Any:
         detail = kwargs.pop("detail", False)
         path = self._strip_protocol(path) if "::" in path or "://" in path else path
+        from_cache = detail and self._cached_listing(None)
+        return self._tree(lambda: self.target.glob(path, maxdepth=maxdepth, detail=True, **kwargs), detail, from_cache)
+
+    def _tree(self, fetch: Callable[[], dict[str, dict[str, Any]]], detail: bool, from_cache: bool) -> Any:
+        """find/glob: internal files hidden, entries decorated with plaintext sizes.
+
+        When the target's listing may have come from its cache, ``_decorate``
+        can ask for one fresh listing (of the whole tree) so that sizes and
+        headers come from the same object versions.
+        """
 
         def listing(fresh: bool = False) -> dict[str, dict[str, Any]]:
             if fresh:
-                self.target.invalidate_cache()
-            found = self.target.glob(path, maxdepth=maxdepth, detail=True, **kwargs)
-            return {n: i for n, i in found.items() if not self._hidden(n)}
+                self.target.invalidate_cache()  # a tree: subdirectory listings too
+            return {n: i for n, i in fetch().items() if not self._hidden(n)}
 
-        from_cache = detail and self._cached_listing(None)
         found = listing()
         if not detail:
             return list(found)
