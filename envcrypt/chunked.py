@@ -127,8 +127,9 @@ def _fast_switching() -> Iterator[None]:
 
 
 def _forget_pool_after_fork() -> None:
-    global _pool
-    _pool = None
+    # the child has none of the parent's threads, and the lock may have been held
+    global _pool, _pool_lock, _switch_users
+    _pool, _pool_lock, _switch_users = None, threading.Lock(), 0
 
 
 os.register_at_fork(after_in_child=_forget_pool_after_fork)
