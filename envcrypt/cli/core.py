@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import os
@@ -10,6 +11,7 @@ import random
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -53,61 +55,45 @@ def _pairs(items: list[str]) -> dict[str, str] | None:
     return out or None
 
 
-def _open_in(path: str) -> IO[bytes]:
-    return sys.stdin.buffer if path == "-" else open(path, "rb")
-
-
-def _atomic_out(path: str) -> tuple[IO[bytes], str | None]:
-    if path == "-":
-        return sys.stdout.buffer, None
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".envcrypt-")
-    return os.fdopen(fd, "wb"), tmp
-
-
-def _commit(out: IO[bytes], tmp: str | None, path: str, ok: bool) -> None:
-    if tmp is None:
-        out.flush()
-        return
-    if ok:
-        out.flush()
-        os.fsync(out.fileno())
-        out.close()
-        os.replace(tmp, path)
+@contextlib.contextmanager
+def _streams(src_path: str, dst_path: str) -> Iterator[tuple[IO[bytes], IO[bytes]]]:
+    """Input and output streams (``-`` for stdin/stdout); a file output appears only on success."""
+    src = sys.stdin.buffer if src_path == "-" else open(src_path, "rb")
+    tmp: str | None = None
+    if dst_path == "-":
+        out = sys.stdout.buffer
     else:
-        out.close()
-        os.unlink(tmp)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(dst_path)), prefix=".envcrypt-")
+        out = os.fdopen(fd, "wb")
+    try:
+        yield src, out
+        out.flush()
+        if tmp is not None:
+            os.fsync(out.fileno())
+            out.close()
+            os.replace(tmp, dst_path)
+    finally:
+        if tmp is not None:
+            out.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        if src is not sys.stdin.buffer:
+            src.close()
 
 
 def _encrypt(args: argparse.Namespace) -> int:
-    src = _open_in(args.src)
-    out, tmp = _atomic_out(args.dst)
-    ok = False
-    try:
-        with open_writer(out, args.keys, encryption_context=_pairs(args.context)) as writer:
-            shutil.copyfileobj(src, writer, COPY_BUFFER)
-        ok = True
-    finally:
-        _commit(out, tmp, args.dst, ok)
-        if src is not sys.stdin.buffer:
-            src.close()
+    with _streams(args.src, args.dst) as (src, out), \
+            open_writer(out, args.keys, encryption_context=_pairs(args.context)) as writer:
+        shutil.copyfileobj(src, writer, COPY_BUFFER)
     return 0
 
 
 def _decrypt(args: argparse.Namespace) -> int:
-    src = _open_in(args.src)
-    out, tmp = _atomic_out(args.dst)
-    ok = False
-    try:
+    with _streams(args.src, args.dst) as (src, out):
         reader = open_reader(src, encryption_context=_pairs(args.context))
         buf = bytearray(COPY_BUFFER)
         while n := reader.readinto(buf):
             out.write(memoryview(buf)[:n])
-        ok = True
-    finally:
-        _commit(out, tmp, args.dst, ok)
-        if src is not sys.stdin.buffer:
-            src.close()
     return 0
 
 
