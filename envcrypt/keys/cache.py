@@ -28,6 +28,7 @@ import hmac
 import os
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
@@ -35,7 +36,7 @@ from typing import Any
 
 from ..format import KeySlot
 
-__all__ = ["DekCache", "StreamCharge", "default_cache", "CACHE_OPTION"]
+__all__ = ["DekCache", "StreamCharge", "default_cache", "forget_key", "CACHE_OPTION"]
 
 CACHE_OPTION = "dek_cache"
 ENV_SWITCH = "ENVCRYPT_DEK_CACHE"
@@ -48,6 +49,31 @@ class _Entry:
     created: float
     objects: int = 0
     nbytes: int = 0
+    #: the key URIs the entry's DEK is wrapped under (what :func:`forget_key` matches)
+    key_uris: tuple[str, ...] = ()
+
+
+#: every live DekCache, so that a key state change reaches all of them (forget_key)
+_caches: weakref.WeakSet[DekCache] = weakref.WeakSet()
+_caches_lock = threading.Lock()
+
+
+def names_key(key: str, uri: str) -> bool:
+    """Whether ``uri`` names the key ``key``: the same URI, or one of its versions (``key/N``)."""
+    return uri == key or uri.startswith(key.rstrip("/") + "/")
+
+
+def forget_key(key_uri: str) -> int:
+    """Drop every cached DEK (encryption and decryption, in every cache of this process)
+    that is wrapped under ``key_uri`` or any of its versions; the number dropped.
+
+    A resolver calls it when a key's state changes (disable, delete, purge, expiry,
+    operations), so that no write in this process is served a DEK under a key the
+    resolver would now refuse.
+    """
+    with _caches_lock:
+        caches = list(_caches)
+    return sum(cache.forget(key_uri) for cache in caches)
 
 
 class DekCache:
@@ -70,6 +96,8 @@ class DekCache:
         self._encrypt: OrderedDict[Hashable, _Entry] = OrderedDict()
         self._decrypt: OrderedDict[Hashable, _Entry] = OrderedDict()
         self.hits = self.misses = 0
+        with _caches_lock:
+            _caches.add(self)
 
     def __repr__(self) -> str:
         return (f"DekCache(max_age={self.max_age}, max_objects={self.max_objects}, "
@@ -118,8 +146,9 @@ class DekCache:
         nbytes = plaintext_size or 0
         if nbytes > self.max_bytes:
             return
+        uris = tuple(slot.key_uri for slot in slots)
         with self._lock:
-            self._insert(self._encrypt, key, _Entry(dek, slots, self._clock(), 1, nbytes))
+            self._insert(self._encrypt, key, _Entry(dek, slots, self._clock(), 1, nbytes, uris))
 
     def charge_encryption(self, key: Hashable, dek: bytes, nbytes: int) -> None:
         """Charge ``nbytes`` sealed under ``dek`` to its entry (if still cached); an entry
@@ -144,9 +173,19 @@ class DekCache:
             self.hits += 1
             return entry.dek
 
-    def put_decryption(self, key: Hashable, dek: bytes) -> None:
+    def put_decryption(self, key: Hashable, dek: bytes, key_uri: str = "") -> None:
         with self._lock:
-            self._insert(self._decrypt, key, _Entry(dek, (), self._clock(), 1, 0))
+            self._insert(self._decrypt, key, _Entry(dek, (), self._clock(), 1, 0, (key_uri,)))
+
+    def forget(self, key_uri: str) -> int:
+        """Drop the entries whose DEK is wrapped under ``key_uri`` (or a version of it)."""
+        dropped = 0
+        with self._lock:
+            for table in (self._encrypt, self._decrypt):
+                for k in [k for k, e in table.items() if any(names_key(key_uri, u) for u in e.key_uris)]:
+                    del table[k]
+                    dropped += 1
+        return dropped
 
     def clear(self) -> None:
         with self._lock:
