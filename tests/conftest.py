@@ -15,8 +15,7 @@ import pytest
 
 from envcrypt.keys.base import clear_resolver_cache
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-VECTORS = SHARED / "vectors" / "wycheproof"
+VECTORS = Path(__file__).resolve().parent / "vectors" / "wycheproof"
 
 
 def free_port() -> int:

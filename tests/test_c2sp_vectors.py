@@ -43,7 +43,7 @@ from envcrypt.format import (
 from envcrypt.streams import DecryptingReader
 from tests.test_streams import pipe
 
-WYCHEPROOF = Path(__file__).resolve().parents[2] / "shared" / "vectors" / "wycheproof"
+WYCHEPROOF = Path(__file__).resolve().parent / "vectors" / "wycheproof"
 FILES = {
     256: "c2sp_chunked_encryption_aes_256_gcm_test.json",
     128: "c2sp_chunked_encryption_aes_128_gcm_test.json",

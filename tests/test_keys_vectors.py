@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from envcrypt.errors import WrongKeyError
 from envcrypt.keys import vault_crypto as vc
 
-VECTORS = Path(__file__).resolve().parents[1].parent / "shared" / "vectors" / "wycheproof"
+VECTORS = Path(__file__).resolve().parent / "vectors" / "wycheproof"
 
 
 def _tests(name: str) -> list[tuple[dict[str, Any], dict[str, Any]]]:
