@@ -61,7 +61,7 @@ def test_vault_crypto_value_errors_are_typed(vault: LocalVault) -> None:
         vault.wrap_key("k", b"")
     with pytest.raises(KeyUsageError, match="no public key"):
         vault.public_key_pem("k")
-    vault.create_key("r", "rsa")
+    vault.create_key("r", "rsa", ops=["wrapKey", "unwrapKey", "encrypt", "decrypt"])
     with pytest.raises(KeyUsageError, match="at most"):
         vault.encrypt("r", b"x" * 400)
     with pytest.raises(KeyUsageError):

@@ -88,7 +88,7 @@ def test_byok_roundtrip(vault: LocalVault) -> None:
 
 
 def test_byok_needs_a_transfer_key(vault: LocalVault) -> None:
-    vault.import_key("plain-rsa", _rsa_pem(), kind="rsa")
+    vault.import_key("plain-rsa", _rsa_pem(), kind="rsa", ops=["wrapKey", "unwrapKey", "encrypt", "decrypt"])
     package = wrap_for_transfer(vault.public_key_pem("plain-rsa"), os.urandom(32))
     with pytest.raises(KeyAccessDeniedError):
         vault.import_byok("c", "plain-rsa", package)
@@ -119,7 +119,9 @@ def test_backup_restores_after_purge(vault: LocalVault) -> None:
     vault.purge_key("eu")
     with pytest.raises(KeyDeletedError):
         envcrypt.decrypt(blob)
-    vault.restore_key(backup)
+    with pytest.raises(KeyStateError, match="force"):  # over a tombstone: only when forced
+        vault.restore_key(backup)
+    vault.restore_key(backup, force=True)
     assert envcrypt.decrypt(blob) == b"data"
 
 
@@ -163,7 +165,7 @@ def test_sign_state_errors(vault: LocalVault) -> None:
 
 
 def test_rsa_encrypt_decrypt(vault: LocalVault) -> None:
-    vault.import_key("rsa", _rsa_pem(), kind="rsa")
+    vault.import_key("rsa", _rsa_pem(), kind="rsa", ops=["wrapKey", "unwrapKey", "encrypt", "decrypt"])
     uri, ct = vault.encrypt("rsa", b"short secret")
     assert vault.decrypt(uri, ct) == b"short secret"
     with pytest.raises(WrongKeyError):
@@ -198,7 +200,7 @@ def test_restore_over_a_tombstone_keeps_purged_through(vault: LocalVault) -> Non
     assert envcrypt.inspect(old).key_uris == ["local:k/3"]
     vault.delete_key("k")
     vault.purge_key("k")  # tombstone: purged_through 3
-    assert vault.restore_key(backup) == "local:k"
+    assert vault.restore_key(backup, force=True) == "local:k"
     assert vault.rotate_key("k") == "local:k/4"  # never a second version 3
     with pytest.raises(KeyDeletedError):
         envcrypt.decrypt(old)

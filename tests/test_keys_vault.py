@@ -198,7 +198,7 @@ def test_slot_cap(vault: LocalVault) -> None:
 def test_rsa_key_wraps_deks_with_oaep(vault: LocalVault) -> None:
     from envcrypt.keys.base import WRAP_RSA_OAEP_SHA256
 
-    assert vault.create_key("rsa", "rsa") == "local:rsa/1"
+    assert vault.create_key("rsa", "rsa", ops=["wrapKey", "unwrapKey", "encrypt", "decrypt"]) == "local:rsa/1"
     blob = envcrypt.encrypt(DATA, "local:rsa")
     slot = envcrypt.inspect(blob).key_slots[0]
     assert slot.wrap_algorithm == WRAP_RSA_OAEP_SHA256 and len(slot.wrapped_dek) == 384

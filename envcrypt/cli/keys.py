@@ -46,7 +46,10 @@ def register(sub: Any) -> None:
         dest="key_command", metavar="ACTION", required=True)
     validity = (_a("--not-before", metavar="TIME", help="ISO 8601 time or Unix seconds"),
                 _a("--expires", metavar="TIME", help="ISO 8601 time or Unix seconds"))
-    ops = _a("--ops", metavar="OP,OP", help=f"permitted operations, from {','.join(ALL_OPS)}")
+    ops = _a("--ops", metavar="OP,OP", help=(
+        f"permitted operations, from {','.join(ALL_OPS)}; default for aes256: wrapKey,unwrapKey,encrypt,decrypt; "
+        "for rsa and ec-p256: sign,verify.  An rsa key either signs or encrypts: for RSA-OAEP key wrapping "
+        "create it with --kind rsa --ops wrapKey,unwrapKey,encrypt,decrypt (a separate key from the signing one)"))
     _add(key, "create", _key_create, "create a key", _a("name"),
          _a("--kind", choices=KINDS, default="aes256"), ops, *validity)
     _add(key, "list", _key_list, "list keys", _a("--all", action="store_true", help="include soft-deleted keys"))
@@ -77,7 +80,9 @@ def register(sub: Any) -> None:
          _a("--file", required=True, help="material file"), _a("--out", required=True))
     _add(key, "backup", _key_backup, f"encrypted backup of one key (portable with ${BACKUP_PASSPHRASE_ENV})",
          _a("name"), _a("--out", required=True))
-    _add(key, "restore", _key_restore, "restore a key from a backup", _a("file"))
+    _add(key, "restore", _key_restore, "restore a key from a backup", _a("file"),
+         _a("--force", action="store_true",
+            help="restore over a purged key (brings crypto-shredded material back)"))
     _add(key, "sign", _key_sign, "sign a file (base64 signature on stdout)", _a("name"), _a("file"))
     _add(key, "verify", _key_verify, "verify a base64 signature of a file", _a("name"), _a("file"),
          _a("signature"))
@@ -266,7 +271,7 @@ def _key_backup(args: argparse.Namespace) -> int:
 
 
 def _key_restore(args: argparse.Namespace) -> int:
-    uri = _vault(args).restore_key(_read(args.file), _backup_passphrase())
+    uri = _vault(args).restore_key(_read(args.file), _backup_passphrase(), force=args.force)
     return _out(args, {"uri": uri}, f"restored {uri}")
 
 

@@ -18,6 +18,16 @@ between the two leaves the log at most one line ahead of the head, which
 The chain is anchored at vault creation: creating a vault writes a first
 ``vault-init`` line, so an initialised vault whose log and head are both gone
 verifies as broken ("audit log is missing"), never as an empty, intact log.
+The genesis line records the master mode and the vault.json format; upgrading
+a vault made by an earlier release appends a ``vault-upgrade`` line.  The vault
+checks the genesis line (and, for a vault.json without a mac, looks for a
+format-2 genesis or upgrade line) before it uses a master key: see vault_store.py.
+
+Lines of operations that write a record (``create``, ``rotate``, ``disable``,
+``purge``, ``restore``, ``secret-set`` ...) carry the record's ``generation``;
+``verify`` also checks that the vault index (index.json) is not older than the
+log: a key record rolled back together with the index is reported.
+
 Failures of any kind are recorded: an envcrypt error by its class name, any
 other exception as ``error:<Type>``.
 """
@@ -26,7 +36,6 @@ from __future__ import annotations
 
 import contextlib
 import getpass
-import hashlib
 import hmac
 import json
 import os
@@ -36,8 +45,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import AuditLogError, EnvcryptError
-from .vault_store import VaultStore, check_private
+from ..errors import AuditLogError, EnvcryptError, VaultError
+from .vault_store import SECTIONS, VaultStore, canonical, check_private
 
 __all__ = ["AuditLog", "AuditReport", "outcome_of"]
 
@@ -59,8 +68,7 @@ def _parse_head(raw: bytes) -> tuple[int, str] | None:
     return int(seq), mac
 
 
-def _canonical(entry: dict[str, Any]) -> bytes:
-    return json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+_canonical = canonical
 
 
 def outcome_of(exc: BaseException) -> str:
@@ -96,16 +104,20 @@ class AuditLog:
     def __init__(self, store: VaultStore) -> None:
         self.store = store
         store.init_hooks.append(self._genesis)
+        store.upgrade_hooks.append(self._upgraded)
 
-    def _genesis(self) -> None:
-        self.record("vault-init", None, None, "ok", master=self.store.master_mode())
+    def _genesis(self, fields: dict[str, Any]) -> None:
+        self.record("vault-init", None, None, "ok", **fields)
+
+    def _upgraded(self, fields: dict[str, Any]) -> None:
+        self.record("vault-upgrade", None, None, "ok", **fields)
 
     @property
     def path(self) -> Any:
         return self.store.path / LOG_FILE
 
     def _mac(self, entry: dict[str, Any]) -> str:
-        return hmac.new(self.store.audit_key(), _canonical(entry), hashlib.sha256).hexdigest()
+        return self.store.audit_mac(entry)
 
     def record(self, op: str, key: str | None, version: int | None, outcome: str, **extra: Any) -> None:
         """Append one line (never pass key material in ``extra``)."""
@@ -166,6 +178,7 @@ class AuditLog:
     def verify(self) -> AuditReport:
         """Check the chain: every MAC, every ``prev`` link, consecutive ``seq``, and the head."""
         prev, older, seq, count = GENESIS, GENESIS, 0, 0
+        generations: dict[tuple[str, str], int] = {}
         try:
             for count, entry in enumerate(self.entries(), start=1):
                 if not isinstance(entry, dict) or "mac" not in entry:
@@ -178,6 +191,10 @@ class AuditLog:
                 if entry.get("seq") != seq + 1:
                     return AuditReport(False, count - 1, "sequence gap", count)
                 older, prev, seq = prev, entry["mac"], entry["seq"]
+                generation = entry.get("generation")
+                if entry.get("outcome") == "ok" and isinstance(generation, int) and isinstance(entry.get("key"), str):
+                    where = ("secrets" if entry.get("kind") == "secret" else "keys", entry["key"])
+                    generations[where] = max(generation, generations.get(where, 0))
         except AuditLogError as exc:
             return AuditReport(False, count, str(exc), count + 1)
         head_path = self.store.path / HEAD_FILE
@@ -191,8 +208,28 @@ class AuditLog:
             head = _parse_head(head_path.read_bytes())
         if head is None:
             return AuditReport(False, count, "audit head is missing or corrupt")
-        if head == (seq, prev):
-            return AuditReport(True, count)
-        if head == (seq - 1, older):  # a crash between the append and the head update
-            return AuditReport(True, count)
-        return AuditReport(False, count, "log does not end where the head says (lines removed at the end)")
+        if head != (seq, prev) and head != (seq - 1, older):  # (a crash between the append and the head update)
+            return AuditReport(False, count, "log does not end where the head says (lines removed at the end)")
+        problem = self._index_problem(generations)
+        if problem is not None:
+            return AuditReport(False, count, problem)
+        return AuditReport(True, count)
+
+    def _index_problem(self, generations: dict[tuple[str, str], int]) -> str | None:
+        """Why the vault index is older than the log says (a record and the index rolled back), or None."""
+        if not generations:
+            return None
+        try:
+            index = self.store.read_index()
+        except VaultError as exc:
+            return str(exc)
+        if index is None:
+            return "the vault index is missing but the audit log records generations"
+        for (section, name), logged in sorted(generations.items()):
+            entry = index[section].get(name)
+            held = max(entry) if isinstance(entry, list) and entry else entry
+            if not isinstance(held, int) or held < logged:
+                what = f"{SECTIONS[section]} {name}"
+                return (f"the vault index holds generation {held} for {what} but the audit log recorded "
+                        f"generation {logged}: the record and the index were rolled back")
+        return None

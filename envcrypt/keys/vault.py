@@ -3,7 +3,9 @@
 Semantics follow the cloud key vaults:
 
 * keys have a kind (``aes256`` for wrapping, ``rsa`` (3072-bit) and ``ec-p256`` for
-  sign/verify and RSA-OAEP encrypt/decrypt), **versions** (rotate = new version; new
+  sign/verify; an ``rsa`` key created with ``ops=["wrapKey", "unwrapKey", "encrypt",
+  "decrypt"]`` does RSA-OAEP instead: one rsa key never both signs and decrypts, so a
+  signing key's public key cannot forge a key slot the vault opens), **versions** (rotate = new version; new
   writes use the newest enabled one, older versions still unwrap), per-key
   **permitted operations** (wrapKey, unwrapKey, encrypt, decrypt, sign, verify),
   enable/disable (per key or per version), ``not_before`` and ``expires``;
@@ -17,8 +19,11 @@ Semantics follow the cloud key vaults:
 
 Records live in ``keys/NAME.json``; each must name its own file and carries a
 ``mac`` (HMAC-SHA256 under a key derived from the vault master key, over the whole
-record: state, version list and sealed material), so a record edited, or copied
-over another key's file, is refused with VaultError.
+record: state, version list, sealed material and ``generation``), so a record
+edited, or copied over another key's file, is refused with VaultError; a record
+whose generation is older than the vault index's entry (an old copy put back to
+undo a disable, delete or purge) is refused with VaultError too (vault_store.py).
+Every state change drops the process's cached DEKs under the key (cache.forget_key).
 
 State rules: ``not_before`` in the future refuses every use; after ``expires`` a
 key still unwraps, decrypts and verifies (old data stays readable) but refuses
@@ -57,8 +62,9 @@ from . import vault_crypto as vc
 from .audit import AuditLog, outcome_of
 from .base import WRAP_AES256_KWP, WRAP_RSA_OAEP_SHA256, split_key_uri
 from .byok import pack_backup, unpack_backup, unwrap_transfer
+from .cache import forget_key
 from .vault_secrets import SecretStore
-from .vault_store import Argon2Params, VaultStore, b64d, b64e, default_vault_path, read_json, write_json
+from .vault_store import Argon2Params, VaultStore, b64d, b64e, default_vault_path
 
 __all__ = [
     "LocalVault", "LocalVaultResolver", "VaultError", "default_vault_path", "parse_local_uri",
@@ -192,34 +198,38 @@ class LocalVault:
         return self.store.ensure_dir(KEYS_DIR) / f"{name}.json"
 
     def _load(self, name: str) -> dict[str, Any]:
+        """The record of ``name``: authenticated (MAC), of the generation the index holds, well formed."""
         try:
-            record = read_json(self._key_path(name))
+            record = self.store.load_record(KEYS_DIR, name, self._key_path(name))
         except FileNotFoundError:
             raise KeyNotFoundError(f"no key local:{name} in the vault") from None
-        _check_record(record, name)
-        self.store.check_record_mac(f"key:{name}", record)
-        return record
+        return _check_record(record, name)
 
-    def _store(self, record: dict[str, Any]) -> None:
-        record["mac"] = self.store.record_mac(f"key:{record['name']}", record)
-        write_json(self._key_path(record["name"]), record)
+    def _store(self, record: dict[str, Any]) -> int:
+        """Write a record at the next generation (the caller holds the vault lock); the generation."""
+        return self.store.write_record(KEYS_DIR, record["name"], self._key_path(record["name"]), record)
 
     def _update(self, op: str, ref: str, change: Callable[[dict[str, Any], int | None], T]) -> T:
-        """Load, change and store a record under the vault lock; audited."""
+        """Load, change and store a record under the vault lock; audited with the new generation.
+        The process's cached DEKs under the key are dropped after the change."""
+        extra: dict[str, Any] = {}
+
         def run() -> T:
             name, version = _parse_ref(ref)
-            self.store.audit_key()  # derive the master key before taking the lock
             with self.store.locked():
                 record = self._load(name)
                 result = change(record, version)
-                self._store(record)
-                return result
+                extra["generation"] = self._store(record)
+            forget_key(f"local:{name}")
+            return result
 
-        return self._audited(op, ref, None, run)
+        return self._audited(op, ref, None, run, extra)
 
-    def _audited(self, op: str, ref: str | None, version: int | None, fn: Callable[[], T]) -> T:
-        """Run ``fn`` and audit it: ``ok`` or the failure, of any exception type.  ``ref`` is
-        parsed here, inside the audited section, so an invalid name is audited too."""
+    def _audited(self, op: str, ref: str | None, version: int | None, fn: Callable[[], T],
+                 extra: dict[str, Any] | None = None) -> T:
+        """Run ``fn`` and audit it: ``ok`` (with ``extra``, which ``fn`` may fill) or the failure,
+        of any exception type.  ``ref`` is parsed here, inside the audited section, so an
+        invalid name is audited too."""
         name = ref
         if ref is not None:
             try:
@@ -233,7 +243,7 @@ class LocalVault:
         except Exception as exc:
             self.audit.record(op, name, version, outcome_of(exc))
             raise
-        self.audit.record(op, name, version, "ok")
+        self.audit.record(op, name, version, "ok", **(extra or {}))
         return result
 
     def _seal_label(self, name: str, version: int) -> str:
@@ -254,13 +264,9 @@ class LocalVault:
                       transfer: bool = False) -> dict[str, Any]:
         if kind not in vc.KINDS:
             raise KeyUsageError(f"unknown key kind {kind!r} (one of {', '.join(vc.KINDS)})")
-        ops = tuple(vc.DEFAULT_OPS[kind] if ops is None else ops)
-        allowed = vc.TRANSFER_OPS if transfer else vc.SUPPORTED_OPS[kind]
-        bad = [str(op) for op in ops if op not in allowed]
-        if bad:
-            raise KeyUsageError(f"{kind} keys cannot do {', '.join(bad)}")
+        checked = vc.check_ops(kind, vc.DEFAULT_OPS[kind] if ops is None else ops, transfer=transfer)
         return {
-            "name": name, "kind": kind, "ops": sorted(set(ops)), "enabled": True, "created": _now(),
+            "name": name, "kind": kind, "ops": checked, "enabled": True, "created": _now(),
             "not_before": None, "expires": None, "deleted": None, "scheduled_purge": None,
             "purged": None, "transfer": False, "versions": [],
             "purged_through": (previous or {}).get("purged_through", 0),
@@ -273,8 +279,12 @@ class LocalVault:
             raise InvalidKeyUriError(f"invalid local key name: {name!r}")
         if kind not in vc.KINDS:
             raise KeyUsageError(f"unknown key kind {kind!r} (one of {', '.join(vc.KINDS)})")
-        self.store.audit_key()
+        if ops is not None and not isinstance(ops, (list, tuple, set, frozenset)):
+            ops = list(ops)
+        if ops is not None:
+            vc.check_ops(kind, ops, transfer=transfer)  # before generating material
         material = vc.generate(kind) if material is None else material
+        extra: dict[str, Any] = {}
 
         def run() -> str:
             with self.store.locked():
@@ -291,10 +301,10 @@ class LocalVault:
                     record = self._fresh_record(name, kind, ops, previous, transfer)
                     record.update(not_before=not_before, expires=expires, transfer=transfer)
                 uri = self._new_version(record, material, origin)
-                self._store(record)
+                extra["generation"] = self._store(record)
                 return uri
 
-        return self._audited(op, name, None, run)
+        return self._audited(op, name, None, run, extra)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -368,15 +378,11 @@ class LocalVault:
 
     def set_ops(self, name: str, ops: Iterable[str]) -> None:
         """Replace the permitted operations of a key."""
-        wanted = sorted(set(ops))
+        wanted = list(ops)
 
         def change(record: dict[str, Any], version: int | None) -> None:
             self._check_live(record)
-            allowed = vc.TRANSFER_OPS if record.get("transfer") else vc.SUPPORTED_OPS[record["kind"]]
-            bad = [op for op in wanted if op not in allowed]
-            if bad:
-                raise KeyUsageError(f"{record['kind']} keys cannot do {', '.join(bad)}")
-            record["ops"] = wanted
+            record["ops"] = vc.check_ops(record["kind"], wanted, transfer=bool(record.get("transfer")))
 
         self._update("set-ops", name, change)
 
@@ -660,18 +666,23 @@ class LocalVault:
 
         return self._audited("backup", name, None, run)
 
-    def restore_key(self, blob: bytes, passphrase: bytes | str | None = None) -> str:
-        """Restore a key from :meth:`backup_key` (refused while a live key has the name)."""
+    def restore_key(self, blob: bytes, passphrase: bytes | str | None = None, *, force: bool = False) -> str:
+        """Restore a key from :meth:`backup_key` (refused while a live key has the name).
+
+        The backup's material goes through the checks of :meth:`import_key` (one validator,
+        per version), its record through the shape and operation checks of :meth:`create_key`;
+        public keys are recomputed from the material.  Restoring over a purged key (its
+        tombstone) brings crypto-shredded material back: refused with KeyStateError unless
+        ``force=True``.
+        """
         if isinstance(passphrase, str):
             passphrase = passphrase.encode("utf-8")
-        self.store.audit_key()
-        name, payload = unpack_backup(blob, passphrase, self.store.open)
-        record, materials = payload["record"], payload["materials"]
-        if not _NAME.match(name):
-            raise VaultError("the key backup is inconsistent")
-        _check_record(record, name, with_material=False)
-        if record.get("purged") or any(str(v["version"]) not in materials for v in record["versions"]):
-            raise VaultError("the key backup is inconsistent")
+        extra: dict[str, Any] = {}
+        try:
+            name, record, materials = self._restorable(blob, passphrase)
+        except Exception as exc:  # a refused backup is audited too
+            self.audit.record("restore", None, None, outcome_of(exc))
+            raise
 
         def run() -> str:
             with self.store.locked():
@@ -679,15 +690,53 @@ class LocalVault:
                     existing = self._load(name)
                     if not existing.get("purged"):
                         raise KeyStateError(f"key local:{name} already exists (delete and purge it first)")
+                    if not force:
+                        raise KeyStateError(
+                            f"local:{name} was purged (crypto-shredded): restoring a backup over it brings "
+                            "the destroyed material back; pass force=True (envcrypt key restore --force)"
+                        )
                     # versions purged after the backup was made stay purged: never reuse their numbers
                     record["purged_through"] = max(record.get("purged_through", 0), existing.get("purged_through", 0))
                 for entry in record["versions"]:
-                    raw = b64d(materials[str(entry["version"])])
+                    raw = materials[entry["version"]]
                     entry["material"] = self.store.seal(self._seal_label(name, entry["version"]), raw)
-                self._store(record)
+                extra["generation"] = self._store(record)
+            forget_key(f"local:{name}")
             return f"local:{name}"
 
-        return self._audited("restore", name, None, run)
+        return self._audited("restore", name, None, run, extra)
+
+    _RECORD_FIELDS = frozenset({"name", "kind", "ops", "enabled", "created", "not_before", "expires", "deleted",
+                                "scheduled_purge", "purged", "transfer", "versions", "purged_through"})
+    _VERSION_FIELDS = frozenset({"version", "created", "enabled", "origin", "public"})
+
+    def _restorable(self, blob: bytes, passphrase: bytes | None) -> tuple[str, dict[str, Any], dict[int, bytes]]:
+        """A backup's name, record (without material) and validated material per version."""
+        name, payload = unpack_backup(blob, passphrase, self.store.open)
+        record, packed = payload["record"], payload["materials"]
+        if not _NAME.match(name) or not isinstance(record, dict) or not isinstance(packed, dict):
+            raise VaultError("the key backup is inconsistent")
+        record = {k: v for k, v in record.items() if k not in ("generation", "mac")}
+        if not set(record) <= self._RECORD_FIELDS:
+            raise VaultError("the key backup is inconsistent (unexpected record fields)")
+        _check_record(record, name, with_material=False)
+        if record.get("purged") or not record["versions"]:
+            raise VaultError("the key backup is inconsistent")
+        kind = record["kind"]
+        vc.check_ops(kind, record["ops"], transfer=bool(record.get("transfer")))
+        if record.get("transfer") and kind != vc.RSA:
+            raise VaultError("the key backup is inconsistent (a transfer key is an rsa key)")
+        materials: dict[int, bytes] = {}
+        for entry in record["versions"]:
+            if not set(entry) <= self._VERSION_FIELDS or str(entry["version"]) not in packed:
+                raise VaultError("the key backup is inconsistent")
+            # the one validator of imported material: size for aes256, type and bits for rsa/ec
+            material = vc.normalize_import(kind, b64d(packed[str(entry["version"])]))
+            materials[entry["version"]] = material
+            entry["public"] = vc.public_pem(kind, vc.load_private(kind, material))
+        if len(packed) != len(materials):
+            raise VaultError("the key backup is inconsistent")
+        return name, record, materials
 
 
 class LocalVaultResolver:

@@ -8,6 +8,10 @@ Every primitive comes from ``cryptography``:
 * ``rsa``     RSA private key (3072 bits when created; 2048..8192 on import), stored
   as PKCS#8 DER.  encrypt/decrypt and wrap/unwrap: RSA-OAEP with SHA-256 and
   MGF1-SHA-256; sign/verify: RSA-PSS, SHA-256, MGF1-SHA-256, salt length 32.
+  An rsa key either signs (``sign``, ``verify``: the default) or encrypts
+  (``wrapKey``, ``unwrapKey``, ``encrypt``, ``decrypt``: ask for them), never both:
+  anyone holding a signing key's public key could otherwise make RSA-OAEP key
+  slots the vault would open.
 * ``ec-p256`` ECDSA P-256 private key, PKCS#8 DER.  sign/verify: ECDSA-SHA-256, DER
   signatures.
 """
@@ -32,7 +36,7 @@ from cryptography.hazmat.primitives.keywrap import (
 from ..errors import IntegrityError, InvalidSignatureError, KeyUsageError, WrongKeyError
 
 __all__ = [
-    "KINDS", "DEFAULT_OPS", "ALL_OPS", "generate", "normalize_import", "load_private",
+    "KINDS", "DEFAULT_OPS", "ALL_OPS", "SIGN_OPS", "ENCRYPT_OPS", "check_ops", "generate", "normalize_import", "load_private",
     "public_pem", "kwp_wrap", "kwp_unwrap", "kw_wrap", "kw_unwrap", "rsa_oaep_encrypt",
     "rsa_oaep_decrypt", "gcm_encrypt", "gcm_decrypt", "sign", "verify",
 ]
@@ -44,9 +48,12 @@ KINDS = (AES256, RSA, EC_P256)
 ALL_OPS = ("wrapKey", "unwrapKey", "encrypt", "decrypt", "sign", "verify")
 DEFAULT_OPS = {
     AES256: ("wrapKey", "unwrapKey", "encrypt", "decrypt"),
-    RSA: ("wrapKey", "unwrapKey", "encrypt", "decrypt", "sign", "verify"),
+    RSA: ("sign", "verify"),
     EC_P256: ("sign", "verify"),
 }
+#: the two families of operations; an rsa key has operations from one of them only
+SIGN_OPS = frozenset({"sign", "verify"})
+ENCRYPT_OPS = frozenset({"wrapKey", "unwrapKey", "encrypt", "decrypt"})
 #: operations a kind can do at all
 SUPPORTED_OPS = {
     AES256: frozenset(DEFAULT_OPS[AES256]),
@@ -60,6 +67,30 @@ RSA_CREATE_BITS = 3072
 RSA_MIN_BITS, RSA_MAX_BITS = 2048, 8192
 AES256_SIZE = 32
 GCM_NONCE_SIZE = 12
+
+
+def check_ops(kind: str, ops: Any, *, transfer: bool = False) -> list[str]:
+    """The permitted operations of a new or changed key, sorted; KeyUsageError when ``kind``
+    cannot do one of them, or when an rsa key would both sign and encrypt."""
+    if isinstance(ops, str) or not all(isinstance(op, str) for op in ops):
+        raise KeyUsageError("key operations are a list of names")
+    wanted = sorted(set(ops))
+    if transfer:
+        if kind != RSA or set(wanted) != TRANSFER_OPS:
+            raise KeyUsageError(f"a transfer key is an rsa key whose only operation is {IMPORT_OP}")
+        return wanted
+    if kind not in SUPPORTED_OPS:
+        raise KeyUsageError(f"unknown key kind {kind!r} (one of {', '.join(KINDS)})")
+    bad = [op for op in wanted if op not in SUPPORTED_OPS[kind]]
+    if bad:
+        raise KeyUsageError(f"{kind} keys cannot do {', '.join(bad)}")
+    if kind == RSA and SIGN_OPS & set(wanted) and ENCRYPT_OPS & set(wanted):
+        raise KeyUsageError(
+            "an rsa key either signs or encrypts, not both: use --kind rsa --ops sign,verify for a "
+            "signing key and a second key, --kind rsa --ops wrapKey,unwrapKey,encrypt,decrypt "
+            "(or --kind aes256), to wrap keys and encrypt"
+        )
+    return wanted
 
 _OAEP = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
 _PSS = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)

@@ -2,7 +2,9 @@
 
 ``secrets/NAME.json`` holds every version, each sealed with AES-256-GCM bound to
 ``secret:NAME/VERSION``, and the record names its file and carries a ``mac`` (as key
-records do), so an edited or copied record is refused with VaultError.  Values are
+records do), so an edited or copied record is refused with VaultError.  Records carry a
+``generation`` checked against the vault index, as key records do: a replayed older
+record (or a deleted secret's file put back) is refused with VaultError.  Values are
 bytes (at most 64 KiB); listings never show them.
 Every call is audited (the value never is).
 """
@@ -18,7 +20,7 @@ from typing import Any, TypeVar
 
 from ..errors import KeyNotFoundError, VaultError
 from .audit import AuditLog, outcome_of
-from .vault_store import VaultStore, read_json, write_json
+from .vault_store import VaultStore
 
 __all__ = ["SecretStore", "MAX_SECRET_SIZE"]
 
@@ -46,7 +48,7 @@ class SecretStore:
 
     def _load(self, name: str) -> dict[str, Any]:
         try:
-            record = read_json(self._path(name))
+            record = self.store.load_record(SECRETS_DIR, name, self._path(name))
         except FileNotFoundError:
             raise KeyNotFoundError(f"no secret {name!r} in the vault") from None
         versions = record.get("versions")
@@ -55,21 +57,21 @@ class SecretStore:
             and isinstance(v.get("value"), str) for v in versions
         ):
             raise VaultError(f"corrupt secret record for {name!r}")
-        self.store.check_record_mac(f"secret:{name}", record)
         return record
 
-    def _save(self, record: dict[str, Any]) -> None:
-        record["mac"] = self.store.record_mac(f"secret:{record['name']}", record)
-        write_json(self._path(record["name"]), record)
+    def _save(self, name: str, record: dict[str, Any] | None) -> int:
+        """Write (or, with None, delete) a record at the next generation; the caller holds the lock."""
+        return self.store.write_record(SECRETS_DIR, name, self._path(name), record)
 
-    def _audited(self, op: str, name: str | None, fn: Callable[[], tuple[int | None, T]]) -> T:
+    def _audited(self, op: str, name: str | None, fn: Callable[[], tuple[int | None, T]],
+                 extra: dict[str, Any] | None = None) -> T:
         try:
             version, result = fn()
         except Exception as exc:
             self.audit.record(op, name if isinstance(name, str) else repr(name)[:128], None,
                               outcome_of(exc), kind="secret")
             raise
-        self.audit.record(op, name, version, "ok", kind="secret")
+        self.audit.record(op, name, version, "ok", kind="secret", **(extra or {}))
         return result
 
     def set(self, name: str, value: bytes | str) -> int:
@@ -77,7 +79,7 @@ class SecretStore:
         raw = value.encode("utf-8") if isinstance(value, str) else bytes(value)
         if len(raw) > MAX_SECRET_SIZE:
             raise ValueError(f"a secret holds at most {MAX_SECRET_SIZE} bytes")
-        self.store.audit_key()
+        extra: dict[str, Any] = {}
 
         def run() -> tuple[int, int]:
             with self.store.locked():
@@ -88,10 +90,10 @@ class SecretStore:
                     "version": version, "created": int(time.time()),
                     "value": self.store.seal(f"secret:{name}/{version}", raw),
                 })
-                self._save(record)
+                extra["generation"] = self._save(name, record)
             return version, version
 
-        return self._audited("secret-set", name, run)
+        return self._audited("secret-set", name, run, extra)
 
     def get(self, name: str, version: int | None = None) -> bytes:
         """The newest value, or a given version."""
@@ -126,10 +128,12 @@ class SecretStore:
 
     def delete(self, name: str) -> None:
         """Delete a secret and every version of it."""
+        extra: dict[str, Any] = {}
+
         def run() -> tuple[None, None]:
             with self.store.locked():
                 self._load(name)
-                self._path(name).unlink()
+                extra["generation"] = self._save(name, None)  # the index keeps the name: a copy put back is refused
             return None, None
 
-        self._audited("secret-delete", name, run)
+        self._audited("secret-delete", name, run, extra)

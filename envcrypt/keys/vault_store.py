@@ -3,18 +3,39 @@
 Layout (directory 0700, every file 0600, no symlinks anywhere)::
 
     VAULT/
-      vault.json     master key mode: {"master": "keyfile"} or the Argon2id parameters,
-                     salt and the passphrase-sealed master key
+      vault.json     format 2: {"format": 2, "master": "keyfile", "mac": HEX} or
+                     {"format": 2, "master": "argon2id", "argon2id": {...}, "salt": B64,
+                     "sealed_master": B64, "mac": HEX}; ``mac`` is HMAC-SHA256 under
+                     HKDF(master, "envcrypt vault config mac") over "envcrypt vault config" NUL
+                     canonical JSON of the other fields: mode and parameters are authenticated
       master.key     32 random bytes (key-file mode only), created on first use
+      index.json     {"format": 1, "generation": G, "keys": {NAME: GEN}, "secrets": {NAME: GEN},
+                     "mac": HEX} (HMAC under the record key, label "index"): the generation of
+                     every record; a write in progress shows [OLD, NEW]
       keys/NAME.json one record per key (key material sealed under the master key; the
-                     whole record MACed under a key derived from it, bound to NAME)
+                     whole record, with its ``generation``, MACed under a key derived from it,
+                     bound to NAME)
       secrets/NAME.json
-      audit.log      hash-chained JSON lines (see audit.py)
-      .lock          flock for updates of keys and secrets; .audit.lock for the log
+      audit.log      hash-chained JSON lines (see audit.py); its first line, ``vault-init``,
+                     records the master mode and format and is MACed under the audit key
+      .lock          flock for updates of keys, secrets and the index; .audit.lock for the
+                     log; .init.lock for creating and upgrading vault.json
 
 The master key seals key material with AES-256-GCM; the associated data names
 what is sealed (``key:NAME/VERSION``, ``secret:NAME/VERSION``), so sealed
 blobs cannot be swapped between records.
+
+Opening the vault (once per VaultStore, whatever the number of threads): the
+master key is accepted only if it authenticates vault.json (format 2), the
+audit log's genesis line (when the log exists), the index and every record file
+present; then the derived keys are published in one assignment.  A vault made
+before format 2 (no ``mac``) is upgraded in place once, under the locks, after
+those checks, and a ``vault-upgrade`` line enters the audit chain, so a
+vault.json stripped of its mac later is refused.  A record whose generation is
+older than the index entry is a replayed copy: refused (VaultError).  Limits:
+replacing the whole directory (log, head, index and records together) with an
+older copy, or with a brand-new vault, cannot be detected without a copy of the
+audit head kept elsewhere.
 """
 
 from __future__ import annotations
@@ -27,7 +48,9 @@ import json
 import os
 import stat
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +70,14 @@ CONFIG_FILE = "vault.json"
 MASTER_KEY_FILE = "master.key"
 LOCK_FILE = ".lock"
 INIT_LOCK_FILE = ".init.lock"
+INDEX_FILE = "index.json"
+AUDIT_LOG_FILE = "audit.log"
+#: the vault.json format this code writes; format 1 (no mac) is upgraded on first use
+CONFIG_FORMAT = 2
+INDEX_FORMAT = 1
+#: record sections: directory -> MAC label prefix
+SECTIONS = {"keys": "key", "secrets": "secret"}
+MAX_GENESIS_LINE = 64 * 1024
 MASTER_KEY_SIZE = 32
 NONCE_SIZE = 12
 
@@ -175,6 +206,11 @@ def read_json(path: Path) -> dict[str, Any]:
     return value
 
 
+def canonical(value: Any) -> bytes:
+    """The canonical JSON every MAC in the vault is computed over."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
 def write_json(path: Path, value: dict[str, Any]) -> None:
     atomic_write(path, json.dumps(value, indent=1, sort_keys=True).encode())
 
@@ -191,6 +227,77 @@ def flocked(path: Path) -> Iterator[None]:
         os.close(fd)
 
 
+def hmac_sha256(key: bytes, data: bytes) -> str:
+    """HMAC-SHA256 (``cryptography``), hex."""
+    mac = crypto_hmac.HMAC(key, hashes.SHA256())
+    mac.update(data)
+    return mac.finalize().hex()
+
+
+def _hkdf(raw: bytes, info: bytes) -> bytes:
+    return HKDF(hashes.SHA256(), 32, None, info).derive(raw)
+
+
+@dataclass(frozen=True, eq=False)
+class _MasterKeys:
+    """The master key and every key derived from it: built whole, then published in one
+    assignment, so no thread ever sees half of it.  Never shown, never pickled."""
+
+    aead: AESGCM
+    audit: bytes
+    record: bytes
+    config: bytes
+
+    @classmethod
+    def derive(cls, raw: bytes) -> _MasterKeys:
+        return cls(
+            aead=AESGCM(raw),
+            audit=_hkdf(raw, b"envcrypt vault audit chain"),
+            record=_hkdf(raw, b"envcrypt vault record mac"),
+            config=_hkdf(raw, b"envcrypt vault config mac"),
+        )
+
+    def __repr__(self) -> str:
+        return "<vault master keys>"
+
+    def __reduce__(self) -> Any:
+        raise TypeError("vault master keys cannot be pickled")
+
+    def config_mac(self, config: dict[str, Any]) -> str:
+        body = {k: v for k, v in config.items() if k != "mac"}
+        return hmac_sha256(self.config, b"envcrypt vault config\0" + canonical(body))
+
+    def record_mac(self, label: str, record: dict[str, Any]) -> str:
+        body = {k: v for k, v in record.items() if k != "mac"}
+        return hmac_sha256(self.record, label.encode() + b"\0" + canonical(body))
+
+    def audit_mac(self, entry: dict[str, Any]) -> str:
+        return hmac_sha256(self.audit, canonical({k: v for k, v in entry.items() if k != "mac"}))
+
+
+def _mac_matches(given: Any, expected: str) -> bool:
+    return isinstance(given, str) and hmac.compare_digest(given.encode(), expected.encode())
+
+
+def _is_gen(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _allowed_generations(entry: Any) -> frozenset[int] | None:
+    """An index entry: GEN, or [OLD, NEW] while a write is in progress; None when malformed."""
+    if _is_gen(entry):
+        return frozenset({entry})
+    if isinstance(entry, list) and 1 <= len(entry) <= 2 and all(_is_gen(g) for g in entry):
+        return frozenset(entry)
+    return None
+
+
+_CONFIG_FIELDS = {
+    "keyfile": {"format", "master", "mac"},
+    "argon2id": {"format", "master", "argon2id", "salt", "sealed_master", "mac"},
+}
+
+
 class VaultStore:
     """The vault directory and its master key.  The master key never leaves this object:
     no repr, no pickling (only the path travels)."""
@@ -200,11 +307,13 @@ class VaultStore:
         if isinstance(passphrase, str):
             passphrase = passphrase.encode("utf-8")
         self._passphrase = passphrase
-        self._master: AESGCM | None = None
-        self._audit_key: bytes | None = None
-        self._record_key: bytes | None = None
-        #: called once when this object creates the vault (the audit log writes its genesis line)
-        self.init_hooks: list[Callable[[], None]] = []
+        self._keys: _MasterKeys | None = None
+        self._keys_lock = threading.Lock()
+        #: called (with the genesis fields) when this object creates the vault, before
+        #: vault.json is published: the audit log writes its ``vault-init`` line
+        self.init_hooks: list[Callable[[dict[str, Any]], None]] = []
+        #: called (with the upgrade fields) when this object upgrades a format-1 vault
+        self.upgrade_hooks: list[Callable[[dict[str, Any]], None]] = []
 
     def __repr__(self) -> str:
         return f"VaultStore({str(self.path)!r})"
@@ -229,46 +338,84 @@ class VaultStore:
 
     @contextlib.contextmanager
     def locked(self, name: str = LOCK_FILE) -> Iterator[None]:
+        """An exclusive flock on ``name`` in the vault.  For the vault lock, the master key is
+        opened first (opening may take .init.lock and the vault lock itself)."""
+        if name == LOCK_FILE:
+            self._derived()
         self.ensure_dir()
         with flocked(self.path / name):
             yield
 
-    # ------------------------------------------------------------ master key
+    # ------------------------------------------------------------ creating the vault
 
     def init(self, passphrase: bytes | str | None = None, params: Argon2Params | None = None) -> None:
         """Create the vault's master key: a key file, or one sealed under a passphrase."""
         if isinstance(passphrase, str):
             passphrase = passphrase.encode("utf-8")
         with self.locked(INIT_LOCK_FILE):
-            if (self.path / CONFIG_FILE).exists():
-                raise VaultError(f"the vault at {self.path} is already initialised")
-            master = os.urandom(MASTER_KEY_SIZE)
-            if passphrase is None:
-                atomic_write(self.path / MASTER_KEY_FILE, master)
-                write_json(self.path / CONFIG_FILE, {"format": 1, "master": "keyfile"})
-            else:
-                params = params or Argon2Params.from_config(ARGON2_DEFAULT)
-                salt = os.urandom(SALT_SIZE)
-                wrapping = AESGCM(params.derive(passphrase, salt))
-                nonce = os.urandom(NONCE_SIZE)
-                sealed = wrapping.encrypt(nonce, master, b"envcrypt vault master key")
-                write_json(self.path / CONFIG_FILE, {
-                    "format": 1, "master": "argon2id", "argon2id": params.as_dict(),
-                    "salt": b64e(salt), "sealed_master": b64e(nonce + sealed),
-                })
-                self._passphrase = passphrase
-            self._adopt(master)  # no second passphrase derivation for the first audit line
-            for hook in self.init_hooks:
-                hook()
+            self._init_locked(passphrase, params)
+
+    def _leftovers(self) -> list[str]:
+        """Files of a vault that has no vault.json and no master.key (a new master key there
+        would not authenticate them)."""
+        found = [name for name in (AUDIT_LOG_FILE, INDEX_FILE)
+                 if (self.path / name).exists() and (self.path / name).stat().st_size > 0]
+        for section in SECTIONS:
+            if (self.path / section).is_dir() and any((self.path / section).glob("*.json")):
+                found.append(f"{section}/")
+        return found
+
+    def _init_locked(self, passphrase: bytes | None, params: Argon2Params | None) -> None:
+        """Create the vault (the caller holds .init.lock).  vault.json is written last: until
+        it exists, readers wait on .init.lock, so nobody sees a half-made vault."""
+        if (self.path / CONFIG_FILE).exists() or (self.path / MASTER_KEY_FILE).exists():
+            raise VaultError(f"the vault at {self.path} is already initialised")
+        leftovers = self._leftovers()
+        if leftovers:
+            raise VaultError(
+                f"the directory {self.path} holds files of an earlier vault ({', '.join(leftovers)}) "
+                "but no vault.json or master.key: refusing to create a new master key over them"
+            )
+        master = os.urandom(MASTER_KEY_SIZE)
+        config: dict[str, Any]
+        if passphrase is None:
+            config = {"format": CONFIG_FORMAT, "master": "keyfile"}
+        else:
+            params = params or Argon2Params.from_config(ARGON2_DEFAULT)
+            salt = os.urandom(SALT_SIZE)
+            wrapping = AESGCM(params.derive(passphrase, salt))
+            nonce = os.urandom(NONCE_SIZE)
+            sealed = wrapping.encrypt(nonce, master, b"envcrypt vault master key")
+            config = {"format": CONFIG_FORMAT, "master": "argon2id", "argon2id": params.as_dict(),
+                      "salt": b64e(salt), "sealed_master": b64e(nonce + sealed)}
+            self._passphrase = passphrase
+        keys = _MasterKeys.derive(master)
+        config["mac"] = keys.config_mac(config)
+        if passphrase is None:
+            atomic_write(self.path / MASTER_KEY_FILE, master)
+        self._keys = keys  # no second passphrase derivation for the first audit line
+        for hook in self.init_hooks:
+            hook({"master": config["master"], "format": CONFIG_FORMAT})
+        write_json(self.path / CONFIG_FILE, config)
+
+    def _supplied_passphrase(self) -> bytes | None:
+        if self._passphrase is not None:
+            return self._passphrase
+        env = os.environ.get(PASSPHRASE_ENV)
+        return env.encode("utf-8") if env else None
 
     def _config(self) -> dict[str, Any]:
+        """vault.json, creating the vault on first use; a vault made before vault.json existed
+        (a bare master.key) reads as a format-1 key-file vault."""
         path = self.path / CONFIG_FILE
         if not path.exists():
-            if (self.path / MASTER_KEY_FILE).exists():  # a vault made before vault.json existed
-                return {"format": 1, "master": "keyfile"}
             self.ensure_dir()
-            with contextlib.suppress(VaultError):
-                self.init()
+            with self.locked(INIT_LOCK_FILE):  # wait for a creation in progress elsewhere
+                if not path.exists():
+                    if (self.path / MASTER_KEY_FILE).exists():
+                        return {"format": 1, "master": "keyfile"}
+                    # first use: a key file, or the supplied passphrase seals the master key
+                    self._init_locked(self._supplied_passphrase(), None)
         return read_json(path)
 
     def initialised(self) -> bool:
@@ -281,66 +428,314 @@ class VaultStore:
             raise VaultError(f"unknown vault master key mode {mode!r}")
         return str(mode)
 
-    def _master_bytes(self) -> bytes:
-        config = self._config()
+    # ------------------------------------------------------------ opening the vault
+
+    @staticmethod
+    def _config_format(config: dict[str, Any]) -> int:
+        fmt, mode = config.get("format"), config.get("master")
+        if not isinstance(mode, str) or mode not in _CONFIG_FIELDS:
+            raise VaultError(f"unknown vault master key mode {mode!r}")
+        if fmt == 1:
+            if "mac" in config:
+                raise VaultError("corrupt vault.json (a format 1 config has no mac)")
+            return 1
+        if fmt == CONFIG_FORMAT:
+            if set(config) != _CONFIG_FIELDS[mode]:
+                raise VaultError("corrupt vault.json (unexpected or missing fields)")
+            return CONFIG_FORMAT
+        raise VaultError(f"unsupported vault.json format {fmt!r}")
+
+    def _master_bytes(self, config: dict[str, Any]) -> bytes:
         mode = config.get("master")
+        passphrase = self._supplied_passphrase()
         if mode == "keyfile":
+            if passphrase is not None:
+                raise VaultError(
+                    f"a vault passphrase was given (argument or ${PASSPHRASE_ENV}) but the vault at "
+                    f"{self.path} uses a master key file: refusing (was vault.json replaced?)"
+                )
             raw = read_private(self.path / MASTER_KEY_FILE)
             if len(raw) != MASTER_KEY_SIZE:
                 raise VaultError("the vault master key file is corrupt")
             return raw
-        if mode == "argon2id":
-            params = Argon2Params.from_config(config.get("argon2id"))  # refuses parameters above the cap
-            passphrase = self._passphrase
-            if passphrase is None:
-                env = os.environ.get(PASSPHRASE_ENV)
-                if not env:
-                    raise VaultError(f"the vault is passphrase-protected: set ${PASSPHRASE_ENV}")
-                passphrase = env.encode("utf-8")
-            salt = b64d(config.get("salt"))
-            sealed = b64d(config.get("sealed_master"))
-            if len(salt) < 8 or len(sealed) != NONCE_SIZE + MASTER_KEY_SIZE + 16:
-                raise VaultError("corrupt vault.json: bad salt or sealed master key")
-            try:
-                return AESGCM(params.derive(passphrase, salt)).decrypt(
-                    sealed[:NONCE_SIZE], sealed[NONCE_SIZE:], b"envcrypt vault master key"
-                )
-            except InvalidTag:
-                raise VaultError("wrong vault passphrase") from None
-        raise VaultError(f"unknown vault master key mode {mode!r}")
+        params = Argon2Params.from_config(config.get("argon2id"))  # refuses parameters above the cap
+        if passphrase is None:
+            raise VaultError(f"the vault is passphrase-protected: set ${PASSPHRASE_ENV}")
+        salt = b64d(config.get("salt"))
+        sealed = b64d(config.get("sealed_master"))
+        if len(salt) < 8 or len(sealed) != NONCE_SIZE + MASTER_KEY_SIZE + 16:
+            raise VaultError("corrupt vault.json: bad salt or sealed master key")
+        try:
+            return AESGCM(params.derive(passphrase, salt)).decrypt(
+                sealed[:NONCE_SIZE], sealed[NONCE_SIZE:], b"envcrypt vault master key"
+            )
+        except InvalidTag:
+            raise VaultError("wrong vault passphrase") from None
 
-    def _adopt(self, raw: bytes) -> AESGCM:
-        """Hold the master key (and the keys derived from it) for this object's lifetime."""
-        self._master = AESGCM(raw)
-        self._audit_key = HKDF(hashes.SHA256(), 32, None, b"envcrypt vault audit chain").derive(raw)
-        self._record_key = HKDF(hashes.SHA256(), 32, None, b"envcrypt vault record mac").derive(raw)
-        return self._master
+    def _audit_lines(self) -> Iterator[dict[str, Any]]:
+        """The audit log's lines, parsed (unverified; a malformed line ends the scan)."""
+        path = self.path / AUDIT_LOG_FILE
+        if not path.exists():
+            return
+        check_private(path, want_dir=False)
+        with open(path, "rb") as f:
+            for raw in f:
+                if len(raw) > MAX_GENESIS_LINE:
+                    return
+                try:
+                    entry = json.loads(raw)
+                except ValueError:
+                    return
+                if not isinstance(entry, dict):
+                    return
+                yield entry
 
-    def _aead(self) -> AESGCM:
-        if self._master is None:
-            return self._adopt(self._master_bytes())
-        return self._master
+    def _check_genesis(self, keys: _MasterKeys, config: dict[str, Any], fmt: int) -> None:
+        """The audit log's first line must be a ``vault-init`` line MACed under this master key
+        and name this master mode (when the log exists); a format-1 config must not belong to a
+        vault the log says was created or upgraded with a mac (a downgrade)."""
+        lines = self._audit_lines()
+        first = next(lines, None)
+        if first is None:
+            if (self.path / AUDIT_LOG_FILE).exists() and (self.path / AUDIT_LOG_FILE).stat().st_size:
+                raise VaultError("the vault's audit log does not start with a readable genesis line")
+            return
+        if first.get("op") != "vault-init" or not _mac_matches(first.get("mac"), keys.audit_mac(first)):
+            raise VaultError(
+                f"the master key of the vault at {self.path} does not authenticate its audit log "
+                "(vault.json or master.key replaced?): refusing to use it"
+            )
+        if first.get("master", config["master"]) != config["master"]:
+            raise VaultError(
+                f"the vault at {self.path} was created in {first.get('master')!r} mode but vault.json "
+                f"now says {config['master']!r}: refusing to use it"
+            )
+        if fmt >= CONFIG_FORMAT:
+            return
+        first_format = first.get("format", 1)
+        upgraded = (_is_gen(first_format) and first_format >= CONFIG_FORMAT) or any(
+            line.get("op") == "vault-upgrade" and _mac_matches(line.get("mac"), keys.audit_mac(line))
+            for line in lines
+        )
+        if upgraded:
+            raise VaultError(
+                "vault.json has lost its mac but the audit log says this vault uses the authenticated "
+                "format (a downgrade): refusing to use it"
+            )
+
+    def _check_records(self, keys: _MasterKeys) -> bool:
+        """Every record file must authenticate under this master key; the index too.  True
+        when the index is missing and every record predates it (build the index)."""
+        with_generation = False
+        for section, prefix in SECTIONS.items():
+            directory = self.path / section
+            if not directory.is_dir():
+                continue
+            for path in sorted(directory.glob("*.json")):
+                try:
+                    record = read_json(path)
+                except FileNotFoundError:
+                    continue  # deleted meanwhile
+                if record.get("name") != path.stem:
+                    raise VaultError(f"the vault record {section}/{path.name} names another {prefix}: refusing it")
+                if not _mac_matches(record.get("mac"), keys.record_mac(f"{prefix}:{path.stem}", record)):
+                    raise VaultError(
+                        f"the vault record {section}/{path.name} failed authentication under the vault "
+                        "master key (edited, copied, or master.key/vault.json replaced): refusing the vault"
+                    )
+                with_generation = with_generation or "generation" in record
+        if self._read_index(keys) is not None:  # read after the records: see write_record
+            return False
+        if with_generation:
+            raise VaultError(f"the vault index ({INDEX_FILE}) is missing: refusing to use the vault")
+        return True
+
+    def _open_master(self) -> tuple[_MasterKeys, bool, bool]:
+        """Derive the master keys and authenticate the vault with them; nothing is published
+        or sealed before every check passed.  ``(keys, config needs upgrade, index needed)``."""
+        config = self._config()
+        if self._keys is not None:  # this object just created the vault
+            return self._keys, False, False
+        fmt = self._config_format(config)
+        keys = _MasterKeys.derive(self._master_bytes(config))
+        if fmt >= CONFIG_FORMAT and not _mac_matches(config.get("mac"), keys.config_mac(config)):
+            raise VaultError("vault.json failed authentication under the vault master key (edited or replaced)")
+        self._check_genesis(keys, config, fmt)
+        build_index = self._check_records(keys)
+        return keys, fmt < CONFIG_FORMAT, build_index
+
+    def _upgrade(self, upgrade_config: bool, build_index: bool) -> None:
+        """Bring a vault made by an earlier release to the current format, once, under the locks
+        (after the master key authenticated it)."""
+        with self.locked(INIT_LOCK_FILE):
+            done: dict[str, Any] = {}
+            if upgrade_config:
+                path = self.path / CONFIG_FILE
+                config = read_json(path) if path.exists() else {"format": 1, "master": "keyfile"}
+                if self._config_format(config) < CONFIG_FORMAT:
+                    config = {**config, "format": CONFIG_FORMAT}
+                    config["mac"] = self._derived().config_mac(config)
+                    write_json(self.path / CONFIG_FILE, config)
+                    done["format"] = CONFIG_FORMAT
+            if build_index:
+                with self.locked():
+                    if not (self.path / INDEX_FILE).exists():
+                        self._build_index()
+                        done["index"] = INDEX_FORMAT
+            if done:
+                for hook in self.upgrade_hooks:
+                    hook(done)
+
+    def _derived(self) -> _MasterKeys:
+        keys = self._keys
+        if keys is not None:
+            return keys
+        with self._keys_lock:
+            keys = self._keys
+            if keys is None:
+                keys, upgrade_config, build_index = self._open_master()
+                self._keys = keys  # one assignment: every derived key at once
+                if upgrade_config or build_index:
+                    self._upgrade(upgrade_config, build_index)
+        return keys
 
     def audit_key(self) -> bytes:
-        self._aead()
-        assert self._audit_key is not None
-        return self._audit_key
+        return self._derived().audit
+
+    def audit_mac(self, entry: dict[str, Any]) -> str:
+        """The MAC of an audit line (every field but ``mac``)."""
+        return self._derived().audit_mac(entry)
 
     def record_mac(self, label: str, record: dict[str, Any]) -> str:
         """HMAC-SHA256 (key derived from the master key) of a record's canonical JSON without
-        its ``mac`` field, bound to ``label``: state, versions and sealed material alike."""
-        self._aead()
-        assert self._record_key is not None
-        body = {k: v for k, v in record.items() if k != "mac"}
-        mac = crypto_hmac.HMAC(self._record_key, hashes.SHA256())
-        mac.update(label.encode() + b"\0" + json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
-        return mac.finalize().hex()
+        its ``mac`` field, bound to ``label``: state, generation, versions and sealed material."""
+        return self._derived().record_mac(label, record)
 
     def check_record_mac(self, label: str, record: dict[str, Any]) -> None:
         """VaultError unless ``record["mac"]`` is :meth:`record_mac` of the record."""
-        given = record.get("mac")
-        if not isinstance(given, str) or not hmac.compare_digest(given, self.record_mac(label, record)):
+        if not _mac_matches(record.get("mac"), self.record_mac(label, record)):
             raise VaultError(f"the vault record for {label} failed authentication (edited or copied)")
+
+    # ------------------------------------------------------------ the index of generations
+
+    def _read_index_raw(self) -> bytes | None:
+        try:
+            return read_private(self.path / INDEX_FILE)
+        except FileNotFoundError:
+            return None
+
+    def _parse_index(self, raw: bytes | None, keys: _MasterKeys | None = None) -> dict[str, Any] | None:
+        if raw is None:
+            return None
+        try:
+            index = json.loads(raw)
+        except ValueError:
+            raise VaultError(f"corrupt vault file: {INDEX_FILE}") from None
+        if not isinstance(index, dict) or set(index) != {"format", "generation", "mac", *SECTIONS} \
+                or index["format"] != INDEX_FORMAT or not _is_gen(index["generation"]) \
+                or not all(isinstance(index[s], dict) for s in SECTIONS):
+            raise VaultError(f"corrupt vault file: {INDEX_FILE}")
+        keys = keys or self._derived()
+        if not _mac_matches(index.get("mac"), keys.record_mac("index", index)):
+            raise VaultError(f"the vault index ({INDEX_FILE}) failed authentication (edited or replaced)")
+        return index
+
+    def _read_index(self, keys: _MasterKeys | None = None) -> dict[str, Any] | None:
+        return self._parse_index(self._read_index_raw(), keys)
+
+    def read_index(self) -> dict[str, Any] | None:
+        """The authenticated index (None when the vault has none yet); VaultError when it fails."""
+        return self._read_index()
+
+    def _write_index(self, index: dict[str, Any]) -> None:
+        index["mac"] = self.record_mac("index", index)
+        write_json(self.path / INDEX_FILE, index)
+
+    def _build_index(self) -> None:
+        """The index of a vault made before it existed: every record at generation 0 (the
+        caller holds the lock and checked that no record carries a generation)."""
+        index: dict[str, Any] = {"format": INDEX_FORMAT, "generation": 0}
+        for section in SECTIONS:
+            directory = self.path / section
+            names = sorted(p.stem for p in directory.glob("*.json")) if directory.is_dir() else []
+            index[section] = dict.fromkeys(names, 0)
+        self._write_index(index)
+
+    def _new_index(self) -> dict[str, Any]:
+        return {"format": INDEX_FORMAT, "generation": 0, **{s: {} for s in SECTIONS}}
+
+    def load_record(self, section: str, name: str, path: Path) -> dict[str, Any]:
+        """Read a record, check its MAC and that its generation is the one the index holds
+        (a replayed older copy is refused, naming it).  FileNotFoundError when missing.
+
+        Lock-free: the index is read before and after the record; a write in between
+        changes the index bytes (every write raises the generation), and the read is retried.
+        """
+        label = f"{SECTIONS[section]}:{name}"
+        for _ in range(50):
+            before = self._read_index_raw()
+            record = read_json(path)
+            after = self._read_index_raw()
+            if before == after:
+                break
+        else:
+            raise VaultError(f"the vault record for {label} kept changing while being read")
+        if record.get("name") != name:  # e.g. keys/a.json copied over keys/b.json
+            raise VaultError(f"the vault record for {label} names another {SECTIONS[section]}: "
+                             "refusing to use it")
+        self.check_record_mac(label, record)
+        self._check_generation(section, name, label, record, self._parse_index(after))
+        return record
+
+    @staticmethod
+    def _check_generation(section: str, name: str, label: str, record: dict[str, Any],
+                          index: dict[str, Any] | None) -> None:
+        generation = record.get("generation", 0)
+        if not _is_gen(generation):
+            raise VaultError(f"corrupt vault record for {label} (field 'generation')")
+        if index is None:
+            if generation:
+                raise VaultError(f"the vault index ({INDEX_FILE}) is missing: refusing {label}")
+            return
+        entry = index[section].get(name)
+        if entry is None:
+            raise VaultError(f"the vault record for {label} is not in the vault index (copied in or replayed)")
+        allowed = _allowed_generations(entry)
+        if allowed is None:
+            raise VaultError(f"corrupt vault file: {INDEX_FILE}")
+        if generation not in allowed:
+            raise VaultError(
+                f"the vault record for {label} is generation {generation} but the vault index says "
+                f"{max(allowed)}: an older copy was put back (rollback): refusing it"
+            )
+
+    def write_record(self, section: str, name: str, path: Path, record: dict[str, Any] | None) -> int:
+        """Store a record (or delete it: ``None``) at the next generation; the caller holds the
+        vault lock.  The index first accepts the old and the new generation, then the record
+        is written, then the index holds only the new one: a crash leaves a usable vault.
+        Returns the generation (audit lines carry it)."""
+        keys = self._derived()
+        index = self._read_index(keys) or self._new_index()
+        generation = int(index["generation"]) + 1
+        old = index[section].get(name)
+        index["generation"] = generation
+        index[section][name] = [generation] if old is None else [max(_allowed_generations(old) or {0}), generation]
+        self._write_index(index)
+        if record is None:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        else:
+            record["generation"] = generation
+            record["mac"] = keys.record_mac(f"{SECTIONS[section]}:{name}", record)
+            write_json(path, record)
+        index[section][name] = generation
+        self._write_index(index)
+        return generation
+
+    # ------------------------------------------------------------ sealing
+
+    def _aead(self) -> AESGCM:
+        return self._derived().aead
 
     def seal(self, label: str, data: bytes) -> str:
         """AES-256-GCM under the master key, bound to ``label``; base64 text."""
