@@ -13,21 +13,18 @@ import io
 import os
 import threading
 import weakref
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
 from . import _buffers
-from .chunked import DEK_SIZE, ChunkCipher, new_message, open_message
+from .chunked import DEK_SIZE, ChunkCipher, new_message
 from .errors import (
     ContextMismatchError,
-    EnvcryptError,
     IntegrityError,
     InvalidKeyUriError,
-    KeyError_,
     MalformedHeaderError,
     UnknownKeySchemeError,
-    WrongKeyError,
 )
 from .format import (
     BODY_PREFIX_SIZE,
@@ -43,8 +40,9 @@ from .format import (
 )
 from .keys.base import _hashable, check_options, default_key_uri, get_resolver, split_key_uri
 from .keys.cache import CACHE_OPTION, DekCache, StreamCharge, choose_cache
+from .slots import TrustedKeysArg, open_slots, trusted_key_list
 
-__all__ = ["encrypt", "decrypt", "inspect", "ObjectInfo", "KeyUris"]
+__all__ = ["encrypt", "decrypt", "inspect", "ObjectInfo", "KeyUris", "default_trusted_keys"]
 
 KeyUris = str | Sequence[str] | None
 
@@ -149,6 +147,8 @@ def new_header(
     encryption_context: Mapping[str, str] | None,
     options: Mapping[str, Any],
     plaintext_size: int | None = None,
+    *,
+    also_in_play: Sequence[str] = (),
 ) -> tuple[bytes, Header]:
     """A DEK and a header whose key slots wrap it.
 
@@ -171,67 +171,13 @@ def new_header(
                 _record_charge(header, StreamCharge(cache, cache_key, hit[0]))
             return hit[0], header
     dek = os.urandom(DEK_SIZE)
-    slots = wrap_dek(dek, uris, context, plain)
+    slots = wrap_dek(dek, uris, context, plain, also_in_play=also_in_play)
     header = Header(context, slots)
     if cache is not None:
         cache.put_encryption(cache_key, dek, slots, plaintext_size)
         if plaintext_size is None:
             _record_charge(header, StreamCharge(cache, cache_key, dek))
     return dek, header
-
-
-def _slot_deks(
-    header: Header, options: Mapping[str, Any], also_in_play: Sequence[str] = ()
-) -> Iterator[tuple[bytes, Any]]:
-    """``(dek, cache key)`` per slot this process can open, lazily, in slot order.
-
-    Raises the first key error when no slot opens at all.
-    """
-    schemes: list[str] = []
-    first_error: EnvcryptError | None = None
-    for slot in header.key_slots:
-        try:
-            schemes.append(split_key_uri(slot.key_uri)[0])
-        except ValueError as exc:  # an unparseable URI in a slot
-            first_error = first_error or MalformedHeaderError(str(exc))
-    plain = _resolver_options(options)
-    check_options(set(schemes) | set(also_in_play), plain)
-    cache = _cache_for(schemes, options)[0] if schemes else None
-    opened = False
-    for slot in header.key_slots:
-        cache_key = None
-        if cache is not None:
-            cache_key = (slot.key_uri, slot.wrap_algorithm, slot.wrapped_dek, header.immutable, _options_key(plain))
-            dek = cache.take_decryption(cache_key)
-            if dek is not None:
-                opened = True
-                yield dek, None
-                continue
-        try:
-            resolver = get_resolver(split_key_uri(slot.key_uri)[0], **plain)
-            dek = resolver.unwrap(slot, header.encryption_context)
-        except InvalidKeyUriError as exc:  # a slot naming no valid key: the header is malformed
-            first_error = first_error or MalformedHeaderError(str(exc))
-            continue
-        except (KeyError_, WrongKeyError) as exc:
-            first_error = first_error or exc
-            continue
-        except ValueError as exc:
-            first_error = first_error or MalformedHeaderError(str(exc))
-            continue
-        opened = True
-        yield dek, (cache, cache_key) if cache is not None else None
-    if not opened:
-        assert first_error is not None
-        raise first_error
-
-
-def unwrap_dek(header: Header, options: Mapping[str, Any]) -> list[bytes]:
-    """Candidate DEKs from every slot this process can open, in slot order.
-
-    Raises the first key error when no slot opens at all.
-    """
-    return [dek for dek, _ in _slot_deks(header, options)]
 
 
 def check_context(header: Header, expected: Mapping[str, str] | None) -> None:
@@ -243,28 +189,19 @@ def check_context(header: Header, expected: Mapping[str, str] | None) -> None:
             raise ContextMismatchError(f"encryption context does not match on key {key!r}")
 
 
-def open_body(header: Header, prefix: bytes, options: Mapping[str, Any]) -> ChunkCipher:
-    """The chunk cipher of an object, after the key commitment accepted one of its DEKs.
+def default_trusted_keys() -> list[str]:
+    """What the bytes and stream API trusts when ``trusted_keys`` is not given: the key that
+    ``encrypt`` uses by default (``$ENVCRYPT_KEY_URI``, else ``local:default``), every version."""
+    return [default_key_uri()]
 
-    Slots are tried lazily in order (a later slot's key service is not called
-    when an earlier slot opens); a DEK enters the DEK cache only after its
-    commitment checked.
-    """
-    if len(prefix) < BODY_PREFIX_SIZE:
-        raise IntegrityError()
-    context = header.immutable
-    error: WrongKeyError | None = None
-    for dek, remember in _slot_deks(header, options):
-        try:
-            cipher = open_message(dek, context, prefix)
-        except WrongKeyError as exc:
-            error = exc
-            continue
-        if remember is not None:
-            remember[0].put_decryption(remember[1], dek)
-        return cipher
-    assert error is not None
-    raise error
+
+def open_body(
+    header: Header, prefix: bytes, trusted_keys: TrustedKeysArg, options: Mapping[str, Any]
+) -> ChunkCipher:
+    """The chunk cipher of an object, through the first slot that names a trusted key and
+    passes the key commitment (:func:`envcrypt.slots.open_slots`)."""
+    trusted = trusted_key_list(trusted_keys, default_trusted_keys())
+    return open_slots(header, prefix, trusted, options).cipher
 
 
 # ---------------------------------------------------------------- one-shot API
@@ -283,8 +220,21 @@ def encrypt(
     opens the object); None uses ``$ENVCRYPT_KEY_URI`` or ``local:default``.
     ``encryption_context`` is authenticated, stored in clear, and bound to the body.
     """
+    return seal_object(data, key_uri, encryption_context, resolver_options)
+
+
+def seal_object(
+    data: bytes | bytearray | memoryview,
+    key_uri: KeyUris,
+    encryption_context: Mapping[str, str] | None,
+    resolver_options: Mapping[str, Any],
+    also_in_play: Sequence[str] = (),
+) -> bytes:
+    """:func:`encrypt`; ``also_in_play`` names further schemes whose options may be in
+    ``resolver_options`` (a re-encryption from one key service to another)."""
     plaintext = memoryview(data).cast("B")
-    dek, header = new_header(key_uri, encryption_context, resolver_options, len(plaintext))
+    dek, header = new_header(key_uri, encryption_context, resolver_options, len(plaintext),
+                             also_in_play=also_in_play)
     head = header.pack()
     prefix, cipher = new_message(dek, header.immutable)
     total = len(head) + body_size(len(plaintext))
@@ -298,10 +248,17 @@ def encrypt(
 def decrypt(
     blob: bytes | bytearray | memoryview,
     *,
+    trusted_keys: TrustedKeysArg = None,
     encryption_context: Mapping[str, str] | None = None,
     **resolver_options: Any,
 ) -> bytes:
-    """Decrypt a whole envcrypt object; returns the plaintext only if all of it authenticates."""
+    """Decrypt a whole envcrypt object; returns the plaintext only if all of it authenticates.
+
+    ``trusted_keys`` (key URIs, with or without a version) are the master keys this
+    reader accepts: the object opens only through a key slot naming one of them
+    (``UntrustedKeyError`` otherwise).  None trusts the default key only
+    (``$ENVCRYPT_KEY_URI``, else ``local:default``), the one ``encrypt`` uses by default.
+    """
     view = memoryview(blob).cast("B")
     header, header_size = parse_header(view[:MAX_HEADER_SIZE])
     check_context(header, encryption_context)
@@ -310,7 +267,13 @@ def decrypt(
         size = plaintext_size(len(body))
     except ValueError:
         raise IntegrityError() from None
-    cipher = open_body(header, bytes(body[:BODY_PREFIX_SIZE]), resolver_options)
+    cipher = open_body(header, bytes(body[:BODY_PREFIX_SIZE]), trusted_keys, resolver_options)
+    return open_whole_body(cipher, body, size)
+
+
+def open_whole_body(cipher: ChunkCipher, body: memoryview, size: int) -> bytes:
+    """The plaintext of a whole body (``size`` from its length), returned only if all of it
+    authenticates."""
     result, out = _buffers.new_bytes(size)
     cipher.open(0, body[BODY_PREFIX_SIZE:], out, final=True)
     return _buffers.finish(result)

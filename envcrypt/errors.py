@@ -12,6 +12,7 @@ __all__ = [
     "EnvcryptError",
     "IntegrityError",
     "WrongKeyError",
+    "UntrustedKeyError",
     "NotEncryptedError",
     "UnsupportedVersionError",
     "MalformedHeaderError",
@@ -31,6 +32,7 @@ __all__ = [
     "UnpublishedWriteWarning",
     "InvalidKeyUriError",
     "KeyUsageError",
+    "UnsafePathError",
 ]
 
 
@@ -53,6 +55,17 @@ class WrongKeyError(EnvcryptError):
 
     Raised before any chunk is decrypted: the object was sealed under another
     key (or another header), which is told apart from tampering with the body.
+    """
+
+
+class UntrustedKeyError(WrongKeyError):
+    """None of the object's key slots names a key the reader trusts.
+
+    The key slots are not authenticated (anyone who can write the storage can
+    write an object whose slot names a key of their own, or wraps a DEK under a
+    public key), so a reader opens an object only through a slot naming one of
+    its trusted keys.  A WrongKeyError too: the object was not written for this
+    reader.
     """
 
 
@@ -138,3 +151,9 @@ class KeyUsageError(KeyError_, ValueError):
     """A request the key cannot serve as asked: a key length the wrap algorithm refuses,
     a message too long for RSA-OAEP, the public key of a symmetric key, an unknown key
     kind or operation, imported material of the wrong type.  A ValueError too."""
+
+
+class UnsafePathError(EnvcryptError, ValueError):
+    """A path whose key the key policy cannot decide safely: a ``.``, ``..`` or empty segment
+    (``tenants/b/../a/x``, ``tenants//a``) names one prefix as text and another on the
+    storage, so it is refused wherever a key policy applies.  A ValueError too."""

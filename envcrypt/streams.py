@@ -35,6 +35,7 @@ from .format import (
     plaintext_size,
     sealed_chunk_end,
 )
+from .slots import TrustedKeysArg
 
 __all__ = ["EncryptingWriter", "DecryptingReader", "open_writer", "open_reader", "exception_since"]
 
@@ -488,6 +489,7 @@ def open_writer(
 def open_reader(
     fileobj: IO[bytes],
     *,
+    trusted_keys: TrustedKeysArg = None,
     encryption_context: Mapping[str, str] | None = None,
     stored_size: int | None = None,
     close_fileobj: bool = False,
@@ -497,6 +499,8 @@ def open_reader(
 
     ``stored_size`` (the object's size in bytes) spares a seek to the end when
     the caller knows it.  A non-seekable ``fileobj`` gives a forward-only reader.
+    ``trusted_keys`` are the master keys this reader accepts, as in :func:`envcrypt.decrypt`
+    (None: the default key only).
     """
     start = fileobj.tell() if fileobj.seekable() else 0
     header, header_size = read_header(fileobj)
@@ -504,7 +508,7 @@ def open_reader(
     prefix = bytearray(BODY_PREFIX_SIZE)
     if _readinto_full(fileobj, memoryview(prefix)) < BODY_PREFIX_SIZE:
         raise IntegrityError()
-    cipher = open_body(header, bytes(prefix), resolver_options)
+    cipher = open_body(header, bytes(prefix), trusted_keys, resolver_options)
     return DecryptingReader(
         fileobj, header, header_size, cipher, start=start, stored_size=stored_size, close_fileobj=close_fileobj
     )

@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 
 import envcrypt
 from envcrypt.chunked import DEK_SIZE, new_message, open_message
-from envcrypt.envelope import new_header, unwrap_dek, wrap_dek
+from envcrypt.envelope import new_header, wrap_dek
+from envcrypt.slots import open_slots
 from envcrypt.errors import WrongKeyError
 from envcrypt.format import BODY_PREFIX_SIZE, CHUNK_SIZE, body_size, parse_header
 from envcrypt.keys.vault import LocalVault
@@ -49,7 +50,7 @@ def reference_encrypt(dek: bytes, context: bytes, plaintext: bytes) -> bytes:
 def split_object(blob: bytes) -> tuple[bytes, bytes, bytes]:
     """(DEK recovered through the resolver, C2SP context, body) of an envcrypt object."""
     header, header_size = parse_header(blob)
-    (dek,) = unwrap_dek(header, {})
+    dek = open_slots(header, blob[header_size : header_size + 56], ["local:default"], {}).dek
     return dek, header.immutable, blob[header_size:]
 
 

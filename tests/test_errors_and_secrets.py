@@ -14,7 +14,7 @@ import pytest
 import envcrypt
 from envcrypt import errors
 from envcrypt.chunked import ChunkCipher, derive, open_message, set_threads
-from envcrypt.envelope import unwrap_dek
+from envcrypt.slots import open_slots
 from envcrypt.errors import (
     ClosedError,
     ContextMismatchError,
@@ -99,7 +99,7 @@ def test_wrong_dek_is_wrong_key_before_any_chunk() -> None:
     blob = envcrypt.encrypt(b"data" * 1000)
     header, size = parse_header(blob)
     prefix = blob[size : size + BODY_PREFIX_SIZE]
-    (dek,) = unwrap_dek(header, {})
+    dek = open_slots(header, blob[size : size + BODY_PREFIX_SIZE], ["local:default"], {}).dek
     assert isinstance(open_message(dek, header.immutable, prefix), ChunkCipher)
     with pytest.raises(WrongKeyError):
         open_message(bytes(32), header.immutable, prefix)
@@ -146,7 +146,7 @@ def opened() -> dict[str, Any]:
     """An object, its DEK and derived AEAD key, and live reader/writer/cipher objects."""
     blob = envcrypt.encrypt(b"secret payload " * 3000, encryption_context={"k": "v"})
     header, size = parse_header(blob)
-    (dek,) = unwrap_dek(header, {})
+    dek = open_slots(header, blob[size : size + BODY_PREFIX_SIZE], ["local:default"], {}).dek
     aead_key = derive(dek, blob[size : size + SALT_SIZE], header.immutable)[0]
     writer = envcrypt.open_writer(io.BytesIO())
     writer.write(b"abc")
@@ -182,7 +182,8 @@ def test_writer_does_not_keep_the_dek() -> None:
     writer.write(b"x" * 100)
     state = dict(vars(writer))
     writer.close()
-    (dek,) = unwrap_dek(parse_header(out.getvalue())[0], {})
+    header, size = parse_header(out.getvalue())
+    dek = open_slots(header, out.getvalue()[size : size + 56], ["local:default"], {}).dek
     assert all(value != dek for value in state.values())
     assert all(not isinstance(value, (bytes, bytearray)) or dek not in value for value in state.values())
 

@@ -11,11 +11,12 @@ import envcrypt
 from envcrypt import errors
 from envcrypt.keys.base import register_resolver
 
-from .golden import VECTOR_FILE, GoldenResolver, build_object, plaintext
+from .golden import KEKS, VECTOR_FILE, GoldenResolver, build_object, plaintext
 
 VECTORS = json.loads(VECTOR_FILE.read_text())
 VALID = [t for t in VECTORS["tests"] if t["result"] == "valid"]
 INVALID = [t for t in VECTORS["tests"] if t["result"] == "invalid"]
+TRUSTED = sorted(KEKS)  # a reader names the master keys it accepts
 
 
 @pytest.fixture(autouse=True)
@@ -40,9 +41,11 @@ def test_code_still_builds_the_golden_object(vector: dict) -> None:
 def test_golden_object_decrypts(vector: dict) -> None:
     blob = bytes.fromhex(vector["object"])
     expected = plaintext(vector["plaintextLength"])
-    assert envcrypt.decrypt(blob) == expected
-    assert envcrypt.decrypt(blob, encryption_context=vector["encryptionContext"]) == expected
-    assert envcrypt.open_reader(io.BytesIO(blob)).read() == expected
+    assert envcrypt.decrypt(blob, trusted_keys=TRUSTED) == expected
+    assert envcrypt.decrypt(blob, trusted_keys=TRUSTED, encryption_context=vector["encryptionContext"]) == expected
+    assert envcrypt.open_reader(io.BytesIO(blob), trusted_keys=TRUSTED).read() == expected
+    with pytest.raises(errors.UntrustedKeyError):  # the default key is not one of the golden keys
+        envcrypt.decrypt(blob)
     info = envcrypt.inspect(blob)
     assert info.plaintext_size == vector["plaintextLength"]
     assert info.key_uris == vector["keyUris"]
@@ -54,7 +57,7 @@ def test_golden_negative_raises_its_error(vector: dict) -> None:
     blob = bytes.fromhex(vector["object"])
     error = getattr(errors, vector["error"])
     with pytest.raises(error):
-        envcrypt.decrypt(blob)
+        envcrypt.decrypt(blob, trusted_keys=TRUSTED)
     with pytest.raises(error):
-        reader = envcrypt.open_reader(io.BytesIO(blob))
+        reader = envcrypt.open_reader(io.BytesIO(blob), trusted_keys=TRUSTED)
         reader.read()

@@ -169,8 +169,8 @@ def kms_calls(moto_server: str) -> Counter[str]:
 def test_kms_cache_on_by_default(moto_server: str, kms_alias: str, kms_calls: Counter[str]) -> None:
     opts = {"endpoint_url": moto_server, "region_name": "us-east-1"}
     blobs = [envcrypt.encrypt(b"row %d" % i, kms_alias, encryption_context=CTX, **opts) for i in range(40)]
-    assert [envcrypt.decrypt(b, **opts) for b in blobs] == [b"row %d" % i for i in range(40)]
-    assert kms_calls == {"Encrypt": 1, "Decrypt": 1}
+    assert [envcrypt.decrypt(b, trusted_keys=kms_alias, **opts) for b in blobs] == [b"row %d" % i for i in range(40)]
+    assert kms_calls == {"Encrypt": 1, "Decrypt": 1, "DescribeKey": 1}  # the trusted alias is looked up once
 
 
 @pytest.mark.cloud
@@ -178,8 +178,8 @@ def test_kms_without_cache_calls_per_object(moto_server: str, kms_alias: str, km
     opts = {"endpoint_url": moto_server, "region_name": "us-east-1", "dek_cache": False}
     blobs = [envcrypt.encrypt(b"row", kms_alias, **opts) for _ in range(5)]
     for blob in blobs:
-        envcrypt.decrypt(blob, **opts)
-    assert kms_calls == {"Encrypt": 5, "Decrypt": 5}
+        envcrypt.decrypt(blob, trusted_keys=kms_alias, **opts)
+    assert kms_calls == {"Encrypt": 5, "Decrypt": 5, "DescribeKey": 1}
 
 
 @pytest.mark.cloud
@@ -192,7 +192,7 @@ def test_kms_no_reuse_past_limits(moto_server: str, kms_alias: str, kms_calls: C
     assert len({_slot_bytes(b) for b in blobs}) == 3
     for _ in range(2):
         for blob in blobs:
-            envcrypt.decrypt(blob, **opts)
+            envcrypt.decrypt(blob, trusted_keys=kms_alias, **opts)
     # 8 opens under each of the first two DEKs (2 calls each: 4 uses per call), 4 under the third
     assert kms_calls["Decrypt"] == 5
     big = b"z" * 6000
@@ -227,8 +227,8 @@ def test_streaming_writer_uses_the_cache(moto_server: str, kms_alias: str, kms_c
             w.write(b"stream %d" % i)
         outs.append(buf.getvalue())
     for i, blob in enumerate(outs):
-        assert envcrypt.open_reader(io.BytesIO(blob), **opts).read() == b"stream %d" % i
-    assert kms_calls == {"Encrypt": 1, "Decrypt": 1}
+        assert envcrypt.open_reader(io.BytesIO(blob), trusted_keys=kms_alias, **opts).read() == b"stream %d" % i
+    assert kms_calls == {"Encrypt": 1, "Decrypt": 1, "DescribeKey": 1}
 
 
 def test_cache_key_includes_resolver_options(tmp_path: Any) -> None:
@@ -239,9 +239,9 @@ def test_cache_key_includes_resolver_options(tmp_path: Any) -> None:
     in_a = envcrypt.encrypt(b"x", "local:k", vault=str(tmp_path / "a"), dek_cache=True)
     in_b = envcrypt.encrypt(b"x", "local:k", vault=str(tmp_path / "b"), dek_cache=True)
     assert _slot_bytes(in_a) != _slot_bytes(in_b)
-    assert envcrypt.decrypt(in_b, vault=str(tmp_path / "b"), dek_cache=True) == b"x"
+    assert envcrypt.decrypt(in_b, trusted_keys="local:k", vault=str(tmp_path / "b"), dek_cache=True) == b"x"
     with pytest.raises(envcrypt.WrongKeyError):  # vault a's cached DEK is not offered for vault b
-        envcrypt.decrypt(in_b, vault=str(tmp_path / "a"), dek_cache=True)
+        envcrypt.decrypt(in_b, trusted_keys="local:k", vault=str(tmp_path / "a"), dek_cache=True)
 
 
 def _dek_of(blob: bytes) -> bytes:

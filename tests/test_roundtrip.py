@@ -114,19 +114,22 @@ def test_any_one_of_several_key_slots_opens_the_object(vault: LocalVault) -> Non
     assert envcrypt.inspect(blob).key_uris == [uri_a, uri_b]
     for slot in header.key_slots:  # keep only one slot: the body is untouched
         single = header.with_slots([slot]).pack() + blob[size:]
-        assert envcrypt.decrypt(single) == plaintext
-        assert envcrypt.open_reader(io.BytesIO(single)).read() == plaintext
+        trusted = ["local:alpha", "local:beta"]
+        assert envcrypt.decrypt(single, trusted_keys=trusted) == plaintext
+        assert envcrypt.open_reader(io.BytesIO(single), trusted_keys=trusted).read() == plaintext
 
 
 def test_a_missing_key_falls_through_to_the_next_slot(vault: LocalVault) -> None:
     vault.create_key("alpha")
     vault.create_key("beta")
     blob = envcrypt.encrypt(b"two keys", ["local:alpha", "local:beta"])
+    trusted = ["local:alpha", "local:beta"]
     (vault.path / KEYS_DIR / "alpha.json").unlink()
-    assert envcrypt.decrypt(blob) == b"two keys"
+    assert envcrypt.decrypt(blob, trusted_keys=trusted) == b"two keys"
     (vault.path / KEYS_DIR / "beta.json").unlink()
-    with pytest.raises(KeyNotFoundError):
-        envcrypt.decrypt(blob)
+    with pytest.raises(KeyNotFoundError) as caught:
+        envcrypt.decrypt(blob, trusted_keys=trusted)
+    assert "local:alpha/1" in str(caught.value) and "local:beta/1" in str(caught.value)  # every slot's reason
 
 
 def test_a_slot_from_another_object_does_not_open_this_one(vault: LocalVault) -> None:
@@ -135,11 +138,11 @@ def test_a_slot_from_another_object_does_not_open_this_one(vault: LocalVault) ->
     theirs = envcrypt.encrypt(b"theirs", "local:alpha")
     header, size = parse_header(mine)
     foreign = parse_header(theirs)[0].key_slots[0]
-    with pytest.raises(WrongKeyError):  # unwraps fine, fails the commitment
-        envcrypt.decrypt(header.with_slots([foreign]).pack() + mine[size:])
+    with pytest.raises(WrongKeyError, match="commitment"):  # unwraps fine, fails the commitment
+        envcrypt.decrypt(header.with_slots([foreign]).pack() + mine[size:], trusted_keys="local:alpha")
     # a foreign slot in front of the real one is skipped
     both = header.with_slots([foreign, header.key_slots[0]]).pack() + mine[size:]
-    assert envcrypt.decrypt(both) == b"mine"
+    assert envcrypt.decrypt(both, trusted_keys="local:alpha") == b"mine"
 
 
 def test_duplicate_key_uris_make_one_slot() -> None:
@@ -226,7 +229,7 @@ def test_sixteen_key_slots_and_no_more(vault: LocalVault) -> None:
     uris = [f"local:{vault.create_key(f'k{i}').split(':')[1].split('/')[0]}" for i in range(17)]
     blob = envcrypt.encrypt(b"many", uris[:16])
     assert len(envcrypt.inspect(blob).key_slots) == 16
-    assert envcrypt.decrypt(blob) == b"many"
+    assert envcrypt.decrypt(blob, trusted_keys=uris[15]) == b"many"  # through the last slot
     with pytest.raises(ValueError):
         envcrypt.encrypt(b"many", uris)
 

@@ -29,6 +29,7 @@ from envcrypt.errors import (
     NotEncryptedError,
     UnknownKeySchemeError,
     UnsupportedVersionError,
+    UntrustedKeyError,
     WrongKeyError,
 )
 from envcrypt.format import (
@@ -108,9 +109,10 @@ REGIONS: list[tuple[str, int, int, set[type[EnvcryptError]]]] = [
     ("slots_length", 24, 28, {MalformedHeaderError}),
     ("slot count", 28, 30, {MalformedHeaderError}),
     ("key URI length", 30, 32, {MalformedHeaderError}),
-    ("key URI scheme", URI, URI + 5, {UnknownKeySchemeError, MalformedHeaderError}),
-    ("key URI separator", URI + 5, URI + 6, {UnknownKeySchemeError, MalformedHeaderError}),
-    ("key URI name and version", URI + 6, URI + 15, {KeyNotFoundError, MalformedHeaderError}),
+    # a slot naming another key is not trusted (a flipped version digit still names local:default)
+    ("key URI scheme", URI, URI + 5, {UntrustedKeyError, MalformedHeaderError}),
+    ("key URI separator", URI + 5, URI + 6, {UntrustedKeyError, MalformedHeaderError}),
+    ("key URI name and version", URI + 6, URI + 15, {UntrustedKeyError, KeyNotFoundError, MalformedHeaderError}),
     ("wrap algorithm", 47, 49, {WrongKeyError}),
     ("wrapped DEK length", 49, 51, {MalformedHeaderError}),
     ("wrapped DEK", 51, 91, {WrongKeyError}),
@@ -281,19 +283,24 @@ def test_rewritten_key_slots_keep_the_object_valid() -> None:
     assert envcrypt.decrypt(rebuilt(blob, key_slots=(slot, slot))) == b"data"
 
 
-def test_slot_pointing_at_another_key_is_wrong_key() -> None:
+def test_slot_pointing_at_another_key_is_untrusted_or_wrong_key() -> None:
     vault = LocalVault()
     other = vault.create_key("other")
     blob = envcrypt.encrypt(b"data")
     slot = parse_header(blob)[0].key_slots[0]
-    assert_fails(rebuilt(blob, key_slots=(KeySlot(other, slot.wrap_algorithm, slot.wrapped_dek),)), b"data", WrongKeyError)
+    forged = rebuilt(blob, key_slots=(KeySlot(other, slot.wrap_algorithm, slot.wrapped_dek),))
+    assert_fails(forged, b"data", UntrustedKeyError)  # a WrongKeyError too
+    with pytest.raises(WrongKeyError, match="does not unwrap"):  # trusted, but the wrap is not its
+        envcrypt.decrypt(forged, trusted_keys=["local:default", "local:other"])
 
 
-def test_slot_with_unknown_scheme_is_reported() -> None:
+def test_slot_with_unknown_scheme_is_untrusted_unless_trusted() -> None:
     blob = envcrypt.encrypt(b"data")
     slot = parse_header(blob)[0].key_slots[0]
-    forged = KeySlot("nosuch:key", 1, slot.wrapped_dek)
-    assert_fails(rebuilt(blob, key_slots=(forged,)), b"data", UnknownKeySchemeError)
+    forged = rebuilt(blob, key_slots=(KeySlot("nosuch:key", 1, slot.wrapped_dek),))
+    assert_fails(forged, b"data", UntrustedKeyError)
+    with pytest.raises(UnknownKeySchemeError):
+        envcrypt.decrypt(forged, trusted_keys=["nosuch:key"])
 
 
 @pytest.mark.parametrize("with_options", [False, True], ids=["no-options", "vault-option"])
@@ -305,11 +312,11 @@ def test_unknown_scheme_slot_does_not_block_other_slots(with_options: bool) -> N
     assert envcrypt.decrypt(rebuilt(blob, key_slots=(forged, slot)), **options) == b"data"
 
 
-def test_unparseable_slot_uri_is_malformed_and_skipped() -> None:
+def test_unparseable_slot_uri_is_untrusted_and_skipped() -> None:
     blob = envcrypt.encrypt(b"data")
     slot = parse_header(blob)[0].key_slots[0]
     forged = KeySlot("localdefault/1", 1, slot.wrapped_dek)
-    assert_fails(rebuilt(blob, key_slots=(forged,)), b"data", MalformedHeaderError)
+    assert_fails(rebuilt(blob, key_slots=(forged,)), b"data", UntrustedKeyError)
     assert envcrypt.decrypt(rebuilt(blob, key_slots=(forged, slot))) == b"data"
 
 

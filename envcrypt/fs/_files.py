@@ -63,8 +63,15 @@ class EnvcryptReadFile(AbstractBufferedFile):  # type: ignore[misc]
         cache_options: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        assert head.plaintext_size is not None
+        if head.plaintext_size is None:
+            raise IntegrityError()
         self._cipher = cipher
+        # the plaintext size implied by the stored size is authenticated only by opening the
+        # final chunk: ``size`` does that on first use after __init__ (see the property)
+        self._size_claimed = head.plaintext_size
+        self._size_checked = False
+        self._initialising = True
+        self._failed: IntegrityError | None = None  # sticky: a reader that failed keeps failing
         self._head = head
         self._immutable_size = immutable_size
         self._edge_index = -1
@@ -77,6 +84,7 @@ class EnvcryptReadFile(AbstractBufferedFile):  # type: ignore[misc]
             fs, path, mode="rb", block_size=block_size or "default", cache_type=cache_type,
             cache_options=cache_options, size=head.plaintext_size, **kwargs,
         )
+        self._initialising = False
 
     def __repr__(self) -> str:
         return f"<EnvcryptReadFile {self.path!r}>"
@@ -84,29 +92,81 @@ class EnvcryptReadFile(AbstractBufferedFile):  # type: ignore[misc]
     def __reduce__(self) -> Any:
         return _reopen, (self.fs, self.path, self.loc)
 
+    # ------------------------------------------------------------ the authenticated size
+
+    @property  # type: ignore[override]
+    def size(self) -> int:
+        """The plaintext length, authenticated: the final chunk is opened before the length
+        is first used (a seek from the end, a read that reaches the end, ``f.size``)."""
+        if not self._size_checked and not self._initialising:
+            self._authenticate_size()
+        return self._size_claimed
+
+    @size.setter
+    def size(self, value: int) -> None:
+        self._size_claimed = value
+
+    def _authenticate_size(self) -> None:
+        self._check_failed()
+        # opens the final chunk (after a followed rewrap: of the fresh head's length)
+        self._guarded(lambda: self._read_plain(self._size_claimed, self._size_claimed))
+        self._size_checked = True
+
+    def _check_failed(self) -> None:
+        if self._failed is not None:
+            raise IntegrityError()
+
+    def _guarded(self, read: Any) -> bytes:
+        """Run a plaintext read; after an integrity failure, follow a rewrap once, else fail for good."""
+        self._check_failed()
+        try:
+            result: bytes = read()
+            return result
+        except IntegrityError as exc:
+            try:
+                followed = self._follow_rewrap()
+            except Exception:
+                followed = False
+            if not followed:
+                self._failed = exc
+                raise
+        try:
+            result = read()
+            return result
+        except IntegrityError as exc:
+            self._failed = exc
+            raise
+
+    def read(self, length: int = -1) -> bytes:
+        self._check_failed()
+        if not self.closed and (length is None or length < 0 or self.loc + length >= self._size_claimed):
+            self.size  # a read that reaches the end: authenticate the length first  # noqa: B018
+        return super().read(length)  # type: ignore[no-any-return]
+
+    def seek(self, loc: int, whence: int = 0) -> int:
+        self._check_failed()
+        return super().seek(loc, whence)  # type: ignore[no-any-return]
+
     # ------------------------------------------------------------ ranged reads
 
     def _fetch_range(self, start: int, end: int) -> bytes:
-        for attempt in (0, 1):
-            size = self.size  # a followed rewrap may correct it
+        def read() -> bytes:
+            size = self._size_claimed  # a followed rewrap may correct it
             stop = min(end, size)
             if start >= stop and not (start == stop == size):
                 return b""
-            try:
-                return self._read_plain(start, stop)
-            except IntegrityError:
-                if attempt or not self._follow_rewrap():
-                    raise
-        raise AssertionError("unreachable")
+            return self._read_plain(start, stop)
+
+        data = self._guarded(read)
+        if end >= self._size_claimed:
+            self._size_checked = True
+        return data
 
     def read_range(self, start: int, end: int) -> bytes:
         """Plaintext ``[start, end)`` without touching the file position; safe to call from threads."""
-        try:
-            return self._read_plain(start, min(end, self.size), keep=False)
-        except IntegrityError:
-            if not self._follow_rewrap():
-                raise
-            return self._read_plain(start, min(end, self.size), keep=False)
+        if end >= self._size_claimed:
+            self.size  # noqa: B018 - authenticates the length before it bounds the range
+        return self._guarded(lambda: self._read_plain(start, min(end, self._size_claimed), keep=False))
 
     def close(self) -> None:
         if self._fd is not None:
@@ -115,7 +175,7 @@ class EnvcryptReadFile(AbstractBufferedFile):  # type: ignore[misc]
         super().close()
 
     def _read_plain(self, start: int, end: int, keep: bool = True) -> bytes:
-        size = self.size
+        size = self._size_claimed
         final_index = size // CHUNK_SIZE
         first = start // CHUNK_SIZE
         last = (end - 1) // CHUNK_SIZE if end > start else first
@@ -179,7 +239,7 @@ class EnvcryptReadFile(AbstractBufferedFile):  # type: ignore[misc]
     def _stored_span(self, first: int, last: int) -> tuple[int, int]:
         """Stored offsets of sealed chunks first..last."""
         body = self._head.header_size + BODY_PREFIX_SIZE
-        return body + first * SEALED_CHUNK_SIZE, body + sealed_chunk_end(last, self.size)
+        return body + first * SEALED_CHUNK_SIZE, body + sealed_chunk_end(last, self._size_claimed)
 
     def _fetch_sealed(self, lo: int, hi: int) -> memoryview:
         if self._local:
@@ -209,7 +269,8 @@ class EnvcryptReadFile(AbstractBufferedFile):  # type: ignore[misc]
     ) -> None:
         """Open the sealed chunks (from ``first``) and place plaintext [start, end) into ``out``."""
         scratch = memoryview(bytearray(CHUNK_SIZE))
-        kept = open_span(self._cipher, sealed, first, start, end, out, plaintext_size=self.size, scratch=scratch)
+        kept = open_span(self._cipher, sealed, first, start, end, out, plaintext_size=self._size_claimed,
+                         scratch=scratch)
         if keep and kept is not None:
             self._edge_index, self._edge = kept[0], bytes(scratch[: kept[1]])
 
@@ -234,6 +295,7 @@ class EnvcryptReadFile(AbstractBufferedFile):  # type: ignore[misc]
         if not same_immutable or old_prefix != new_prefix or fresh == old:
             return False
         self._head = fresh
+        self._size_checked = False
         size: int = fresh.plaintext_size
         if size != old.plaintext_size:
             self.size = size

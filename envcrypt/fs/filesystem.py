@@ -11,6 +11,10 @@ Options of the envcrypt layer (none is a secret; all are pickled):
 
 ``key_uri``            key URI(s) for new writes (default ``$ENVCRYPT_KEY_URI`` / ``local:default``)
 ``key_policy``         ``{prefix: key URI(s)}``, the longest prefix wins over ``key_uri``
+``trusted_keys``       further key URIs readers accept (a reader of several tenants names them);
+                       an object is always read through a slot naming a trusted key: by default
+                       the key new writes at its path would use (``key_policy`` for that path,
+                       else ``key_uri``, else the default key), any version of it
 ``encryption_context`` authenticated context for new writes (and required on reads)
 ``plaintext``          ``"error"`` (default: reading a non-envcrypt object raises
                        NotEncryptedError) or ``"allow"`` (read it as it is)
@@ -49,11 +53,12 @@ from fsspec.utils import isfilelike
 from ..envelope import check_context, new_header, normalize_key_uris, open_body
 from ..errors import IntegrityError, MalformedHeaderError, NotEncryptedError, UnsupportedVersionError
 from ..format import BODY_PREFIX_SIZE, parse_header
+from ..slots import key_name, trusted_key_list
 from ..streams import EncryptingWriter
 from ._files import EnvcryptReadFile, EnvcryptWriteFile
 from ._heads import HEADS, Head, cached, fetch_heads, fs_token
 from ._sinks import TEMP_PREFIX, LocalSink, open_sink
-from .policy import KeyChoice, KeyPolicy
+from .policy import KeyChoice, KeyPolicy, check_segments
 
 __all__ = ["EnvcryptFileSystem"]
 
@@ -149,6 +154,7 @@ class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
         fs: Any = None,
         key_uri: KeyChoice | None = None,
         key_policy: Mapping[str, KeyChoice] | None = None,
+        trusted_keys: KeyChoice | None = None,
         encryption_context: Mapping[str, str] | None = None,
         plaintext: str = "error",
         resolver_options: Mapping[str, Any] | None = None,
@@ -169,6 +175,7 @@ class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
         self.root_marker = fs.root_marker
         self.key_uri = key_uri
         self.policy = KeyPolicy(key_policy)
+        self.trusted_keys = list(trusted_key_list(trusted_keys)) if trusted_keys is not None else []
         self.encryption_context = dict(encryption_context or {})
         self.plaintext = plaintext
         self.resolver_options = dict(resolver_options or {})
@@ -183,6 +190,7 @@ class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
         options: dict[str, Any] = {
             "key_uri": self.key_uri,
             "key_policy": self.policy.as_dict() or None,
+            "trusted_keys": self.trusted_keys or None,
             "encryption_context": self.encryption_context or None,
             "plaintext": self.plaintext,
             "resolver_options": self.resolver_options or None,
@@ -409,7 +417,7 @@ class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
         also shreds what was copied into that tenant's prefix.
         """
         path1, path2 = self._strip_protocol(path1), self._strip_protocol(path2)
-        if self.policy.rules and self.key_for(path1) != self.key_for(path2) and self.target.isfile(path1):
+        if self.policy.rules and self._other_key(path1, path2) and self.target.isfile(path1):
             head = self._head(path1)
             if head.encrypted and head.error is None:
                 from ._slots import rewrite_slots
@@ -418,6 +426,10 @@ class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
                 return
         self.target.cp_file(path1, path2, **kwargs)
         self._written(path2)
+
+    def _other_key(self, path1: str, path2: str) -> bool:
+        keys1, keys2 = normalize_key_uris(self.key_for(path1)), normalize_key_uris(self.key_for(path2))
+        return {key_name(u) for u in keys1} != {key_name(u) for u in keys2}
 
     def mv(self, path1: Any, path2: Any, recursive: bool = False, maxdepth: int | None = None,
            **kwargs: Any) -> None:
@@ -446,10 +458,27 @@ class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
     # ------------------------------------------------------------ files
 
     def key_for(self, path: str) -> KeyChoice | None:
-        """The key URI(s) new writes at ``path`` use: key policy, else ``key_uri``, else the default."""
+        """The key URI(s) new writes at ``path`` use: key policy, else ``key_uri``, else the default.
+
+        With a key policy, a path with ``.``, ``..`` or empty segments is refused
+        (UnsafePathError: as text it names one prefix, on the storage another), and
+        on a local disk symlinks are resolved first, so the key is the one of the
+        directory the object really lands in.
+        """
         path = self._strip_protocol(path)
+        if not self.policy.rules:
+            return self.key_uri
+        check_segments(path)
+        if isinstance(self.target, LocalFileSystem):
+            path = os.path.realpath(path)
         chosen = self.policy.for_path(path, self.target._strip_protocol, self._policy_anchor(path))
         return chosen if chosen is not None else self.key_uri
+
+    def trusted_for(self, path: str) -> list[str]:
+        """The keys a read of ``path`` accepts: the key new writes at ``path`` would use (any
+        version of it) and the ``trusted_keys`` option.  Another tenant's key is not among them."""
+        own = [key_name(u) for u in normalize_key_uris(self.key_for(path))]
+        return list(dict.fromkeys(own + self.trusted_keys))
 
     def _policy_anchor(self, path: str) -> str:
         """Where relative key-policy prefixes start for ``path`` (see ``policy``).
@@ -583,7 +612,7 @@ class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
         header, header_size = parse_header(head.data)
         check_context(header, self.encryption_context)
         prefix = head.data[header_size : header_size + BODY_PREFIX_SIZE]
-        cipher = open_body(header, prefix, self.resolver_options)
+        cipher = open_body(header, prefix, self.trusted_for(path), self.resolver_options)
         immutable = len(header.immutable)
         kwargs.pop("size", None)
         return EnvcryptReadFile(

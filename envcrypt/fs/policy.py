@@ -25,9 +25,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
+from ..errors import UnsafePathError
 from ..keys.base import split_key_uri
 
-__all__ = ["KeyPolicy", "KeyChoice"]
+__all__ = ["KeyPolicy", "KeyChoice", "check_segments"]
 
 KeyChoice = str | Sequence[str]
 
@@ -100,3 +101,13 @@ def _norm(prefix: str, normalize: Callable[[str], str]) -> str:
 def _starts(path: str, prefix: str) -> bool:
     """``path`` begins with ``prefix``, both taken from the target's root."""
     return path.lstrip("/").startswith(prefix.lstrip("/"))
+
+
+def check_segments(path: str) -> None:
+    """UnsafePathError for a path with ``.``, ``..`` or empty segments (leading and trailing
+    ``/`` aside): as text it lies under one prefix, on the storage under another."""
+    inner = path.strip("/")
+    if "://" in inner:
+        inner = inner.split("://", 1)[1]
+    if any(seg in ("", ".", "..") for seg in inner.split("/")) and inner:
+        raise UnsafePathError(f"refusing a path with '.', '..' or empty segments under a key policy: {path!r}")

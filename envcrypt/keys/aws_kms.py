@@ -8,6 +8,16 @@ key version inside the ciphertext blob).  ``unwrap`` calls ``Decrypt`` with
 ``KeyId`` pinned to that ARN and the same context.  Wrap algorithm id 16, the
 wrapped bytes are the KMS ``CiphertextBlob``.
 
+**Trusted keys** (``trusts``): a slot is accepted only when it names a key the
+reader trusts, and ``Decrypt`` is only ever called with a trusted key as ``KeyId``
+(so KMS itself refuses a blob made under another key).  A trusted key is a key
+ARN (that key), a key id (the key of that id), an alias name or alias ARN (the key
+the alias points to now, looked up once a minute with ``DescribeKey``: trust the
+old key's ARN too after re-pointing an alias), or a **discovery filter**
+``aws-kms://discovery/PARTITION/ACCOUNT[,ACCOUNT...]``, an explicit opt-in that
+accepts any key of those accounts (as the AWS Encryption SDK's discovery mode
+with its account filter).
+
 Retries are botocore's (``standard`` or ``adaptive`` mode), never a home-made
 loop.  KMS errors map onto the envcrypt key errors; throttling that outlasts the
 retries, timeouts and connection failures become ``ResolverUnavailableError``.
@@ -20,11 +30,13 @@ Credentials come from the usual AWS environment, never from options.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, TypeVar
 
 from ..errors import (
     EnvcryptError,
+    InvalidKeyUriError,
     KeyAccessDeniedError,
     KeyDeletedError,
     KeyDisabledError,
@@ -38,6 +50,9 @@ from .base import WRAP_AWS_KMS, split_key_uri
 __all__ = ["AwsKmsResolver", "map_kms_error"]
 
 T = TypeVar("T")
+
+DISCOVERY = "discovery/"
+ALIAS_TTL = 60.0  # seconds an alias -> key ARN lookup is trusted
 
 #: KMS error code -> envcrypt error class (everything else: ResolverUnavailableError)
 ERROR_MAP: dict[str, type[EnvcryptError]] = {
@@ -95,6 +110,7 @@ class AwsKmsResolver:
         self.connect_timeout, self.read_timeout = connect_timeout, read_timeout
         self._client: Any = None
         self._lock = threading.Lock()
+        self._aliases: dict[str, tuple[float, str]] = {}
 
     def __repr__(self) -> str:
         return f"AwsKmsResolver(region_name={self.region_name!r}, endpoint_url={self.endpoint_url!r})"
@@ -137,6 +153,40 @@ class AwsKmsResolver:
         if scheme != "aws-kms":
             raise ValueError(f"not an aws-kms:// key URI: {key_uri!r}")
         return key
+
+    def trusts(self, trusted_uri: str, slot_uri: str) -> bool:
+        """Whether a reader trusting ``trusted_uri`` accepts a slot naming ``slot_uri`` (see the
+        module docstring).  Slots this resolver writes name key ARNs."""
+        want, have = self._key_id(trusted_uri), self._key_id(slot_uri)
+        if not have.startswith("arn:"):
+            return have == want  # not what wrap writes; accepted only as named
+        fields = have.split(":", 5)
+        if len(fields) != 6 or fields[2] != "kms" or not fields[5].startswith("key/"):
+            return False
+        if want.startswith(DISCOVERY):
+            partition, _, accounts = want[len(DISCOVERY):].partition("/")
+            allowed = {a for a in accounts.split(",") if a}
+            if not partition or not allowed:
+                raise InvalidKeyUriError(
+                    f"a KMS discovery filter names a partition and accounts: {trusted_uri!r} "
+                    "(aws-kms://discovery/aws/111122223333)")
+            return fields[1] == partition and fields[4] in allowed
+        if want.startswith("arn:") and ":key/" in want:
+            return have == want
+        if not want.startswith(("arn:", "alias/")):
+            return fields[5] == f"key/{want}"  # a key id
+        return have == self._alias_target(want)
+
+    def _alias_target(self, alias: str) -> str:
+        now = time.monotonic()
+        with self._lock:
+            cached = self._aliases.get(alias)
+        if cached is not None and now - cached[0] < ALIAS_TTL:
+            return cached[1]
+        arn = str(self._call(alias, lambda: self.client.describe_key(KeyId=alias))["KeyMetadata"]["Arn"])
+        with self._lock:
+            self._aliases[alias] = (now, arn)
+        return arn
 
     def identity(self, key_uri: str) -> str:
         key = self._key_id(key_uri)

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from importlib.metadata import entry_points
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from ..errors import InvalidKeyUriError, UnknownKeySchemeError
+from ..errors import InvalidKeyUriError, ResolverUnavailableError, UnknownKeySchemeError
 from ..format import KeySlot
 
 __all__ = [
@@ -66,13 +66,28 @@ class KeyResolver(Protocol):
         ...
 
     def unwrap(self, slot: KeySlot, encryption_context: Mapping[str, str]) -> bytes:
-        """Recover the DEK from a slot this resolver's scheme wrote."""
+        """Recover the DEK from a slot this resolver's scheme wrote.
+
+        Called only for slots that name a key the reader trusts
+        (:mod:`envcrypt.slots`).  The error contract: ``WrongKeyError`` (the
+        wrapped bytes do not open under the named key) and the key errors
+        (``KeyNotFoundError``, ``KeyDisabledError``, ``KeyDeletedError``,
+        ``KeyAccessDeniedError``, ``ResolverUnavailableError``) mean "not through
+        this slot" and the reader tries its next trusted slot; ``VaultError`` and
+        any other exception are fatal.  A resolver never returns a DEK for a key
+        other than the one the slot names.
+        """
         ...
 
     def identity(self, key_uri: str) -> str:
         """The exact identity (with version) of the key new writes under ``key_uri`` would use."""
         ...
 
+
+# A resolver MAY also define ``trusts(trusted_uri, slot_uri) -> bool``: whether a reader that
+# trusts ``trusted_uri`` accepts a slot naming ``slot_uri`` (for URIs that do not compare as
+# strings, such as KMS aliases against key ARNs).  Without it a slot is trusted when its URI
+# is the trusted URI or one of its versions (``TRUSTED/N``); see envcrypt.slots.
 
 ResolverFactory = Callable[..., KeyResolver]
 
@@ -144,7 +159,12 @@ def get_resolver(scheme: str, **options: Any) -> KeyResolver:
         cache_key = (scheme, tuple(sorted((k, _hashable(v)) for k, v in mine.items())))
         resolver = _instances.get(cache_key)
         if resolver is None:
-            resolver = factory(**mine)
+            try:
+                resolver = factory(**mine)
+            except TypeError as exc:  # e.g. a required option the caller did not give
+                raise ResolverUnavailableError(
+                    f"the {scheme!r} key resolver cannot be set up with the options given "
+                    f"({', '.join(sorted(mine)) or 'none'}): {exc}") from exc
             _instances[cache_key] = resolver
         return resolver
 

@@ -1,0 +1,223 @@
+"""Which key slots a reader accepts, and the one function that tries them.
+
+The key slots of an object are not authenticated: whoever can write the
+storage can replace them, or write a whole object whose only slot names a key
+of their own (or wraps a DEK under a *public* key).  The key commitment only
+proves that a DEK belongs to the body, not who made the body.  So a reader
+opens an object only through a slot that names one of its **trusted keys**,
+and :func:`open_slots` is the only place where slots are tried (decrypt,
+open_reader, rewrap and the filesystem all call it).
+
+Trusted keys are key URIs, with or without a version: ``local:acme`` trusts
+every version of that key, ``local:acme/3`` only version 3.  A resolver may
+define ``trusts(trusted_uri, slot_uri)`` for URIs that do not compare as
+strings (AWS KMS: aliases, key ids and discovery filters against key ARNs);
+otherwise a slot is trusted when its URI is the trusted URI or a version of it
+(the trusted URI followed by ``/N``).
+
+The resolver error contract (``KeyResolver.unwrap``):
+
+* ``WrongKeyError`` (the wrapped DEK does not open under this key) and the key
+  errors ``KeyNotFoundError``, ``KeyDisabledError``, ``KeyDeletedError``,
+  ``KeyAccessDeniedError``, ``ResolverUnavailableError`` mean "not through this
+  slot": the reason is kept and the next trusted slot is tried;
+* ``VaultError`` (the key store itself is unsafe or tampered with) and anything
+  that is not an envcrypt error are fatal and propagate at once.
+
+When no slot opens, one error is raised whose message lists every slot's
+reason: ``UntrustedKeyError`` when no slot names a trusted key, else the class
+of the first trusted slot's reason (in slot order).  Its ``reasons`` attribute
+holds ``(slot key URI, error)`` for every slot.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .chunked import ChunkCipher, open_message
+from .errors import (
+    EnvcryptError,
+    IntegrityError,
+    InvalidKeyUriError,
+    KeyError_,
+    MalformedHeaderError,
+    UntrustedKeyError,
+    VaultError,
+    WrongKeyError,
+)
+from .format import BODY_PREFIX_SIZE, Header, KeySlot
+from .keys.base import check_options, get_resolver, split_key_uri
+from .keys.cache import CACHE_OPTION, DekCache, choose_cache
+
+__all__ = ["TrustedKeysArg", "trusted_key_list", "key_name", "admits", "open_slots", "OpenedSlot"]
+
+TrustedKeysArg = str | Sequence[str] | None
+
+_VERSION = re.compile(r"/[0-9]+$")
+
+
+def key_name(key_uri: str) -> str:
+    """A key URI without its version suffix (``local:acme/3`` -> ``local:acme``)."""
+    return _VERSION.sub("", key_uri)
+
+
+def _canonical(key_uri: str) -> str:
+    scheme, _ = split_key_uri(key_uri)
+    return scheme + key_uri[len(scheme) :]
+
+
+def trusted_key_list(trusted_keys: TrustedKeysArg, default: Sequence[str] = ()) -> tuple[str, ...]:
+    """The trusted key URIs as a checked tuple; ``default`` when ``trusted_keys`` is None."""
+    if trusted_keys is None:
+        uris = list(default)
+    elif isinstance(trusted_keys, str):
+        uris = [trusted_keys]
+    elif isinstance(trusted_keys, Sequence) and not isinstance(trusted_keys, (bytes, bytearray)):
+        uris = list(trusted_keys)
+    else:
+        raise TypeError(f"trusted_keys is a str or a sequence of str, not {type(trusted_keys).__name__}")
+    for uri in uris:
+        if not isinstance(uri, str):
+            raise TypeError("trusted_keys is a str or a sequence of str")
+    if not uris:
+        raise InvalidKeyUriError("trusted_keys names no key: a reader must trust at least one key")
+    return tuple(dict.fromkeys(_canonical(u) for u in uris))
+
+
+def admits(resolver: Any, trusted_uri: str, slot_uri: str) -> bool:
+    """Whether the trusted key ``trusted_uri`` covers a slot naming ``slot_uri`` (same scheme)."""
+    method = getattr(resolver, "trusts", None)
+    if method is not None:
+        return bool(method(trusted_uri, slot_uri))
+    return slot_uri == trusted_uri or key_name(slot_uri) == trusted_uri
+
+
+@dataclass
+class OpenedSlot:
+    """What :func:`open_slots` found: the DEK (never shown), the body's chunk cipher, and
+    the slots that name trusted keys (the slot that opened the object among them)."""
+
+    dek: bytes
+    cipher: ChunkCipher
+    slot: KeySlot
+    trusted_slots: tuple[KeySlot, ...]
+
+    def __repr__(self) -> str:
+        return f"<OpenedSlot {self.slot.key_uri!r}>"
+
+    def __reduce__(self) -> Any:
+        raise TypeError("an OpenedSlot holds a data key and cannot be pickled")
+
+
+def _plain(options: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in options.items() if k != CACHE_OPTION}
+
+
+def _options_key(options: Mapping[str, Any]) -> tuple[Any, ...]:
+    from .keys.base import _hashable
+
+    return tuple(sorted((k, _hashable(v)) for k, v in options.items()))
+
+
+def open_slots(
+    header: Header,
+    body_prefix: bytes,
+    trusted_keys: Sequence[str],
+    options: Mapping[str, Any],
+    *,
+    also_in_play: Sequence[str] = (),
+) -> OpenedSlot:
+    """The DEK of the first slot that names a trusted key and passes the body's key commitment.
+
+    Slots are tried lazily in slot order: a slot that names no trusted key is
+    never handed to a resolver (no key service is called with a key id an
+    object chose), and a later slot's key service is not called when an earlier
+    slot opens.  A DEK enters the DEK cache only after its commitment checked.
+    ``also_in_play`` names further schemes whose options may be in ``options``.
+    """
+    if len(body_prefix) < BODY_PREFIX_SIZE:
+        raise IntegrityError()
+    prefix = bytes(body_prefix[:BODY_PREFIX_SIZE])
+    trusted = [(split_key_uri(t)[0], t) for t in trusted_keys]
+    schemes = {scheme for scheme, _ in trusted}
+    plain = _plain(options)
+    # options are checked (TypeError for one no resolver in play accepts) against the schemes of
+    # the trusted keys and of the slots; a resolver is built only for a trusted slot's scheme
+    slot_schemes = set()
+    for slot in header.key_slots:
+        with contextlib.suppress(InvalidKeyUriError, TypeError):
+            slot_schemes.add(split_key_uri(slot.key_uri)[0])
+    check_options(schemes | slot_schemes | set(also_in_play), plain)
+    reasons: list[tuple[str, EnvcryptError]] = []
+    trusted_slots = [slot for slot in header.key_slots if _trusted(slot, trusted, plain, reasons)]
+    caches: list[DekCache | None] = []  # chosen once, on the first trusted slot
+    for slot in trusted_slots:
+        try:
+            resolver = get_resolver(split_key_uri(slot.key_uri)[0], **plain)
+            if not caches:
+                caches.append(choose_cache(options.get(CACHE_OPTION), [resolver]))
+            cache = caches[0]
+            cache_key: Hashable = (slot.key_uri, slot.wrap_algorithm, slot.wrapped_dek, header.immutable,
+                                   _options_key(plain))
+            dek = cache.take_decryption(cache_key) if cache is not None else None
+            fresh = dek is None
+            if dek is None:
+                dek = resolver.unwrap(slot, header.encryption_context)
+            cipher = open_message(dek, header.immutable, prefix)
+        except VaultError:
+            raise
+        except InvalidKeyUriError as exc:  # the resolver says the slot names no valid key
+            reasons.append((slot.key_uri, MalformedHeaderError(f"key slot {slot.key_uri!r}: {exc}")))
+            continue
+        except (KeyError_, WrongKeyError) as exc:
+            reasons.append((slot.key_uri, exc))
+            continue
+        if fresh and cache is not None:
+            cache.put_decryption(cache_key, dek, slot.key_uri)
+        return OpenedSlot(dek, cipher, slot, tuple(trusted_slots))
+    raise _no_slot_opened(reasons, trusted_keys)
+
+
+def _trusted(slot: KeySlot, trusted: list[tuple[str, str]], plain: Mapping[str, Any],
+             reasons: list[tuple[str, EnvcryptError]]) -> str | None:
+    """The trusted key that covers ``slot`` (None, with the reason kept, when none does)."""
+    try:
+        scheme = split_key_uri(slot.key_uri)[0]
+    except (InvalidKeyUriError, TypeError):
+        reasons.append((slot.key_uri, UntrustedKeyError(f"slot key URI {slot.key_uri!r} is not a key URI")))
+        return None
+    candidates = [t for s, t in trusted if s == scheme]
+    if candidates:
+        try:
+            resolver = get_resolver(scheme, **plain)
+            for uri in candidates:
+                if admits(resolver, uri, _canonical(slot.key_uri)):
+                    return uri
+        except VaultError:
+            raise
+        except KeyError_ as exc:  # e.g. a trusted alias that could not be resolved
+            reasons.append((slot.key_uri, exc))
+            return None
+    reasons.append((slot.key_uri, UntrustedKeyError(f"{slot.key_uri} is not a trusted key")))
+    return None
+
+
+def _no_slot_opened(reasons: list[tuple[str, EnvcryptError]], trusted_keys: Sequence[str]) -> EnvcryptError:
+    """One error for every slot's reason: the class of the first reason that is not 'untrusted'."""
+    listed = "; ".join(f"{uri}: {type(exc).__name__}: {exc}" for uri, exc in reasons)
+    first = next((exc for _, exc in reasons if not isinstance(exc, UntrustedKeyError)), None)
+    error: EnvcryptError
+    if first is None:
+        error = UntrustedKeyError(
+            f"no key slot names a trusted key (trusted: {', '.join(trusted_keys)}; slots: {listed})")
+    elif len(reasons) == 1:
+        error = first
+    else:
+        error = type(first)(f"no key slot opened the object ({listed})")
+        error.__cause__ = first
+    error.reasons = reasons  # type: ignore[attr-defined]
+    return error
