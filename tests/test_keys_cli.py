@@ -91,6 +91,20 @@ def test_import_byok_backup_restore(capsys: pytest.CaptureFixture[str], tmp_path
     other = tmp_path / "other-vault"
     assert run(capsys, "key", "restore", str(backup), "--vault", str(other), "--json") == (0, {"uri": "local:byo"})
     assert envcrypt.decrypt(blob, vault=str(other)) == b"x"
+    # over a purged key (a tombstone) only with --force
+    run(capsys, "key", "delete", "byo", "--vault", str(other))
+    run(capsys, "key", "purge", "byo", "--yes", "--vault", str(other))
+    assert run(capsys, "key", "restore", str(backup), "--vault", str(other))[0] == 2
+    assert run(capsys, "key", "restore", str(backup), "--vault", str(other), "--force", "--json") == (
+        0, {"uri": "local:byo"})
+
+
+def test_rsa_ops_help_and_refusal(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["key", "create", "--help"])
+    assert "wrapKey,unwrapKey,encrypt,decrypt" in capsys.readouterr().out
+    assert main(["key", "create", "mixed", "--kind", "rsa", "--ops", "sign,decrypt"]) == 2
+    assert "--ops" in capsys.readouterr().err
 
 
 def test_sign_verify_cli(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
