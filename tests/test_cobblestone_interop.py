@@ -93,9 +93,9 @@ def test_rewrapped_header_keeps_body_for_reference(_isolated_vault: Path) -> Non
     blob = envcrypt.encrypt(plaintext, encryption_context={"a": "b"})
     dek, immutable, body = split_object(blob)
     header, _ = parse_header(blob)
-    other = LocalVault(_isolated_vault).create_key("other")
-    rotated = header.with_slots(wrap_dek(dek, [other], header.encryption_context, {}))
-    assert rotated.immutable == immutable
+    LocalVault(_isolated_vault).rotate_key("default")
+    rotated = header.with_slots(wrap_dek(dek, ["local:default"], header.encryption_context, {}))
+    assert rotated.key_slots[0].key_uri == "local:default/2" and rotated.immutable == immutable
     new_blob = rotated.pack() + body
     assert envcrypt.decrypt(new_blob) == plaintext
     assert reference_decrypt(*split_object(new_blob)) == plaintext

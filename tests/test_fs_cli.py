@@ -31,12 +31,14 @@ def test_put_ls_cat_get_cp_rm_inspect(tmp_path: Path, capsys: pytest.CaptureFixt
     rows = json.loads(out)
     assert code == 0 and rows[0]["size"] == local.stat().st_size and rows[0]["encrypted"] is True
     assert rows[0]["stored_size"] == (store / "report.csv").stat().st_size
-    assert _run(capsys, "cat", f"{store}/report.csv", "--range", "0", "8") == (0, "id,card\n")
+    assert main(["cat", f"{store}/report.csv", "--range", "0", "8"]) == 2  # read under the default key only
+    assert "UntrustedKeyError" in capsys.readouterr().err
+    assert _run(capsys, "cat", f"{store}/report.csv", "--range", "0", "8", "--trust", "local:cli") == (0, "id,card\n")
     code, out = _run(capsys, "inspect", f"{store}/report.csv", "--json")
     assert json.loads(out)["key_slots"][0]["key_uri"] == "local:cli/1"
     assert _run(capsys, "cp", f"{store}/report.csv", f"{store}/copy.csv")[0] == 0
     assert (store / "copy.csv").read_bytes() == (store / "report.csv").read_bytes()
-    assert _run(capsys, "get", f"{store}/copy.csv", str(tmp_path / "back.csv"))[0] == 0
+    assert _run(capsys, "get", f"{store}/copy.csv", str(tmp_path / "back.csv"), "--trust", "local:cli")[0] == 0
     assert (tmp_path / "back.csv").read_bytes() == local.read_bytes()
     assert _run(capsys, "rm", f"{store}/copy.csv")[0] == 0
     assert not (store / "copy.csv").exists()
@@ -61,7 +63,10 @@ def test_trees_migrate_rewrap_manifest(tmp_path: Path, capsys: pytest.CaptureFix
     assert "encrypt-tree: 5/5" in captured.err  # the plain progress counter (no tqdm installed)
     make_key("next")
     code, out = _run(capsys, "rewrap", enc, "--to", "local:next", "-r", "--json", "--no-progress")
-    assert code == 0 and json.loads(out)["done"] == 5
+    assert code == 0 and json.loads(out)["done"] == 5  # re-encrypted under fresh DEKs for local:next
+    code, out = _run(capsys, "rewrap", enc, "--to", "local:default", "-r", "--json", "--no-progress")
+    assert code == 1 and len(json.loads(out)["failed"]) == 5  # local:next is not a key this URL names
+    assert "UntrustedKeyError" in out
     make_key("signer", "ec-p256")
     assert _run(capsys, "manifest", "sign", enc, "--key", "local:signer")[0] == 0
     code, out = _run(capsys, "manifest", "verify", enc, "--json")
@@ -76,7 +81,8 @@ def test_trees_migrate_rewrap_manifest(tmp_path: Path, capsys: pytest.CaptureFix
     (tmp_path / "enc" / "d" / "0.txt").unlink()
     code, out = _run(capsys, "manifest", "verify", enc)
     assert code == 1 and "removed     d/0.txt" in out
-    code, out = _run(capsys, "decrypt-tree", enc, str(tmp_path / "dec"), "--json", "--no-progress")
+    code, out = _run(capsys, "decrypt-tree", enc, str(tmp_path / "dec"), "--json", "--no-progress",
+                     "--trust", "local:next")
     assert code == 0 and (tmp_path / "dec" / "d" / "3.txt").read_bytes() == b"row\n" * 300
     (tmp_path / "plain").mkdir()
     (tmp_path / "plain" / "p.csv").write_bytes(b"a,b\n")

@@ -127,7 +127,7 @@ def test_reader_follows_a_rewrap_even_when_its_size_was_wrong() -> None:
                                       plaintext_size=len(data) + 9)
         f.size = f.cache.size = len(data) + 9
         stored = target.cat_file("/m/x")
-        target.pipe_file("/m/x", _rewrapped(stored, [make_key("a-longer-key-name-than-default")]))
+        target.pipe_file("/m/x", _rewrapped(stored, ["local:default", "local:default/1"]))  # a longer header
         assert f.read() == data
         assert f.size == len(data)
 
@@ -165,7 +165,9 @@ def test_copy_and_move_into_another_tenant_take_its_key() -> None:
     fs.mv("/lake/a/x", "/lake/b/moved")
     assert _slots(target, "/lake/b/x") == _slots(target, "/lake/b/moved") == ["local:tenant-b/1"]
     copied = target.cat_file("/lake/b/x")
-    assert copied[envcrypt.inspect(copied).header_size :] == stored[envcrypt.inspect(stored).header_size :]
+    # re-encrypted under a fresh DEK: tenant b never receives the DEK tenant a's objects were sealed with
+    body = envcrypt.inspect(stored).header_size
+    assert copied[envcrypt.inspect(copied).header_size :][:56] != stored[body : body + 56]
     assert not target.exists("/lake/a/x")
     fs.cp_file("/lake/b/x", "/lake/b/same")  # same key: a plain ciphertext copy
     assert target.cat_file("/lake/b/same") == copied
@@ -187,8 +189,8 @@ def _slots_of(fs: EnvcryptFileSystem, path: str) -> list[str]:
 def test_a_write_during_a_rewrap_is_not_lost(where: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from envcrypt.fs import _slots, trees
     from envcrypt.fs._sinks import ConcurrentModificationError
+    from envcrypt.keys.vault import LocalVault
 
-    make_key("next")
     if where == "memory":
         fs, _ = memory_envcrypt()
         path = "/l/x"
@@ -196,6 +198,8 @@ def test_a_write_during_a_rewrap_is_not_lost(where: str, tmp_path: Path, monkeyp
         fs = EnvcryptFileSystem(key_uri="local:default", skip_instance_cache=True)
         path = str(tmp_path / "x")
     fs.pipe_file(path, b"v1")
+    vault = LocalVault()  # (monkeypatch.undo below also undoes the test's $ENVCRYPT_VAULT)
+    vault.rotate_key("default")  # a rotation: the slots move to local:default/2
     copy = _slots.shutil.copyfileobj
 
     def copy_and_race(src: Any, dst: Any, length: int = 0) -> None:
@@ -204,11 +208,14 @@ def test_a_write_during_a_rewrap_is_not_lost(where: str, tmp_path: Path, monkeyp
 
     monkeypatch.setattr(_slots.shutil, "copyfileobj", copy_and_race)
     with pytest.raises(ConcurrentModificationError):
-        trees.rewrap_object(fs, path, ["local:next"])
+        trees.rewrap_object(fs, path, ["local:default"])
     monkeypatch.undo()
     assert fs.cat_file(path) == b"v2 written by an application during the rewrap"
-    assert trees.rewrap_object(fs, path, ["local:next"])  # a rerun rewraps v2
-    assert fs.cat_file(path).startswith(b"v2") and _slots_of(fs, path) == ["local:next/1"]
+    assert _slots_of(fs, path) == ["local:default/2"]  # v2 was written after the rotation
+    fs.pipe_file(path, b"v3")
+    vault.rotate_key("default")
+    assert trees.rewrap_object(fs, path, ["local:default"])  # a rerun rewraps what is there
+    assert fs.cat_file(path) == b"v3" and _slots_of(fs, path) == ["local:default/3"]
 
 
 # ---------------------------------------------------------------- 7. local file modes
@@ -531,7 +538,7 @@ def test_cross_store_cli_copy_takes_the_destination_policys_key(tmp_path: Path) 
     copied = (tmp_path / "lake" / "b" / "obj").read_bytes()
     assert envcrypt.inspect(copied).key_uris == ["local:tenant-b/1"]
     assert (tmp_path / "lake" / "plain-copy").read_bytes() == efs.target.cat_file(path)  # no rule: as it is
-    assert envcrypt.decrypt(copied) == data
+    assert envcrypt.decrypt(copied, trusted_keys="local:tenant-b") == data
     efs.target.rm(path)
 
 

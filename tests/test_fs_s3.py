@@ -12,6 +12,7 @@ import fsspec
 import pytest
 
 from envcrypt import NotEncryptedError, inspect
+from envcrypt.errors import UntrustedKeyError
 from envcrypt.format import CHUNK_SIZE
 from envcrypt.fs import EnvcryptFileSystem
 
@@ -216,21 +217,23 @@ def test_aws_kms_key_through_the_filesystem(s3: dict[str, Any]) -> None:
     from envcrypt import inspect
 
     assert inspect(_raw(s3, "kms.bin")).key_uris[0].startswith("aws-kms://")
-    assert _fs(s3, resolver_options=resolver).cat_file(f"{s3['bucket']}/kms.bin") == b"wrapped by KMS"
+    reader = _fs(s3, resolver_options=resolver, trusted_keys=[f"aws-kms://{key_id}"])
+    assert reader.cat_file(f"{s3['bucket']}/kms.bin") == b"wrapped by KMS"
+    with pytest.raises(UntrustedKeyError):  # a reader configured for local keys only
+        _fs(s3, resolver_options=resolver).cat_file(f"{s3['bucket']}/kms.bin")
 
 
 def test_reader_open_during_a_rewrap_on_s3(s3: dict[str, Any]) -> None:
     from envcrypt.fs import trees
-    from envcrypt.keys.vault import LocalVault
 
-    LocalVault().create_key("a-much-longer-key-name-for-a-longer-header")
     fs = _fs(s3)
     data = os.urandom(8 * CHUNK_SIZE)
     path = f"{s3['bucket']}/rot.bin"
     fs.pipe_file(path, data)
     with fs.open(path) as f:
         assert f.read(10) == data[:10]
-        assert trees.rewrap_object(fs, path, ["local:a-much-longer-key-name-for-a-longer-header"])
+        # a second slot under the same key: a longer header, the body as it is
+        assert trees.rewrap_object(fs, path, ["local:default", "local:default/1"])
         f.seek(5 * CHUNK_SIZE)
         assert f.read() == data[5 * CHUNK_SIZE :]
     assert fs.cat_file(path) == data
@@ -241,11 +244,9 @@ def test_reader_open_during_a_rewrap_on_s3(s3: dict[str, Any]) -> None:
 def test_sizes_and_reads_stay_right_when_another_client_rewraps_after_a_cached_listing(
     s3: dict[str, Any],
 ) -> None:
-    from envcrypt.fs import trees
-    from envcrypt.keys.vault import LocalVault
-
-    LocalVault().create_key("another-process-key-with-a-long-name")
     import s3fs
+
+    from envcrypt.fs import trees
 
     def client() -> EnvcryptFileSystem:  # separate instances: two processes
         target = s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3["endpoint"]}, skip_instance_cache=True)
@@ -259,7 +260,7 @@ def test_sizes_and_reads_stay_right_when_another_client_rewraps_after_a_cached_l
     a.invalidate_cache()
     assert [e["size"] for e in a.ls(f"{s3['bucket']}/d")] == [len(data)]  # fills a's s3fs listing cache
     # another process rewraps (longer header: new stored size); its cache forgets the head
-    assert trees.rewrap_object(b, path, ["local:another-process-key-with-a-long-name"])
+    assert trees.rewrap_object(b, path, ["local:default", "local:default/1"])
     assert a.info(path)["size"] == len(data)
     assert [e["size"] for e in a.ls(f"{s3['bucket']}/d")] == [len(data)]
     assert a.cat_file(path) == data
@@ -296,11 +297,12 @@ def test_rewrap_on_s3_is_conditional(s3: dict[str, Any], monkeypatch: pytest.Mon
     from envcrypt.fs._sinks import ConcurrentModificationError
     from envcrypt.keys.vault import LocalVault
 
-    LocalVault().create_key("next")
     fs = _separate_client(s3, block_size=5 * 2**20)
     other = _separate_client(s3)
     path = f"{s3['bucket']}/cas"
     fs.pipe_file(path, os.urandom(size))
+    vault = LocalVault()  # (monkeypatch.undo below also undoes the test's $ENVCRYPT_VAULT)
+    vault.rotate_key("default")
     v2 = b"v2 written by an application during the rewrap"
     copy = _slots.shutil.copyfileobj
 
@@ -310,12 +312,17 @@ def test_rewrap_on_s3_is_conditional(s3: dict[str, Any], monkeypatch: pytest.Mon
 
     monkeypatch.setattr(_slots.shutil, "copyfileobj", copy_and_race)
     with pytest.raises(ConcurrentModificationError):
-        trees.rewrap_object(fs, path, ["local:next"])
+        trees.rewrap_object(fs, path, ["local:default"])
     monkeypatch.undo()
     assert other.cat_file(path) == v2
     assert s3["client"].list_multipart_uploads(Bucket=s3["bucket"]).get("Uploads", []) == []
-    assert trees.rewrap_object(fs, path, ["local:next"])
+    vault.rotate_key("default")
+    assert trees.rewrap_object(fs, path, ["local:default"])  # a rerun rewraps v2
     assert other.cat_file(path) == v2
+    from envcrypt import inspect
+
+    assert inspect(s3["client"].get_object(Bucket=s3["bucket"], Key="cas")["Body"].read()).key_uris == [
+        "local:default/3"]
 
 
 def test_key_policy_prefixes_start_at_the_bucket(s3: dict[str, Any]) -> None:

@@ -107,8 +107,8 @@ def test_migrate_in_place(tmp_path: Path) -> None:
 
 
 def test_rewrap_prefix_replaces_only_key_slots(tmp_path: Path) -> None:
-    old, new = make_key("old"), make_key("new-key-with-longer-name")
-    fs = EnvcryptFileSystem(target_protocol="file", key_uri=old, skip_instance_cache=True)
+    old = make_key("old")
+    fs = EnvcryptFileSystem(target_protocol="file", key_uri="local:old", skip_instance_cache=True)
     data = os.urandom(5 * CHUNK_SIZE)
     paths = [str(tmp_path / f"r/{i}") for i in range(3)]
     for p in paths:
@@ -117,17 +117,44 @@ def test_rewrap_prefix_replaces_only_key_slots(tmp_path: Path) -> None:
     before = {p: Path(p).read_bytes() for p in paths}
     reader = fs.open(paths[0], "rb")
     assert reader.read(10) == data[:10]
-    report = trees.rewrap(f"file://{tmp_path}/r", new, recursive=True, progress=False)
+    LocalVault().rotate_key("old")
+    options = {"envcrypt": {"key_uri": "local:old"}}
+    report = trees.rewrap(f"file://{tmp_path}/r", "local:old", recursive=True, progress=False,
+                          storage_options=options)
     assert report.ok and len(report.done) == 3
     for p in paths:
         after = Path(p).read_bytes()
         old_info, new_info = inspect(before[p]), inspect(after)
-        assert new_info.key_uris == ["local:new-key-with-longer-name/1"]
+        assert old_info.key_uris == [old + "/1"] and new_info.key_uris == ["local:old/2"]
         assert after[new_info.header_size :] == before[p][old_info.header_size :]  # body byte-identical
         assert fs.cat_file(p) == data
     reader.seek(4 * CHUNK_SIZE)
     assert reader.read() == data[4 * CHUNK_SIZE :]  # an open reader follows the rewrap
-    assert trees.rewrap(f"file://{tmp_path}/r", new, recursive=True, progress=False).skipped == sorted(paths)
+    again = trees.rewrap(f"file://{tmp_path}/r", "local:old", recursive=True, progress=False, storage_options=options)
+    assert again.skipped == sorted(paths)
+
+
+def test_rewrap_prefix_to_another_key_reencrypts(tmp_path: Path) -> None:
+    make_key("old")
+    new = make_key("new-key-with-longer-name")
+    fs = EnvcryptFileSystem(target_protocol="file", key_uri="local:old", skip_instance_cache=True)
+    data = os.urandom(2 * CHUNK_SIZE + 5)
+    fs.makedirs(str(tmp_path / "r"), exist_ok=True)
+    fs.pipe_file(str(tmp_path / "r/x"), data)
+    before = (tmp_path / "r/x").read_bytes()
+    url = f"file://{tmp_path}/r"
+    refused = trees.rewrap(url, new, recursive=True, progress=False)  # reads trust only the default key
+    assert not refused.ok and "UntrustedKeyError" in refused.failed[0][1]
+    assert (tmp_path / "r/x").read_bytes() == before
+    report = trees.rewrap(url, new, recursive=True, progress=False,
+                          storage_options={"envcrypt": {"trusted_keys": ["local:old"]}})
+    assert report.ok and report.done == [str(tmp_path / "r/x")]
+    after = (tmp_path / "r/x").read_bytes()
+    assert inspect(after).key_uris == [new + "/1"]
+    assert after[inspect(after).header_size :][:56] != before[inspect(before).header_size :][:56]  # a fresh DEK
+    reader = EnvcryptFileSystem(target_protocol="file", key_uri="local:new-key-with-longer-name",
+                                skip_instance_cache=True)
+    assert reader.cat_file(str(tmp_path / "r/x")) == data
 
 
 def test_signed_manifest_detects_add_remove_swap_rollback() -> None:
@@ -142,7 +169,9 @@ def test_signed_manifest_detects_add_remove_swap_rollback() -> None:
     fs.pipe_file(f"{root}/a", b"a3" * 100)
     mf.sign_manifest(fs, root, signer)  # re-signed: remembers a's older digests
     assert mf.verify_manifest(fs, root).ok
-    trees.rewrap(f"envcrypt::memory://{root}", make_key("rotated"), recursive=True, progress=False)
+    LocalVault().rotate_key("default")
+    trees.rewrap(f"envcrypt::memory://{root}", "local:default", recursive=True, progress=False)
+    assert fs.target.cat_file(f"{root}/b")[:80].count(b"local:default/2") == 1
     assert mf.verify_manifest(fs, root).ok  # a rotation is not a change
     b, c = fs.target.cat_file(f"{root}/b"), fs.target.cat_file(f"{root}/c")
     fs.target.pipe_file(f"{root}/b", c)

@@ -37,6 +37,9 @@ def register(sub: Any) -> None:
     p.add_argument("dst")
     p.add_argument("--context", action="append", default=[], metavar="K=V",
                    help="require this encryption context pair (repeatable)")
+    p.add_argument("--trust", action="append", default=None, metavar="KEY_URI",
+                   help="a key the object may be opened with (repeatable; default $ENVCRYPT_KEY_URI or "
+                        "local:default): a key slot naming any other key is not accepted")
     p.set_defaults(func=_decrypt)
 
     p = sub.add_parser("demo", help="the quick-start job: encrypt a generated dataset on the local vault")
@@ -90,7 +93,7 @@ def _encrypt(args: argparse.Namespace) -> int:
 
 def _decrypt(args: argparse.Namespace) -> int:
     with _streams(args.src, args.dst) as (src, out):
-        reader = open_reader(src, encryption_context=_pairs(args.context))
+        reader = open_reader(src, trusted_keys=args.trust, encryption_context=_pairs(args.context))
         buf = bytearray(COPY_BUFFER)
         while n := reader.readinto(buf):
             out.write(memoryview(buf)[:n])

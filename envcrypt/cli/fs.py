@@ -29,6 +29,9 @@ def _common(p: argparse.ArgumentParser, json_flag: bool = False) -> None:
                    help="fsspec storage options keyed by protocol, as JSON")
     p.add_argument("--plaintext", choices=("error", "allow"), default=None,
                    help="how to treat objects that are not envcrypt objects (default error)")
+    p.add_argument("--trust", action="append", dest="trust", default=None, metavar="KEY_URI",
+                   help="a further key that reads accept (repeatable; by default an object opens only under "
+                        "the key new writes at its path would use: --key / key_policy / local:default)")
     if json_flag:
         p.add_argument("--json", action="store_true", help="print JSON")
 
@@ -123,8 +126,17 @@ def register(sub: Any) -> None:
     m.set_defaults(func=_manifest_verify)
 
 
+def _options(args: argparse.Namespace) -> dict[str, Any]:
+    """The storage options with ``--trust`` added to the envcrypt layer's ``trusted_keys``."""
+    options = {k: dict(v) if isinstance(v, dict) else v for k, v in args.storage_options.items()}
+    if getattr(args, "trust", None):
+        layer = options.setdefault("envcrypt", {})
+        layer["trusted_keys"] = list(layer.get("trusted_keys") or []) + list(args.trust)
+    return options
+
+
 def _efs(args: argparse.Namespace, url: str, **extra: Any) -> tuple[Any, str]:
-    return encrypted_fs(url, args.storage_options, plaintext=args.plaintext, **extra)
+    return encrypted_fs(url, _options(args), plaintext=args.plaintext, **extra)
 
 
 def _ls(args: argparse.Namespace) -> int:
@@ -171,8 +183,9 @@ def _cp(args: argparse.Namespace) -> int:
         pairs = [(n, dst.rstrip("/") + "/" + n[len(src.rstrip("/")) + 1 :]) for n in src_fs.find(src)]
     for a, b in pairs:  # ciphertext copied across stores: still no decryption
         if dst_fs.policy.rules and src_fs._head(a).encrypted:
-            # the destination's key policy decides the copy's key (slots rewritten, body as it is)
-            rewrite_slots(dst_fs, a, b, normalize_key_uris(dst_fs.key_for(b)), source=src_fs.target)
+            # the destination's key policy decides the copy's key (re-encrypted when it is another key)
+            rewrite_slots(dst_fs, a, b, normalize_key_uris(dst_fs.key_for(b)), source=src_fs.target,
+                          trusted_keys=src_fs.trusted_for(a))
             continue
         # through the destination's atomic sink: a failed copy publishes nothing
         sink = open_sink(dst_fs.target, b)
@@ -229,7 +242,7 @@ def _report(args: argparse.Namespace, report: trees.TreeReport) -> int:
 
 
 def _tree_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    return {"storage_options": args.storage_options, "workers": args.workers, "progress": not args.no_progress}
+    return {"storage_options": _options(args), "workers": args.workers, "progress": not args.no_progress}
 
 
 def _rewrap(args: argparse.Namespace) -> int:

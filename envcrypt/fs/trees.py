@@ -37,6 +37,7 @@ from typing import Any
 from ..envelope import normalize_key_uris
 from ..errors import EnvcryptError
 from ..format import MAGIC
+from ..slots import key_name
 from ._sinks import open_sink, version_of
 from ._slots import rewrite_slots, target_identities
 from .filesystem import EnvcryptFileSystem
@@ -219,13 +220,20 @@ def migrate(
 
 def rewrap_object(fs: EnvcryptFileSystem, path: str, key_uris: Sequence[str],
                   identities: Sequence[str] | None = None) -> bool:
-    """Replace one object's key slots (body copied byte-identical); False when already done.
+    """Put one object under ``key_uris``; False when already done.
+
+    Within the keys the object has (a rotation), only its key slots are replaced
+    and the body is copied byte-identical; to another key it is re-encrypted
+    under a fresh DEK (see ``_slots.rewrite_slots``).
 
     The replacement is conditional (see ``_sinks``): an object rewritten by
     someone else while it was being rewrapped is left as they wrote it and
     reported (``ConcurrentModificationError``); a rerun rewraps it.
     """
-    return rewrite_slots(fs, path, path, key_uris, identities)
+    # a rewrap reads through the keys the path's configuration names, and the target keys
+    # themselves (a rotation within a key needs no further option)
+    trusted = list(dict.fromkeys(fs.trusted_for(path) + [key_name(u) for u in key_uris]))
+    return rewrite_slots(fs, path, path, key_uris, identities, trusted_keys=trusted)
 
 
 def rewrap(
