@@ -11,16 +11,19 @@ import envcrypt
 from envcrypt.errors import KeyDisabledError
 from envcrypt.keys.vault import LocalVault
 
+#: the keys this file's envcrypt.decrypt calls accept (a reader names the keys it trusts)
+TRUSTED = ["local:eu"]
+
 
 @pytest.fixture
 def vault(_isolated_vault: Path) -> LocalVault:
     v = LocalVault(_isolated_vault)
     v.create_key("eu")
     blob = envcrypt.encrypt(b"data", "local:eu")
-    envcrypt.decrypt(blob)
+    envcrypt.decrypt(blob, trusted_keys=TRUSTED)
     v.disable_key("eu")
     with pytest.raises(KeyDisabledError):
-        envcrypt.decrypt(blob)
+        envcrypt.decrypt(blob, trusted_keys=TRUSTED)
     return v
 
 

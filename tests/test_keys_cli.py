@@ -12,6 +12,9 @@ import pytest
 import envcrypt
 from envcrypt.cli import main
 
+#: the keys this file's envcrypt.decrypt calls accept (a reader names the keys it trusts)
+TRUSTED = ["local:byo", "local:eu", "local:k", "local:raw"]
+
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, Any]:
     code = main(list(argv))
@@ -32,16 +35,16 @@ def test_key_lifecycle_json(capsys: pytest.CaptureFixture[str]) -> None:
     blob = envcrypt.encrypt(b"x", "local:eu")
     assert run(capsys, "key", "disable", "eu", "--json")[0] == 0
     with pytest.raises(envcrypt.KeyDisabledError):
-        envcrypt.decrypt(blob)
+        envcrypt.decrypt(blob, trusted_keys=TRUSTED)
     assert run(capsys, "key", "enable", "eu")[0] == 0
     assert run(capsys, "key", "delete", "eu", "--json") == (0, {"deleted": "eu"})
     assert run(capsys, "key", "list", "--json") == (0, [])
     assert run(capsys, "key", "recover", "eu")[0] == 0
-    assert envcrypt.decrypt(blob) == b"x"
+    assert envcrypt.decrypt(blob, trusted_keys=TRUSTED) == b"x"
     run(capsys, "key", "delete", "eu")
     assert run(capsys, "key", "purge", "eu", "--yes", "--json") == (0, {"purged": "eu"})
     with pytest.raises(envcrypt.KeyDeletedError):
-        envcrypt.decrypt(blob)
+        envcrypt.decrypt(blob, trusted_keys=TRUSTED)
 
 
 def test_errors_exit_2_with_the_error_name(capsys: pytest.CaptureFixture[str]) -> None:
@@ -90,7 +93,7 @@ def test_import_byok_backup_restore(capsys: pytest.CaptureFixture[str], tmp_path
         0, {"out": str(backup), "protection": "passphrase"})
     other = tmp_path / "other-vault"
     assert run(capsys, "key", "restore", str(backup), "--vault", str(other), "--json") == (0, {"uri": "local:byo"})
-    assert envcrypt.decrypt(blob, vault=str(other)) == b"x"
+    assert envcrypt.decrypt(blob, trusted_keys=TRUSTED, vault=str(other)) == b"x"
     # over a purged key (a tombstone) only with --force
     run(capsys, "key", "delete", "byo", "--vault", str(other))
     run(capsys, "key", "purge", "byo", "--yes", "--vault", str(other))
@@ -137,7 +140,7 @@ def test_secrets_cli(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None
 
 def test_audit_verify_and_tail(capsys: pytest.CaptureFixture[str], _isolated_vault: Path) -> None:
     run(capsys, "key", "create", "eu")
-    envcrypt.decrypt(envcrypt.encrypt(b"x", "local:eu"))
+    envcrypt.decrypt(envcrypt.encrypt(b"x", "local:eu"), trusted_keys=TRUSTED)
     code, report = run(capsys, "audit", "verify", "--json")
     assert code == 0 and report == {"ok": True, "entries": 4, "problem": None, "line": None}  # + vault-init
     code, tail = run(capsys, "audit", "tail", "-n", "2", "--json")

@@ -19,6 +19,9 @@ from envcrypt.errors import (
 )
 from envcrypt.keys.vault import LocalVault, parse_local_uri
 
+#: the keys this file's envcrypt.decrypt calls accept (a reader names the keys it trusts)
+TRUSTED = ["local:k", "local:t", "local:tenant-b"]
+
 
 @pytest.fixture
 def vault(_isolated_vault: Path) -> LocalVault:
@@ -88,7 +91,7 @@ def test_malformed_key_record_is_a_vault_error(vault: LocalVault, _isolated_vaul
     blob = envcrypt.encrypt(b"x", "local:k")
     path = _isolated_vault / "keys" / "k.json"
     _rewrite(path, change(json.loads(path.read_text())))
-    for call in (lambda: envcrypt.decrypt(blob), lambda: envcrypt.encrypt(b"x", "local:k"),
+    for call in (lambda: envcrypt.decrypt(blob, trusted_keys=TRUSTED), lambda: envcrypt.encrypt(b"x", "local:k"),
                  lambda: vault.show_key("k"), lambda: vault.list_keys(), lambda: vault.rotate_key("k")):
         with pytest.raises(VaultError):
             call()
@@ -164,7 +167,7 @@ def test_key_record_copied_over_another_is_refused(vault: LocalVault, _isolated_
     blob_b = envcrypt.encrypt(b"B", "local:tenant-b")
     keys = _isolated_vault / "keys"
     (keys / "tenant-b.json").write_bytes((keys / "tenant-a.json").read_bytes())
-    for call in (lambda: envcrypt.encrypt(b"x", "local:tenant-b"), lambda: envcrypt.decrypt(blob_b),
+    for call in (lambda: envcrypt.encrypt(b"x", "local:tenant-b"), lambda: envcrypt.decrypt(blob_b, trusted_keys=TRUSTED),
                  lambda: vault.show_key("tenant-b")):
         with pytest.raises(VaultError, match="names another key"):
             call()

@@ -25,6 +25,9 @@ from envcrypt.keys import vault as vault_mod
 from envcrypt.keys.byok import wrap_for_transfer
 from envcrypt.keys.vault import LocalVault
 
+#: the keys this file's envcrypt.decrypt calls accept (a reader names the keys it trusts)
+TRUSTED = ["local:eu", "local:k", "local:byo", "local:customer"]
+
 FAST = {"memory_cost": 8 * 1024, "iterations": 1, "lanes": 1}
 
 
@@ -106,7 +109,7 @@ def test_backup_restore_with_passphrase_across_vaults(vault: LocalVault, tmp_pat
     with pytest.raises(IntegrityError):
         other.restore_key(backup, passphrase="nope")
     assert other.restore_key(backup, passphrase="pw") == "local:eu"
-    assert envcrypt.decrypt(old, vault=str(other.path)) == b"v1"
+    assert envcrypt.decrypt(old, trusted_keys=TRUSTED, vault=str(other.path)) == b"v1"
     with pytest.raises(KeyStateError):
         other.restore_key(backup, passphrase="pw")
 
@@ -118,11 +121,11 @@ def test_backup_restores_after_purge(vault: LocalVault) -> None:
     vault.delete_key("eu")
     vault.purge_key("eu")
     with pytest.raises(KeyDeletedError):
-        envcrypt.decrypt(blob)
+        envcrypt.decrypt(blob, trusted_keys=TRUSTED)
     with pytest.raises(KeyStateError, match="force"):  # over a tombstone: only when forced
         vault.restore_key(backup)
     vault.restore_key(backup, force=True)
-    assert envcrypt.decrypt(blob) == b"data"
+    assert envcrypt.decrypt(blob, trusted_keys=TRUSTED) == b"data"
 
 
 def test_vault_sealed_backup_does_not_open_elsewhere(vault: LocalVault, tmp_path: Path) -> None:
@@ -203,4 +206,4 @@ def test_restore_over_a_tombstone_keeps_purged_through(vault: LocalVault) -> Non
     assert vault.restore_key(backup, force=True) == "local:k"
     assert vault.rotate_key("k") == "local:k/4"  # never a second version 3
     with pytest.raises(KeyDeletedError):
-        envcrypt.decrypt(old)
+        envcrypt.decrypt(old, trusted_keys=TRUSTED)

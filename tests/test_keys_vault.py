@@ -18,6 +18,9 @@ from envcrypt.errors import (
 )
 from envcrypt.keys.vault import LocalVault
 
+#: the keys this file's envcrypt.decrypt calls accept (a reader names the keys it trusts)
+TRUSTED = ["local:a", "local:b", "local:default", "local:eu", "local:k", "local:ro", "local:rsa", "local:us"]
+
 
 @pytest.fixture
 def vault(_isolated_vault: Path) -> LocalVault:
@@ -31,7 +34,7 @@ def test_create_and_roundtrip_names_exact_version(vault: LocalVault) -> None:
     assert vault.create_key("eu") == "local:eu/1"
     blob = envcrypt.encrypt(DATA, "local:eu")
     assert envcrypt.inspect(blob).key_uris == ["local:eu/1"]
-    assert envcrypt.decrypt(blob) == DATA
+    assert envcrypt.decrypt(blob, trusted_keys=TRUSTED) == DATA
 
 
 def test_create_twice_is_refused(vault: LocalVault) -> None:
@@ -54,7 +57,7 @@ def test_rotate_new_writes_use_newest_old_still_open(vault: LocalVault) -> None:
     assert vault.rotate_key("eu") == "local:eu/2"
     new = envcrypt.encrypt(DATA, "local:eu")
     assert envcrypt.inspect(new).key_uris == ["local:eu/2"]
-    assert envcrypt.decrypt(old) == envcrypt.decrypt(new) == DATA
+    assert envcrypt.decrypt(old, trusted_keys=TRUSTED) == envcrypt.decrypt(new, trusted_keys=TRUSTED) == DATA
     assert vault.show_key("eu")["current_version"] == 2
 
 
@@ -65,9 +68,9 @@ def test_disable_enable_key(vault: LocalVault) -> None:
     with pytest.raises(KeyDisabledError):
         envcrypt.encrypt(DATA, "local:eu")
     with pytest.raises(KeyDisabledError):
-        envcrypt.decrypt(blob)
+        envcrypt.decrypt(blob, trusted_keys=TRUSTED)
     vault.enable_key("eu")
-    assert envcrypt.decrypt(blob) == DATA
+    assert envcrypt.decrypt(blob, trusted_keys=TRUSTED) == DATA
 
 
 def test_disable_one_version(vault: LocalVault) -> None:
@@ -79,7 +82,7 @@ def test_disable_one_version(vault: LocalVault) -> None:
     assert envcrypt.inspect(envcrypt.encrypt(DATA, "local:eu")).key_uris == ["local:eu/1"]
     with pytest.raises(KeyDisabledError):
         envcrypt.encrypt(DATA, "local:eu/2")
-    assert envcrypt.decrypt(v1) == DATA
+    assert envcrypt.decrypt(v1, trusted_keys=TRUSTED) == DATA
     vault.disable_key("eu/1")
     with pytest.raises(KeyDisabledError):
         envcrypt.encrypt(DATA, "local:eu")
@@ -92,7 +95,7 @@ def test_not_before_refuses_everything(vault: LocalVault) -> None:
     with pytest.raises(KeyDisabledError, match="not valid yet"):
         envcrypt.encrypt(DATA, "local:eu")
     with pytest.raises(KeyDisabledError):
-        envcrypt.decrypt(blob)
+        envcrypt.decrypt(blob, trusted_keys=TRUSTED)
 
 
 def test_expired_key_reads_but_does_not_write(vault: LocalVault) -> None:
@@ -101,7 +104,7 @@ def test_expired_key_reads_but_does_not_write(vault: LocalVault) -> None:
     vault.set_validity("eu", expires=int(time.time()) - 1)
     with pytest.raises(KeyDisabledError, match="expired"):
         envcrypt.encrypt(DATA, "local:eu")
-    assert envcrypt.decrypt(blob) == DATA
+    assert envcrypt.decrypt(blob, trusted_keys=TRUSTED) == DATA
     vault.set_validity("eu", expires=None)
     envcrypt.encrypt(DATA, "local:eu")
 
@@ -111,7 +114,7 @@ def test_soft_delete_recover(vault: LocalVault) -> None:
     blob = envcrypt.encrypt(DATA, "local:eu")
     vault.delete_key("eu")
     with pytest.raises(KeyDeletedError):
-        envcrypt.decrypt(blob)
+        envcrypt.decrypt(blob, trusted_keys=TRUSTED)
     with pytest.raises(KeyDeletedError):
         envcrypt.encrypt(DATA, "local:eu")
     assert [k["name"] for k in vault.list_keys()] == []
@@ -119,7 +122,7 @@ def test_soft_delete_recover(vault: LocalVault) -> None:
     with pytest.raises(KeyStateError):
         vault.create_key("eu")  # the name is still taken while recoverable
     vault.recover_key("eu")
-    assert envcrypt.decrypt(blob) == DATA
+    assert envcrypt.decrypt(blob, trusted_keys=TRUSTED) == DATA
     with pytest.raises(KeyStateError):
         vault.recover_key("eu")
 
@@ -135,7 +138,7 @@ def test_purge_is_crypto_shredding(vault: LocalVault) -> None:
     record = (vault.path / "keys" / "eu.json").read_text()
     assert "material" not in record
     with pytest.raises(KeyDeletedError, match="purged"):
-        envcrypt.decrypt(blob)
+        envcrypt.decrypt(blob, trusted_keys=TRUSTED)
     with pytest.raises(KeyDeletedError):
         vault.recover_key("eu")
     with pytest.raises(KeyDeletedError):
@@ -143,7 +146,7 @@ def test_purge_is_crypto_shredding(vault: LocalVault) -> None:
     # re-creating the name continues the version numbers: old slots still say "purged"
     assert vault.create_key("eu") == "local:eu/3"
     with pytest.raises(KeyDeletedError, match="purged"):
-        envcrypt.decrypt(blob)
+        envcrypt.decrypt(blob, trusted_keys=TRUSTED)
 
 
 def test_permitted_operations(vault: LocalVault) -> None:
@@ -154,7 +157,7 @@ def test_permitted_operations(vault: LocalVault) -> None:
     blob = envcrypt.encrypt(DATA, "local:ro")
     vault.set_ops("ro", ["wrapKey"])
     with pytest.raises(KeyAccessDeniedError):
-        envcrypt.decrypt(blob)
+        envcrypt.decrypt(blob, trusted_keys=TRUSTED)
     with pytest.raises(ValueError):
         vault.set_ops("ro", ["sign"])  # AES keys cannot sign
 
@@ -181,10 +184,10 @@ def test_several_slots_any_one_opens(vault: LocalVault) -> None:
     blob = envcrypt.encrypt(DATA, ["local:eu", "local:us"])
     assert envcrypt.inspect(blob).key_uris == ["local:eu/1", "local:us/1"]
     vault.delete_key("eu")
-    assert envcrypt.decrypt(blob) == DATA
+    assert envcrypt.decrypt(blob, trusted_keys=TRUSTED) == DATA
     vault.disable_key("us")
     with pytest.raises(KeyDeletedError):  # the first slot's error is reported
-        envcrypt.decrypt(blob)
+        envcrypt.decrypt(blob, trusted_keys=TRUSTED)
 
 
 def test_slot_cap(vault: LocalVault) -> None:
@@ -202,7 +205,7 @@ def test_rsa_key_wraps_deks_with_oaep(vault: LocalVault) -> None:
     blob = envcrypt.encrypt(DATA, "local:rsa")
     slot = envcrypt.inspect(blob).key_slots[0]
     assert slot.wrap_algorithm == WRAP_RSA_OAEP_SHA256 and len(slot.wrapped_dek) == 384
-    assert envcrypt.decrypt(blob) == DATA
+    assert envcrypt.decrypt(blob, trusted_keys=TRUSTED) == DATA
     assert "BEGIN PUBLIC KEY" in vault.public_key_pem("rsa")
 
 
@@ -243,7 +246,7 @@ def test_threads_share_one_vault_and_keep_the_audit_chain(vault: LocalVault) -> 
     vault.create_key("eu")
     with ThreadPoolExecutor(8) as pool:
         blobs = list(pool.map(lambda i: envcrypt.encrypt(b"%d" % i, "local:eu"), range(64)))
-        plain = list(pool.map(envcrypt.decrypt, blobs))
+        plain = list(pool.map(lambda blob: envcrypt.decrypt(blob, trusted_keys=TRUSTED), blobs))
     assert plain == [b"%d" % i for i in range(64)]
     report = vault.audit.verify()
     assert report.ok and report.entries == 1 + 1 + 64 + 64  # vault-init, create, wraps, unwraps

@@ -79,7 +79,7 @@ def test_passphrase_vault(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
         LocalVault(path).encrypt("k", b"x")
     monkeypatch.setenv("ENVCRYPT_VAULT_PASSPHRASE", "correct horse")
     envcrypt.keys.base.clear_resolver_cache()
-    assert envcrypt.decrypt(blob, vault=str(path)) == b"x"
+    assert envcrypt.decrypt(blob, trusted_keys=TRUSTED, vault=str(path)) == b"x"
 
 
 def test_argon2_parameters_above_cap_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -109,6 +109,9 @@ v = LocalVault(sys.argv[1])
 for _ in range(int(sys.argv[2])):
     v.rotate_key("shared")
 """
+
+#: the keys this file's envcrypt.decrypt calls accept (a reader names the keys it trusts)
+TRUSTED = ["local:k"]
 
 
 def test_concurrent_processes_do_not_lose_updates(_isolated_vault: Path) -> None:
