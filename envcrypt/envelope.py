@@ -21,6 +21,7 @@ from . import _buffers
 from .chunked import DEK_SIZE, ChunkCipher, new_message
 from .errors import (
     ContextMismatchError,
+    EnvcryptError,
     IntegrityError,
     InvalidKeyUriError,
     MalformedHeaderError,
@@ -166,6 +167,7 @@ def new_header(
         cache_key = (tuple(uris), Header(context, ()).immutable, _options_key(plain))
         hit = cache.take_encryption(cache_key, plaintext_size)
         if hit is not None:
+            _recheck(cache, uris, plain)
             header = Header(context, hit[1])
             if plaintext_size is None:
                 _record_charge(header, StreamCharge(cache, cache_key, hit[0]))
@@ -178,6 +180,21 @@ def new_header(
         if plaintext_size is None:
             _record_charge(header, StreamCharge(cache, cache_key, dek))
     return dek, header
+
+
+def _recheck(cache: DekCache, uris: Sequence[str], options: Mapping[str, Any]) -> None:
+    """Before a cached DEK serves another write: every resolver that can tell cheaply whether
+    its key still permits wrapping (``check_usable``, e.g. the local vault, whose state another
+    process may have changed) is asked; a refusal drops the key's cached DEKs and is raised."""
+    for uri in uris:
+        check = getattr(get_resolver(split_key_uri(uri)[0], **options), "check_usable", None)
+        if check is None:
+            continue
+        try:
+            check(uri)
+        except EnvcryptError:
+            cache.forget(uri)
+            raise
 
 
 def check_context(header: Header, expected: Mapping[str, str] | None) -> None:

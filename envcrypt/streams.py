@@ -505,6 +505,15 @@ def open_reader(
     start = fileobj.tell() if fileobj.seekable() else 0
     header, header_size = read_header(fileobj)
     check_context(header, encryption_context)
+    if stored_size is None and fileobj.seekable():
+        here = fileobj.tell()
+        stored_size = fileobj.seek(0, io.SEEK_END) - start
+        fileobj.seek(here)
+    if stored_size is not None:  # an impossible body length fails before any key is asked (FORMAT.md)
+        try:
+            plaintext_size(stored_size - header_size)
+        except ValueError:
+            raise IntegrityError() from None
     prefix = bytearray(BODY_PREFIX_SIZE)
     if _readinto_full(fileobj, memoryview(prefix)) < BODY_PREFIX_SIZE:
         raise IntegrityError()

@@ -595,6 +595,7 @@ class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
         return EnvcryptWriteFile(self, path, writer, sink, autocommit)
 
     def _open_read(self, path: str, block_size: Any, cache_options: Any, **kwargs: Any) -> Any:
+        trusted = self.trusted_for(path)  # first: a path the key policy refuses is never read
         head = self._head(path)
         if not head.encrypted or head.error is not None:
             # never serve stored bytes as plaintext (or fail) on a cached head: look again
@@ -612,7 +613,7 @@ class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
         header, header_size = parse_header(head.data)
         check_context(header, self.encryption_context)
         prefix = head.data[header_size : header_size + BODY_PREFIX_SIZE]
-        cipher = open_body(header, prefix, self.trusted_for(path), self.resolver_options)
+        cipher = open_body(header, prefix, trusted, self.resolver_options)
         immutable = len(header.immutable)
         kwargs.pop("size", None)
         return EnvcryptReadFile(

@@ -12,9 +12,17 @@ policy:
   used at most ``max_objects`` times within ``max_age`` seconds.
 
 Both hold at most ``max_entries`` entries (least recently used out first) and
-are thread-safe.  A DEK in the cache is still usable after the master key is
-disabled, until the entry ages out: that is the usual trade of DEK caching
-(AWS Encryption SDK, Tink) and the reason for a short default age.
+are thread-safe.  Defaults: 60 s, 10,000 objects, 64 GiB per DEK.
+
+A key state change never leaves a cached DEK serving writes under a key the
+resolver would refuse: a change made in this process (disable, delete, purge,
+expiry, operations) drops the key's entries everywhere (:func:`forget_key`,
+called by the vault); before a cached DEK serves another write, a resolver that
+can check cheaply (``check_usable``: the local vault, whose files another
+process may have changed) is asked again.  A key service without such a check
+(AWS KMS: it would cost the call the cache saves) is trusted for at most
+``max_age`` seconds: the usual trade of DEK caching (AWS Encryption SDK, Tink)
+and the reason for a short default age.
 
 The envelope layer turns the cache on by default only when every resolver of
 an object says ``cache_by_default`` (on for ``aws-kms``, off for ``local``); the
@@ -39,6 +47,9 @@ from ..format import KeySlot
 __all__ = ["DekCache", "StreamCharge", "default_cache", "forget_key", "CACHE_OPTION"]
 
 CACHE_OPTION = "dek_cache"
+#: seconds a cached DEK serves new objects or opens (short: a key disabled, deleted or purged
+#: by another process is noticed by a resolver without ``check_usable`` within this time)
+DEFAULT_MAX_AGE = 60.0
 ENV_SWITCH = "ENVCRYPT_DEK_CACHE"
 
 
@@ -81,7 +92,7 @@ class DekCache:
 
     def __init__(
         self,
-        max_age: float = 300.0,
+        max_age: float = DEFAULT_MAX_AGE,
         max_objects: int = 10_000,
         max_bytes: int = 64 * 1024**3,
         max_entries: int = 1024,
