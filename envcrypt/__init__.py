@@ -23,6 +23,7 @@ from .errors import (
     NotEncryptedError,
     ResolverUnavailableError,
     UnsupportedVersionError,
+    UntrustedKeyError,
     WrongKeyError,
 )
 from .format import CHUNK_SIZE, Header, KeySlot
@@ -50,6 +51,7 @@ __all__ = [
     "EnvcryptError",
     "IntegrityError",
     "WrongKeyError",
+    "UntrustedKeyError",
     "NotEncryptedError",
     "UnsupportedVersionError",
     "MalformedHeaderError",

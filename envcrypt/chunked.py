@@ -13,7 +13,7 @@ What this module adds is the driving:
 - a failed open zeroes the whole output span before raising, so no
   unauthenticated plaintext is ever left in a caller's buffer.
 
-Spec: ``c2sp.org/chunked-encryption`` (``../shared/specs``), summarised in FORMAT.md.
+Spec: https://c2sp.org/chunked-encryption, summarised in FORMAT.md.
 """
 
 from __future__ import annotations
