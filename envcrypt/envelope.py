@@ -41,7 +41,7 @@ from .format import (
 )
 from .keys.base import _hashable, check_options, default_key_uri, get_resolver, split_key_uri
 from .keys.cache import CACHE_OPTION, DekCache, StreamCharge, choose_cache
-from .slots import TrustedKeysArg, open_slots, trusted_key_list
+from .slots import TrustedKeysArg, key_name, open_slots, trusted_key_list
 
 __all__ = ["encrypt", "decrypt", "inspect", "ObjectInfo", "KeyUris", "default_trusted_keys"]
 
@@ -167,7 +167,7 @@ def new_header(
         cache_key = (tuple(uris), Header(context, ()).immutable, _options_key(plain))
         hit = cache.take_encryption(cache_key, plaintext_size)
         if hit is not None:
-            _recheck(cache, uris, plain)
+            _recheck(cache, [slot.key_uri for slot in hit[1]], plain)
             header = Header(context, hit[1])
             if plaintext_size is None:
                 _record_charge(header, StreamCharge(cache, cache_key, hit[0]))
@@ -184,8 +184,9 @@ def new_header(
 
 def _recheck(cache: DekCache, uris: Sequence[str], options: Mapping[str, Any]) -> None:
     """Before a cached DEK serves another write: every resolver that can tell cheaply whether
-    its key still permits wrapping (``check_usable``, e.g. the local vault, whose state another
-    process may have changed) is asked; a refusal drops the key's cached DEKs and is raised."""
+    the exact key versions of the cached slots still permit wrapping (``check_usable``, e.g. the
+    local vault, whose state another process may have changed) is asked; a refusal drops the
+    key's cached DEKs and is raised."""
     for uri in uris:
         check = getattr(get_resolver(split_key_uri(uri)[0], **options), "check_usable", None)
         if check is None:
@@ -193,7 +194,7 @@ def _recheck(cache: DekCache, uris: Sequence[str], options: Mapping[str, Any]) -
         try:
             check(uri)
         except EnvcryptError:
-            cache.forget(uri)
+            cache.forget(key_name(uri))
             raise
 
 

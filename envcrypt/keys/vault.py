@@ -766,6 +766,15 @@ class LocalVaultResolver:
             with contextlib.suppress(KeyStateError):
                 self.vault.create_key(name)
 
+    def check_usable(self, key_uri: str) -> None:
+        """Raise the key error a wrap under ``key_uri`` (an exact version) would raise now.
+
+        Asked before a cached DEK serves another write (envcrypt.envelope): another process
+        may have disabled, deleted or purged the key since the DEK was cached.  A read of
+        the record, no audit line (nothing is wrapped).
+        """
+        self.vault._usable(split_key_uri(key_uri)[1], "wrapKey")
+
     def identity(self, key_uri: str) -> str:
         self._auto_create(key_uri)
         return self.vault.identity(split_key_uri(key_uri)[1])

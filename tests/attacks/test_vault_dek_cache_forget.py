@@ -38,3 +38,26 @@ def test_state_change_drops_cached_deks(_isolated_vault: Path, change: Callable[
     change(vault)
     with pytest.raises(error):
         envcrypt.encrypt(b"three", "local:k", vault=str(_isolated_vault), dek_cache=True)
+
+
+@pytest.mark.parametrize("command", ["disable", "delete"])
+def test_a_state_change_made_by_another_process_is_seen_before_the_next_cached_write(
+    _isolated_vault: Path, command: str
+) -> None:
+    """The cached DEK lives in this process; the key is disabled or deleted by another one
+    (the CLI).  The next write must not succeed under it."""
+    import os
+    import subprocess
+    import sys
+
+    vault = LocalVault(_isolated_vault)
+    vault.create_key("k")
+    vault.rotate_key("k")  # two versions: the cached slots name local:k/2 exactly
+    for data in (b"one", b"two"):
+        envcrypt.encrypt(data, "local:k", vault=str(_isolated_vault), dek_cache=True)
+    assert _wraps(_isolated_vault) == 1
+    env = {**os.environ, "ENVCRYPT_VAULT": str(_isolated_vault)}
+    script = f"from envcrypt.cli import main; raise SystemExit(main(['key', '{command}', 'k']))"
+    subprocess.run([sys.executable, "-c", script], env=env, check=True, capture_output=True, timeout=60)
+    with pytest.raises((KeyDisabledError, KeyDeletedError)):
+        envcrypt.encrypt(b"three", "local:k", vault=str(_isolated_vault), dek_cache=True)
