@@ -20,10 +20,10 @@ from hypothesis import strategies as st
 import envcrypt
 from envcrypt.chunked import DEK_SIZE, new_message, open_message
 from envcrypt.envelope import new_header, wrap_dek
-from envcrypt.slots import open_slots
 from envcrypt.errors import WrongKeyError
 from envcrypt.format import BODY_PREFIX_SIZE, CHUNK_SIZE, body_size, parse_header
 from envcrypt.keys.vault import LocalVault
+from envcrypt.slots import open_slots
 from tests.test_streams import pipe
 
 SIZES = [0, 1, CHUNK_SIZE - 1, CHUNK_SIZE, CHUNK_SIZE + 1, 3 * CHUNK_SIZE + 100, 70 * CHUNK_SIZE + 3]

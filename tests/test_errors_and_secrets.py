@@ -14,7 +14,6 @@ import pytest
 import envcrypt
 from envcrypt import errors
 from envcrypt.chunked import ChunkCipher, derive, open_message, set_threads
-from envcrypt.slots import open_slots
 from envcrypt.errors import (
     ClosedError,
     ContextMismatchError,
@@ -26,6 +25,7 @@ from envcrypt.errors import (
     WrongKeyError,
 )
 from envcrypt.format import BODY_PREFIX_SIZE, CHUNK_SIZE, SALT_SIZE, parse_header
+from envcrypt.slots import open_slots
 
 # ---------------------------------------------------------------- the tree
 

@@ -8,7 +8,13 @@ import boto3
 import pytest
 
 import envcrypt
-from envcrypt.errors import IntegrityError, KeyAccessDeniedError, KeyDeletedError, UntrustedKeyError, WrongKeyError
+from envcrypt.errors import (
+    IntegrityError,
+    KeyAccessDeniedError,
+    KeyDeletedError,
+    UntrustedKeyError,
+    WrongKeyError,
+)
 from envcrypt.format import parse_header
 from envcrypt.keys.vault import LocalVault
 from envcrypt.rewrap import rewrap_header

@@ -177,7 +177,7 @@ HERE = TESTS / "test_example.py"
         f'W = Path(__file__).resolve().parents[2] / "{_SHARED}" / "vectors" / "wycheproof"\n',
         f'HERE = Path(__file__).parent\nX = HERE / "{_UP}" / "{_UP}" / "data"\n',
         f'X = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "{_UP}", "x")\n',
-        f'X = Path(__file__).parent.parent.parent.joinpath("vectors")\n',
+        'X = Path(__file__).parent.parent.parent.joinpath("vectors")\n',
         f'X = open("{_UP}/{_SHARED}/README.md")\n',
         f'# see {_SHARED}/vectors/README.md\n',
         f'X = Path("/{"home"}/alice/vectors/a.json")\n',
