@@ -104,9 +104,9 @@ def main() -> int:
 
     # ---- envcrypt bytes API
     blob = envcrypt.encrypt(data, KEY_URI)
-    assert envcrypt.decrypt(blob) == data
+    assert envcrypt.decrypt(blob, trusted_keys=KEY_URI) == data
     rows.append(("envcrypt.encrypt (bytes)", rate(n, median_time(lambda: envcrypt.encrypt(data, KEY_URI), r))))
-    rows.append(("envcrypt.decrypt (bytes)", rate(n, median_time(lambda: envcrypt.decrypt(blob), r))))
+    rows.append(("envcrypt.decrypt (bytes)", rate(n, median_time(lambda: envcrypt.decrypt(blob, trusted_keys=KEY_URI), r))))
 
     # ---- envcrypt streaming
     piece = 4 * MiB
@@ -123,7 +123,7 @@ def main() -> int:
 
     def stream_read() -> None:
         blob_io.seek(0)
-        reader = envcrypt.open_reader(blob_io)
+        reader = envcrypt.open_reader(blob_io, trusted_keys=KEY_URI)
         while reader.readinto(buf):
             pass
 
@@ -156,7 +156,7 @@ def main() -> int:
         calls.append(len(src) // chunked.SEALED_CHUNK_SIZE + (1 if len(src) % chunked.SEALED_CHUNK_SIZE else 0))
         return original(self, first, src, dst, final)
 
-    reader = envcrypt.open_reader(io.BytesIO(blob))
+    reader = envcrypt.open_reader(io.BytesIO(blob), trusted_keys=KEY_URI)
     chunked.ChunkCipher.open = counting_open  # type: ignore[method-assign]
     try:
         latencies = []
@@ -169,7 +169,7 @@ def main() -> int:
             assert got == data[offset : offset + 1024]
         decrypted = sum(calls)
         t0 = time.perf_counter()
-        fresh = envcrypt.open_reader(io.BytesIO(blob))
+        fresh = envcrypt.open_reader(io.BytesIO(blob), trusted_keys=KEY_URI)
         fresh.seek(offset)
         fresh.read(1024)
         cold = time.perf_counter() - t0
@@ -216,7 +216,7 @@ def rss_child(args: argparse.Namespace) -> int:
                 w.write(block)
     else:
         with open(args.path, "rb") as f:
-            reader = envcrypt.open_reader(f)
+            reader = envcrypt.open_reader(f, trusted_keys=KEY_URI)
             while reader.readinto(buf):
                 pass
     elapsed = time.perf_counter() - t0

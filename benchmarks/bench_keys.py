@@ -116,7 +116,7 @@ def bench_kms(objects: int, repeat: int) -> list[dict[str, Any]]:
                 s3.put_object(Bucket="bench", Key=f"{prefix}/{i}", Body=blob)
             for i, data in enumerate(payloads):
                 blob = s3.get_object(Bucket="bench", Key=f"{prefix}/{i}")["Body"].read()
-                assert envcrypt.decrypt(blob, dek_cache=cache, **opts) == data
+                assert envcrypt.decrypt(blob, trusted_keys=key_uri, dek_cache=cache, **opts) == data
 
         results = []
         cases: list[tuple[str, Callable[[int], None]]] = [
