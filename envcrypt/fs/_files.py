@@ -94,7 +94,7 @@ class EnvcryptReadFile(AbstractBufferedFile):  # type: ignore[misc]
 
     # ------------------------------------------------------------ the authenticated size
 
-    @property  # type: ignore[override]
+    @property
     def size(self) -> int:
         """The plaintext length, authenticated: the final chunk is opened before the length
         is first used (a seek from the end, a read that reaches the end, ``f.size``)."""

@@ -93,11 +93,11 @@ class Sink(Protocol):
 
 
 class LocalSink:
-    def __init__(self, target: LocalFileSystem, path: str, expect: Any = None) -> None:
+    def __init__(self, target: LocalFileSystem, path: str, expect: Any = None, make_parents: bool = False) -> None:
         self.path = path
         self._expect = expect
         directory = os.path.dirname(path) or "."
-        if getattr(target, "auto_mkdir", False):
+        if make_parents or getattr(target, "auto_mkdir", False):
             os.makedirs(directory, exist_ok=True)
         if os.path.isdir(path):
             raise IsADirectoryError(path)
@@ -237,10 +237,14 @@ def uses_buffered_sink(target: Any) -> bool:
     return bool(_BUFFERED_PROTOCOLS.intersection(protocols))
 
 
-def open_sink(target: Any, path: str, *, block_size: int | None = None, expect: Any = None) -> Sink:
-    """The atomic sink for ``path`` on ``target``; ``expect`` (from ``version_of``) makes it conditional."""
+def open_sink(target: Any, path: str, *, block_size: int | None = None, expect: Any = None,
+              make_parents: bool = False) -> Sink:
+    """The atomic sink for ``path`` on ``target``; ``expect`` (from ``version_of``) makes it conditional.
+
+    ``make_parents``: a local target's missing parent directories are created (as ``auto_mkdir``).
+    """
     if isinstance(target, LocalFileSystem):
-        return LocalSink(target, path, expect)
+        return LocalSink(target, path, expect, make_parents)
     if isinstance(target, MemoryFileSystem):
         return MemorySink(target, path, expect)
     if uses_buffered_sink(target):

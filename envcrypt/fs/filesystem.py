@@ -22,6 +22,8 @@ Options of the envcrypt layer (none is a secret; all are pickled):
 ``pickle_credentials`` keep every target option when pickled or serialized (default False: only an
                        allowlist of harmless options travels, such as endpoint_url, region_name, anon;
                        workers use their own environment's credentials)
+``auto_mkdir``         writes on a local target create missing parent directories (default True, as on
+                       object stores, where directories need no creating: zarr and dask expect it)
 
 Paths are the target's paths.  Sizes in ``info``/``ls``/``find``/``du`` are exact
 plaintext sizes computed from each object's header length and stored size;
@@ -159,6 +161,7 @@ class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
         plaintext: str = "error",
         resolver_options: Mapping[str, Any] | None = None,
         pickle_credentials: bool = False,
+        auto_mkdir: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -180,6 +183,7 @@ class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
         self.plaintext = plaintext
         self.resolver_options = dict(resolver_options or {})
         self.pickle_credentials = pickle_credentials
+        self.auto_mkdir = bool(auto_mkdir)
 
     def __repr__(self) -> str:
         return f"<EnvcryptFileSystem over {type(self.target).__name__} key_uri={self.key_uri!r}>"
@@ -195,6 +199,7 @@ class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
             "plaintext": self.plaintext,
             "resolver_options": self.resolver_options or None,
             "pickle_credentials": self.pickle_credentials,
+            "auto_mkdir": None if self.auto_mkdir else False,
         }
         if self._given_fs and (self.pickle_credentials or scrub(self.target.storage_options)
                                == dict(self.target.storage_options)):
@@ -235,6 +240,23 @@ class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
 
     def unstrip_protocol(self, name: str) -> str:
         return "envcrypt::" + str(self.target.unstrip_protocol(name))
+
+    def for_duckdb(self) -> EnvcryptFileSystem:
+        """This filesystem in the form duckdb routes to: ``con.register_filesystem(fs.for_duckdb())``.
+
+        duckdb sends a registered fsspec filesystem only paths that start with
+        its protocol and ``://``, including the paths its own ``glob`` returns;
+        the chained URLs of ``unstrip_protocol`` (``envcrypt::file:///d/x``) it
+        would open as local files.  The adapter names paths ``envcrypt://`` +
+        the target path (``envcrypt:///data/x.parquet``, ``envcrypt://bucket/k``)
+        and shares this filesystem's target, keys and options; SQL names files
+        the same way (``read_parquet('envcrypt://bucket/sales/*.parquet')``).
+        Its URLs are for duckdb only: ``fsspec.open`` takes the chained form.
+        """
+        options = self._options()
+        for name in ("fs", "target_protocol", "target_options"):
+            options.pop(name, None)
+        return _DuckDBFileSystem(fs=self.target, skip_instance_cache=True, **options)
 
     # ------------------------------------------------------------ heads and sizes
 
@@ -586,7 +608,7 @@ class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
         """An atomic writer; ``expect`` (``_sinks.version_of``) makes publication conditional."""
         dek, header = new_header(self.key_for(path), self.encryption_context, self.resolver_options)
         sink = open_sink(self.target, path, block_size=block_size if isinstance(block_size, int) else None,
-                         expect=expect)
+                         expect=expect, make_parents=self.auto_mkdir)
         try:
             writer = EncryptingWriter(sink.raw, header, dek)
         except BaseException:
@@ -620,6 +642,13 @@ class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
             self, path, head, immutable, cipher, block_size=block_size,
             cache_type=kwargs.pop("cache_type", "none"), cache_options=cache_options, **kwargs,
         )
+
+
+class _DuckDBFileSystem(EnvcryptFileSystem):
+    """``EnvcryptFileSystem.for_duckdb``: paths come back as ``envcrypt://`` + target path."""
+
+    def unstrip_protocol(self, name: str) -> str:
+        return "envcrypt://" + str(self._strip_protocol(name))
 
 
 class _TextWriter(io.TextIOWrapper):

@@ -1,0 +1,179 @@
+"""Real clients through envcrypt:: as a user would try them: duckdb, h5py, xarray (netCDF), zarr v3, polars.
+
+Local targets and S3 (a real moto server through s3fs).  Every test checks the
+stored bytes are envcrypt objects and compares what the client reads back with
+what was written (or with pandas).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import numpy as np
+import pytest
+
+from envcrypt.fs import EnvcryptFileSystem
+from tests.fs_helpers import make_key
+
+pd = pytest.importorskip("pandas")
+duckdb = pytest.importorskip("duckdb")
+boto3 = pytest.importorskip("boto3")
+pytest.importorskip("s3fs")
+
+
+def _frame(n: int = 600, seed: int = 0) -> Any:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({
+        "id": np.arange(n, dtype="int64") + seed * n,
+        "region": rng.choice(["eu", "us", "ap"], n),
+        "amount": rng.integers(0, 10_000, n).astype("int64"),
+    })
+
+
+def _local_fs(**options: Any) -> EnvcryptFileSystem:
+    return EnvcryptFileSystem(target_protocol="file", skip_instance_cache=True, **options)
+
+
+@pytest.fixture
+def s3(moto_server: str) -> Iterator[dict[str, Any]]:
+    """A fresh bucket on the moto server; yields its name, a boto3 client and storage options."""
+    client = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1")
+    bucket = f"c-{uuid.uuid4().hex[:12]}"
+    client.create_bucket(Bucket=bucket)
+    options = {"s3": {"client_kwargs": {"endpoint_url": moto_server}, "skip_instance_cache": True}}
+    yield {"bucket": bucket, "client": client, "options": options}
+
+
+def _s3_fs(s3: dict[str, Any], **options: Any) -> EnvcryptFileSystem:
+    fs, _ = fsspec.core.url_to_fs(f"envcrypt::s3://{s3['bucket']}", envcrypt=options, **s3["options"])
+    assert isinstance(fs, EnvcryptFileSystem)
+    return fs
+
+
+def _raw_s3(s3: dict[str, Any], key: str) -> bytes:
+    return bytes(s3["client"].get_object(Bucket=s3["bucket"], Key=key)["Body"].read())
+
+
+# ---------------------------------------------------------------------- duckdb
+
+
+def _write_parts(fs: EnvcryptFileSystem, root: str) -> Any:
+    frames = [_frame(seed=i) for i in range(3)]
+    for i, frame in enumerate(frames):
+        with fs.open(f"{root}/parquet/part-{i}.parquet", "wb") as f:
+            frame.to_parquet(f, index=False)
+        with fs.open(f"{root}/csv/part-{i}.csv", "wb") as f:
+            frame.to_csv(f, index=False)
+    return pd.concat(frames, ignore_index=True)
+
+
+def _check_duckdb(fs: EnvcryptFileSystem, root: str, expected: Any) -> None:
+    con = duckdb.connect()
+    con.register_filesystem(fs.for_duckdb())
+    url = f"envcrypt://{root}"
+    want = expected.groupby("region")["amount"].sum().sort_index()
+    for reader, ext in (("read_parquet", "parquet"), ("read_csv", "csv")):
+        got = con.sql(f"SELECT region, sum(amount) AS s FROM {reader}('{url}/{ext}/*.{ext}') "
+                      "GROUP BY region ORDER BY region").df()
+        assert got["region"].tolist() == want.index.tolist(), reader
+        assert got["s"].astype("int64").tolist() == want.tolist(), reader
+    rows = con.sql(f"SELECT * FROM read_parquet('{url}/parquet/*.parquet') ORDER BY id").df()
+    pd.testing.assert_frame_equal(rows.reset_index(drop=True), expected.sort_values("id").reset_index(drop=True),
+                                  check_dtype=False)
+    files = [r[0] for r in con.sql(f"SELECT file FROM glob('{url}/parquet/*.parquet')").fetchall()]
+    assert sorted(files) == [f"{url}/parquet/part-{i}.parquet" for i in range(3)]
+    # writing through the adapter, read back through the filesystem
+    con.sql(f"COPY (SELECT region, count(*) AS n FROM read_parquet('{url}/parquet/*.parquet') GROUP BY region) "
+            f"TO '{url}/out/counts.parquet' (FORMAT parquet)")
+    with fs.open(f"{root}/out/counts.parquet", "rb") as f:
+        counts = pd.read_parquet(f).set_index("region")["n"].sort_index()
+    assert counts.tolist() == expected.groupby("region").size().sort_index().tolist()
+    con.close()
+
+
+def test_duckdb_reads_globs_and_aggregates_on_a_local_target(tmp_path: Path) -> None:
+    fs = _local_fs()
+    root = str(tmp_path / "lake")
+    expected = _write_parts(fs, root)
+    assert (tmp_path / "lake/parquet/part-0.parquet").read_bytes()[:8] == b"ENVCRYPT"
+    _check_duckdb(fs, root, expected)
+    # the filesystem's own URLs are untouched: fsspec.open of what it returns still works
+    url = fs.unstrip_protocol(f"{root}/csv/part-0.csv")
+    assert url.startswith("envcrypt::file://")
+    with fsspec.open(url, "rb") as f:
+        assert pd.read_csv(f)["id"].tolist() == list(range(600))
+
+
+def test_duckdb_reads_only_what_a_trusted_key_wrote(tmp_path: Path) -> None:
+    other = make_key("other")
+    root = str(tmp_path / "lake")
+    _local_fs(key_uri=other).pipe_file(f"{root}/x.csv", b"a,b\n1,2\n")
+    con = duckdb.connect()
+    con.register_filesystem(_local_fs().for_duckdb())  # trusts the default key only
+    with pytest.raises(duckdb.Error, match="UntrustedKeyError|not written under|trusted"):
+        con.sql(f"SELECT * FROM read_csv('envcrypt://{root}/x.csv')").fetchall()
+    con = duckdb.connect()
+    con.register_filesystem(_local_fs(trusted_keys=[other]).for_duckdb())
+    assert con.sql(f"SELECT a, b FROM read_csv('envcrypt://{root}/x.csv')").fetchall() == [(1, 2)]
+
+
+@pytest.mark.cloud
+def test_duckdb_reads_globs_and_aggregates_on_s3(s3: dict[str, Any]) -> None:
+    fs = _s3_fs(s3)
+    root = f"{s3['bucket']}/lake"
+    expected = _write_parts(fs, root)
+    assert _raw_s3(s3, "lake/csv/part-1.csv")[:8] == b"ENVCRYPT"
+    _check_duckdb(fs, root, expected)
+
+
+# ---------------------------------------------------------------------- zarr v3
+
+
+def _check_zarr(url: str, storage_options: dict[str, Any]) -> None:
+    zarr = pytest.importorskip("zarr")
+    data = np.arange(120 * 90, dtype="int32").reshape(120, 90)
+    store = zarr.storage.FsspecStore.from_url(url, storage_options=storage_options, read_only=False)
+    group = zarr.open_group(store, mode="w")
+    array = group.create_array("temps/a", shape=data.shape, chunks=(50, 40), dtype="int32")
+    array[:] = data
+    array[7:9, 3:5] = -1
+    data[7:9, 3:5] = -1
+    back = zarr.open_group(zarr.storage.FsspecStore.from_url(url, storage_options=storage_options,
+                                                             read_only=True), mode="r")
+    np.testing.assert_array_equal(back["temps/a"][:], data)
+    np.testing.assert_array_equal(back["temps/a"][100:, 80:], data[100:, 80:])
+
+
+def test_zarr_v3_on_a_local_target_creates_its_directories(tmp_path: Path) -> None:
+    _check_zarr(f"envcrypt::file://{tmp_path}/cube.zarr", {})
+    stored = sorted(p for p in (tmp_path / "cube.zarr").rglob("*") if p.is_file())
+    assert len(stored) >= 1 + 1 + 1 + 9  # group, subgroup, array metadata, 3x3 chunks
+    assert all(p.read_bytes()[:8] == b"ENVCRYPT" for p in stored)
+
+
+def test_local_writes_make_parent_directories_unless_told_not_to(tmp_path: Path) -> None:
+    fs = _local_fs()
+    fs.pipe_file(f"{tmp_path}/a/b/c.bin", b"x")
+    assert fs.cat_file(f"{tmp_path}/a/b/c.bin") == b"x"
+    strict = _local_fs(auto_mkdir=False)
+    with pytest.raises(FileNotFoundError):
+        strict.pipe_file(f"{tmp_path}/d/e.bin", b"x")
+    assert not (tmp_path / "d").exists()
+    assert pickle_roundtrip(strict).auto_mkdir is False
+
+
+def pickle_roundtrip(obj: Any) -> Any:
+    import pickle
+
+    return pickle.loads(pickle.dumps(obj))
+
+
+@pytest.mark.cloud
+def test_zarr_v3_on_s3(s3: dict[str, Any]) -> None:
+    _check_zarr(f"envcrypt::s3://{s3['bucket']}/cube.zarr", s3["options"])
+    assert _raw_s3(s3, "cube.zarr/zarr.json")[:8] == b"ENVCRYPT"
+    assert _raw_s3(s3, "cube.zarr/temps/a/c/0/0")[:8] == b"ENVCRYPT"
