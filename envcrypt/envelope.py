@@ -39,8 +39,8 @@ from .format import (
     parse_header,
     plaintext_size,
 )
-from .keys.base import _hashable, check_options, default_key_uri, get_resolver, split_key_uri
-from .keys.cache import CACHE_OPTION, DekCache, StreamCharge, choose_cache
+from .keys.base import check_options, default_key_uri, get_resolver, split_key_uri
+from .keys.cache import CACHE_OPTION, DekCache, StreamCharge, choose_cache, options_key, resolver_options_only
 from .slots import TrustedKeysArg, key_name, open_slots, trusted_key_list
 
 __all__ = ["encrypt", "decrypt", "inspect", "ObjectInfo", "KeyUris", "default_trusted_keys"]
@@ -81,7 +81,7 @@ def wrap_dek(
 
     ``also_in_play`` names further schemes whose options may be in ``options``.
     """
-    options = _resolver_options(options)
+    options = resolver_options_only(options)
     check_options({split_key_uri(u)[0] for u in key_uris} | set(also_in_play), options)
     slots = []
     for uri in key_uris:
@@ -90,13 +90,8 @@ def wrap_dek(
     return tuple(slots)
 
 
-def _resolver_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    """The options without the DEK cache setting (which is ours, not a resolver's)."""
-    return {k: v for k, v in options.items() if k != CACHE_OPTION}
-
-
 def _cache_for(schemes: Sequence[str], options: Mapping[str, Any]) -> tuple[DekCache | None, dict[str, Any]]:
-    plain = _resolver_options(options)
+    plain = resolver_options_only(options)
     setting = options.get(CACHE_OPTION)
     if setting is False:
         return None, plain
@@ -107,10 +102,6 @@ def _cache_for(schemes: Sequence[str], options: Mapping[str, Any]) -> tuple[DekC
         except UnknownKeySchemeError:
             continue  # reported when (and if) a slot of that scheme is tried
     return choose_cache(setting, resolvers), plain
-
-
-def _options_key(options: Mapping[str, Any]) -> tuple[Any, ...]:
-    return tuple(sorted((k, _hashable(v)) for k, v in options.items()))
 
 
 # Streaming writes (size unknown up front) that took a DEK from the cache: the header
@@ -164,7 +155,7 @@ def new_header(
     cache, plain = _cache_for([split_key_uri(u)[0] for u in uris], options)
     cache_key = None
     if cache is not None:
-        cache_key = (tuple(uris), Header(context, ()).immutable, _options_key(plain))
+        cache_key = (tuple(uris), Header(context, ()).immutable, options_key(plain))
         hit = cache.take_encryption(cache_key, plaintext_size)
         if hit is not None:
             _recheck(cache, [slot.key_uri for slot in hit[1]], plain)

@@ -35,7 +35,7 @@ from .envelope import normalize_key_uris, open_whole_body, seal_object, wrap_dek
 from .errors import IntegrityError, KeyAccessDeniedError
 from .format import BODY_PREFIX_SIZE, MAX_HEADER_SIZE, Header, KeySlot, parse_header, plaintext_size
 from .keys.base import get_resolver, split_key_uri
-from .keys.cache import CACHE_OPTION
+from .keys.cache import CACHE_OPTION, resolver_options_only
 from .slots import TrustedKeysArg, admits, key_name, open_slots, trusted_key_list
 
 __all__ = ["rewrap", "rewrap_header", "holds_dek", "rewrap_trust"]
@@ -51,7 +51,7 @@ def rewrap_trust(trusted_keys: TrustedKeysArg, new_key_uris: Sequence[str]) -> t
 def holds_dek(new_key_uris: Sequence[str], trusted_slots: Sequence[KeySlot], options: Mapping[str, Any]) -> bool:
     """Whether every new key already holds the DEK: it names (a version of) the key of one of
     the object's trusted slots, so wrapping the DEK under it gives it nothing new."""
-    plain = {k: v for k, v in options.items() if k != CACHE_OPTION}
+    plain = resolver_options_only(options)
     for uri in new_key_uris:
         scheme = split_key_uri(uri)[0]
         name = key_name(uri)

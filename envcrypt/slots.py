@@ -51,7 +51,7 @@ from .errors import (
 )
 from .format import BODY_PREFIX_SIZE, Header, KeySlot
 from .keys.base import check_options, get_resolver, split_key_uri
-from .keys.cache import CACHE_OPTION, DekCache, choose_cache
+from .keys.cache import CACHE_OPTION, DekCache, choose_cache, options_key, resolver_options_only
 
 __all__ = ["TrustedKeysArg", "trusted_key_list", "key_name", "admits", "open_slots", "OpenedSlot"]
 
@@ -113,16 +113,6 @@ class OpenedSlot:
         raise TypeError("an OpenedSlot holds a data key and cannot be pickled")
 
 
-def _plain(options: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in options.items() if k != CACHE_OPTION}
-
-
-def _options_key(options: Mapping[str, Any]) -> tuple[Any, ...]:
-    from .keys.base import _hashable
-
-    return tuple(sorted((k, _hashable(v)) for k, v in options.items()))
-
-
 def open_slots(
     header: Header,
     body_prefix: bytes,
@@ -144,7 +134,7 @@ def open_slots(
     prefix = bytes(body_prefix[:BODY_PREFIX_SIZE])
     trusted = [(split_key_uri(t)[0], t) for t in trusted_keys]
     schemes = {scheme for scheme, _ in trusted}
-    plain = _plain(options)
+    plain = resolver_options_only(options)
     # options are checked (TypeError for one no resolver in play accepts) against the schemes of
     # the trusted keys and of the slots; a resolver is built only for a trusted slot's scheme
     slot_schemes = set()
@@ -154,15 +144,15 @@ def open_slots(
     check_options(schemes | slot_schemes | set(also_in_play), plain)
     reasons: list[tuple[str, EnvcryptError]] = []
     trusted_slots = [slot for slot in header.key_slots if _trusted(slot, trusted, plain, reasons)]
-    caches: list[DekCache | None] = []  # chosen once, on the first trusted slot
+    cache: DekCache | None = None
+    cache_chosen = False  # on the first trusted slot, by its resolver's default
     for slot in trusted_slots:
         try:
             resolver = get_resolver(split_key_uri(slot.key_uri)[0], **plain)
-            if not caches:
-                caches.append(choose_cache(options.get(CACHE_OPTION), [resolver]))
-            cache = caches[0]
+            if not cache_chosen:
+                cache, cache_chosen = choose_cache(options.get(CACHE_OPTION), [resolver]), True
             cache_key: Hashable = (slot.key_uri, slot.wrap_algorithm, slot.wrapped_dek, header.immutable,
-                                   _options_key(plain))
+                                   options_key(plain))
             dek = cache.take_decryption(cache_key) if cache is not None else None
             fresh = dek is None
             if dek is None:

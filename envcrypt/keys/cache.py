@@ -38,13 +38,14 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..format import KeySlot
 
-__all__ = ["DekCache", "StreamCharge", "default_cache", "forget_key", "CACHE_OPTION"]
+__all__ = ["DekCache", "StreamCharge", "default_cache", "forget_key", "CACHE_OPTION", "resolver_options_only",
+           "options_key"]
 
 CACHE_OPTION = "dek_cache"
 #: seconds a cached DEK serves new objects or opens (short: a key disabled, deleted or purged
@@ -62,6 +63,18 @@ class _Entry:
     nbytes: int = 0
     #: the key URIs the entry's DEK is wrapped under (what :func:`forget_key` matches)
     key_uris: tuple[str, ...] = ()
+
+
+def resolver_options_only(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The options without the DEK cache setting (which is the envelope's, not a resolver's)."""
+    return {k: v for k, v in options.items() if k != CACHE_OPTION}
+
+
+def options_key(options: Mapping[str, Any]) -> tuple[Any, ...]:
+    """Resolver options as a hashable part of a cache key (same options, same key)."""
+    from .base import _hashable
+
+    return tuple(sorted((k, _hashable(v)) for k, v in options.items()))
 
 
 #: every live DekCache, so that a key state change reaches all of them (forget_key)
