@@ -7,6 +7,7 @@ what was written (or with pandas).
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -177,3 +178,142 @@ def test_zarr_v3_on_s3(s3: dict[str, Any]) -> None:
     _check_zarr(f"envcrypt::s3://{s3['bucket']}/cube.zarr", s3["options"])
     assert _raw_s3(s3, "cube.zarr/zarr.json")[:8] == b"ENVCRYPT"
     assert _raw_s3(s3, "cube.zarr/temps/a/c/0/0")[:8] == b"ENVCRYPT"
+
+
+# ---------------------------------------------------------------------- seekable (spooled) writers
+
+
+@pytest.fixture
+def spool_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The temp dir spools are made in, for this test only (to see what is left there)."""
+    import tempfile
+
+    directory = tmp_path / "tmp"
+    directory.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(directory))
+    return directory
+
+
+def _h5_write(fs: EnvcryptFileSystem, path: str, data: Any) -> None:
+    h5py = pytest.importorskip("h5py")
+    with fs.open(path, "wb") as f, h5py.File(f, "w") as h5:
+        h5["readings"] = data
+        h5["meta/scale"] = np.float64(0.5)
+        h5["readings"].attrs["unit"] = "K"
+
+
+def _h5_check(fs: EnvcryptFileSystem, path: str, data: Any) -> None:
+    h5py = pytest.importorskip("h5py")
+    with fs.open(path, "rb") as f, h5py.File(f, "r") as h5:
+        np.testing.assert_array_equal(h5["readings"][:], data)
+        assert h5["readings"].attrs["unit"] == "K" and h5["meta/scale"][()] == 0.5
+
+
+def test_h5py_writes_straight_into_an_envcrypt_file(tmp_path: Path, spool_dir: Path) -> None:
+    fs = _local_fs()
+    data = np.random.default_rng(1).random((300, 200))
+    _h5_write(fs, f"{tmp_path}/out/cube.h5", data)
+    assert (tmp_path / "out/cube.h5").read_bytes()[:8] == b"ENVCRYPT"
+    assert list(spool_dir.iterdir()) == []  # the plaintext spool is gone
+    _h5_check(fs, f"{tmp_path}/out/cube.h5", data)
+
+
+def test_xarray_to_netcdf_writes_straight_into_an_envcrypt_file(tmp_path: Path, spool_dir: Path) -> None:
+    xr = pytest.importorskip("xarray")
+    pytest.importorskip("h5netcdf")
+    fs = _local_fs()
+    ds = xr.Dataset(
+        {"temp": (("time", "x"), np.random.default_rng(2).random((40, 25)), {"units": "K"})},
+        coords={"time": np.arange(40), "x": np.linspace(0, 1, 25)}, attrs={"title": "secret run"},
+    )
+    with fs.open(f"{tmp_path}/run.nc", "wb") as f:
+        ds.to_netcdf(f, engine="h5netcdf")
+    stored = (tmp_path / "run.nc").read_bytes()
+    assert stored[:8] == b"ENVCRYPT" and b"secret run" not in stored
+    assert list(spool_dir.iterdir()) == []
+    with fs.open(f"{tmp_path}/run.nc", "rb") as f:
+        back = xr.open_dataset(f, engine="h5netcdf").load()
+    xr.testing.assert_identical(back, ds)
+
+
+@pytest.mark.cloud
+def test_h5py_and_netcdf_into_s3(s3: dict[str, Any], spool_dir: Path) -> None:
+    xr = pytest.importorskip("xarray")
+    fs = _s3_fs(s3)
+    data = np.arange(5000, dtype="int64").reshape(50, 100)
+    _h5_write(fs, f"{s3['bucket']}/a.h5", data)
+    assert _raw_s3(s3, "a.h5")[:8] == b"ENVCRYPT"
+    _h5_check(fs, f"{s3['bucket']}/a.h5", data)
+    ds = xr.Dataset({"v": ("x", np.arange(10.0))})
+    with fsspec.open(f"envcrypt::s3://{s3['bucket']}/v.nc", "wb", **s3["options"]) as f:
+        ds.to_netcdf(f, engine="h5netcdf")
+    with fs.open(f"{s3['bucket']}/v.nc", "rb") as f:
+        xr.testing.assert_identical(xr.open_dataset(f, engine="h5netcdf").load(), ds)
+    assert list(spool_dir.iterdir()) == []
+
+
+def test_a_spooled_writer_is_an_ordinary_private_file_until_closed(tmp_path: Path, spool_dir: Path) -> None:
+    fs = _local_fs()
+    path = f"{tmp_path}/s.bin"
+    with fsspec.open(f"envcrypt::file://{path}", "wb", spool=True) as f:
+        assert f.seekable() and f.readable()
+        f.write(b"a" * 100_000)
+        f.seek(10)
+        f.write(b"HEADER")
+        f.seek(0)
+        assert f.read(20) == b"a" * 10 + b"HEADER" + b"aaaa"
+        f.seek(0, 2)
+        f.write(b"tail")
+        f.truncate(90_000)
+        (spool,) = spool_dir.iterdir()
+        (plain,) = spool.iterdir()
+        assert spool.stat().st_mode & 0o777 == 0o700 and plain.stat().st_mode & 0o777 == 0o600
+        assert not os.path.exists(path)  # nothing published before close
+    want = bytearray(b"a" * 90_000)
+    want[10:16] = b"HEADER"
+    assert fs.cat_file(path) == bytes(want)
+    assert list(spool_dir.iterdir()) == []
+
+
+def test_a_failed_spooled_write_publishes_nothing_and_removes_the_spool(tmp_path: Path, spool_dir: Path) -> None:
+    h5py = pytest.importorskip("h5py")
+    fs = _local_fs()
+    fs.pipe_file(f"{tmp_path}/keep.h5", b"old")
+    with pytest.raises(RuntimeError, match="boom"):
+        with fs.open(f"{tmp_path}/new.h5", "wb") as f, h5py.File(f, "w") as h5:
+            h5["x"] = np.arange(10)
+            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"):
+        with fs.open(f"{tmp_path}/keep.h5", "wb", spool=True) as f:
+            f.write(b"new")
+            raise RuntimeError("boom")
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["keep.h5"]
+    assert fs.cat_file(f"{tmp_path}/keep.h5") == b"old"
+    assert list(spool_dir.iterdir()) == []
+    f = fs.open(f"{tmp_path}/dropped.bin", "wb", spool=True)  # never closed: collected
+    f.write(b"x")
+    del f
+    import gc
+
+    gc.collect()
+    assert list(spool_dir.iterdir()) == [] and not os.path.exists(f"{tmp_path}/dropped.bin")
+
+
+def test_streaming_writers_stay_streaming(tmp_path: Path, spool_dir: Path) -> None:
+    import io
+
+    fs = _local_fs()
+    with fs.open(f"{tmp_path}/big.bin", "wb") as f:
+        assert not f.seekable()
+        f.write(b"x" * (2 * 2**20))  # past the undecided first MiB: streaming for good
+        assert f.seek(0, 1) == 2 * 2**20  # where it is: fine
+        with pytest.raises(io.UnsupportedOperation, match="spool=True"):
+            f.seek(0)
+        assert list(spool_dir.iterdir()) == []
+    with fs.open(f"{tmp_path}/s.bin", "wb", spool=False) as f:
+        f.write(b"abc")
+        with pytest.raises(io.UnsupportedOperation):
+            f.seek(1)
+    assert fs.cat_file(f"{tmp_path}/big.bin") == b"x" * (2 * 2**20) and fs.cat_file(f"{tmp_path}/s.bin") == b"abc"
+    with pytest.raises(ValueError):
+        fs.open(f"{tmp_path}/t.bin", "wb", spool="yes")

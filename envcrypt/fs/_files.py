@@ -41,6 +41,7 @@ from ..format import BODY_PREFIX_SIZE, CHUNK_SIZE, SEALED_CHUNK_SIZE, sealed_chu
 from ..streams import EncryptingWriter, exception_since
 from ._heads import Head
 from ._sinks import Sink
+from ._spool import Spool
 
 if TYPE_CHECKING:
     from .filesystem import EnvcryptFileSystem
@@ -313,10 +314,23 @@ def _reopen(fs: Any, path: str, loc: int) -> Any:
 
 
 class EnvcryptWriteFile(io.RawIOBase):
-    """A write-only file: encrypts into an atomic sink, published on a successful close."""
+    """A write-only file: encrypts into an atomic sink, published on a successful close.
+
+    ``spool``: False streams (a seek elsewhere than the current position raises
+    ``io.UnsupportedOperation``); True gives the client a private local file
+    (``_spool.Spool``) that it may seek, read, rewrite and truncate, sealed
+    into the same writer and sink on close; None (the default, "auto") streams
+    but holds the first ``DECIDE_BYTES`` back, so a client that seeks, reads or
+    truncates before writing more than that (h5py, netCDF-4, zipfile all seek
+    first) is moved to a spool, and one that only writes never is.
+    ``seekable()`` is True only once spooled: a client asking it gets an honest answer.
+    """
+
+    DECIDE_BYTES = 1024 * 1024
 
     def __init__(
-        self, fs: EnvcryptFileSystem, path: str, writer: EncryptingWriter, sink: Sink, autocommit: bool = True
+        self, fs: EnvcryptFileSystem, path: str, writer: EncryptingWriter, sink: Sink, autocommit: bool = True,
+        spool: bool | None = None,
     ) -> None:
         super().__init__()
         self.fs, self.path, self.mode = fs, path, "wb"
@@ -327,6 +341,8 @@ class EnvcryptWriteFile(io.RawIOBase):
         # the exception being handled (if any) when the file was opened: see close()
         self._exception_at_open = sys.exc_info()[1]
         self._with_depth = 0  # > 0 inside our own ``with`` block
+        self._spool: Spool | None = Spool() if spool else None
+        self._pending: bytearray | None = bytearray() if spool is None else None  # auto: not decided yet
 
     def __repr__(self) -> str:
         return f"<EnvcryptWriteFile {self.path!r} closed={self.closed}>"
@@ -337,13 +353,83 @@ class EnvcryptWriteFile(io.RawIOBase):
     def writable(self) -> bool:
         return True
 
+    def seekable(self) -> bool:
+        return self._spool is not None and not self.closed
+
+    def readable(self) -> bool:
+        return self._spool is not None and not self.closed
+
     def tell(self) -> int:
+        if self._spool is not None:
+            return self._spool.file.tell()
+        if self._pending is not None:
+            return len(self._pending)
         return self._writer.tell()
 
     def write(self, data: Any) -> int:
         if self.closed:
             raise ClosedError("write to a closed envcrypt file")
+        if self._spool is not None:
+            return self._spool.file.write(data)
+        if self._pending is not None:
+            view = memoryview(data).cast("B")
+            self._pending += view
+            if len(self._pending) > self.DECIDE_BYTES:  # a streaming client: stream from now on
+                pending, self._pending = self._pending, None
+                self._writer.write(pending)
+            return len(view)
         return self._writer.write(data)
+
+    def _spooled(self, operation: str) -> Spool:
+        """The spool, made now from what was held back if the client has not been decided yet."""
+        if self.closed:
+            raise ClosedError(f"{operation} on a closed envcrypt file")
+        if self._spool is None and self._pending is not None:
+            self._spool = Spool()
+            self._spool.file.write(self._pending)
+            self._pending = None
+        if self._spool is None:
+            raise io.UnsupportedOperation(
+                f"{operation}: this envcrypt file streams (it is sealed in order, chunk by chunk); "
+                "open it with spool=True for a client that seeks back, reads or truncates while writing"
+            )
+        return self._spool
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        if self._spool is None and self._pending is None and not self.closed:
+            here = self._writer.tell()
+            if (whence == 0 and offset == here) or (whence in (1, 2) and offset == 0):
+                return here  # staying where it is: fine while streaming
+        return self._spooled("seek").file.seek(offset, whence)
+
+    def readinto(self, buffer: Any) -> int:
+        return self._spooled("read").file.readinto(buffer)
+
+    def truncate(self, size: int | None = None) -> int:
+        return self._spooled("truncate").file.truncate(size)
+
+    def flush(self) -> None:
+        if self._spool is not None and not self.closed:
+            self._spool.file.flush()
+        super().flush()
+
+    def fileno(self) -> int:
+        raise io.UnsupportedOperation("an envcrypt file has no descriptor")
+
+    def _seal_held(self) -> None:
+        """Give the writer what the spool or the held-back prefix holds."""
+        if self._spool is not None:
+            self._spool.seal_into(self._writer)
+            self._drop_spool()
+        elif self._pending is not None:
+            pending, self._pending = self._pending, None
+            self._writer.write(pending)
+
+    def _drop_spool(self) -> None:
+        spool, self._spool = self._spool, None
+        self._pending = None
+        if spool is not None:
+            spool.remove()
 
     def close(self) -> None:
         """Write the final chunk and publish the object (unless in a transaction).
@@ -366,6 +452,7 @@ class EnvcryptWriteFile(io.RawIOBase):
             )
             return
         try:
+            self._seal_held()
             self._writer.close()
             self._sealed = True
             if self.autocommit:
@@ -397,6 +484,7 @@ class EnvcryptWriteFile(io.RawIOBase):
             return
         self._done = True
         try:
+            self._drop_spool()
             if not self._writer.closed:
                 self._writer.abort()
         finally:

@@ -22,6 +22,11 @@ Options of the envcrypt layer (none is a secret; all are pickled):
 ``pickle_credentials`` keep every target option when pickled or serialized (default False: only an
                        allowlist of harmless options travels, such as endpoint_url, region_name, anon;
                        workers use their own environment's credentials)
+``spool``              writers for clients that seek back while writing (h5py, netCDF-4): None (default,
+                       "auto": a writer that seeks, reads or truncates before its first MiB is spooled),
+                       True (always spool), False (always stream); ``fs.open(p, "wb", spool=True)`` per file.
+                       A spool is a private local temp file of plaintext (0600), sealed and published
+                       through the same atomic sink on close, removed afterwards
 ``auto_mkdir``         writes on a local target create missing parent directories (default True, as on
                        object stores, where directories need no creating: zarr and dask expect it)
 
@@ -162,6 +167,7 @@ class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
         resolver_options: Mapping[str, Any] | None = None,
         pickle_credentials: bool = False,
         auto_mkdir: bool = True,
+        spool: bool | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -184,6 +190,9 @@ class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
         self.resolver_options = dict(resolver_options or {})
         self.pickle_credentials = pickle_credentials
         self.auto_mkdir = bool(auto_mkdir)
+        if spool not in (None, True, False):
+            raise ValueError("spool must be None (auto), True or False")
+        self.spool = spool
 
     def __repr__(self) -> str:
         return f"<EnvcryptFileSystem over {type(self.target).__name__} key_uri={self.key_uri!r}>"
@@ -200,6 +209,7 @@ class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
             "resolver_options": self.resolver_options or None,
             "pickle_credentials": self.pickle_credentials,
             "auto_mkdir": None if self.auto_mkdir else False,
+            "spool": self.spool,
         }
         if self._given_fs and (self.pickle_credentials or scrub(self.target.storage_options)
                                == dict(self.target.storage_options)):
@@ -599,13 +609,18 @@ class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
         if mode in ("wb", "xb"):
             if mode == "xb" and self.target.exists(path):
                 raise FileExistsError(path)
-            return self._open_write(path, autocommit, block_size)
+            spool = kwargs.pop("spool", self.spool)
+            if spool not in (None, True, False):
+                raise ValueError("spool must be None (auto), True or False")
+            return self._open_write(path, autocommit, block_size, spool=spool)
         if mode != "rb":
             raise ValueError(f"unsupported mode {mode!r}")
         return self._open_read(path, block_size, cache_options, **kwargs)
 
-    def _open_write(self, path: str, autocommit: bool, block_size: Any, expect: Any = None) -> EnvcryptWriteFile:
-        """An atomic writer; ``expect`` (``_sinks.version_of``) makes publication conditional."""
+    def _open_write(self, path: str, autocommit: bool, block_size: Any, expect: Any = None,
+                    spool: bool | None = False) -> EnvcryptWriteFile:
+        """An atomic writer; ``expect`` (``_sinks.version_of``) makes publication conditional;
+        ``spool`` as the option (``EnvcryptWriteFile``)."""
         dek, header = new_header(self.key_for(path), self.encryption_context, self.resolver_options)
         sink = open_sink(self.target, path, block_size=block_size if isinstance(block_size, int) else None,
                          expect=expect, make_parents=self.auto_mkdir)
@@ -614,7 +629,12 @@ class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
         except BaseException:
             sink.abort()
             raise
-        return EnvcryptWriteFile(self, path, writer, sink, autocommit)
+        try:
+            return EnvcryptWriteFile(self, path, writer, sink, autocommit, spool=spool)
+        except BaseException:
+            writer.abort()
+            sink.abort()
+            raise
 
     def _open_read(self, path: str, block_size: Any, cache_options: Any, **kwargs: Any) -> Any:
         trusted = self.trusted_for(path)  # first: a path the key policy refuses is never read

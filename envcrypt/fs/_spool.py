@@ -1,0 +1,65 @@
+"""The plaintext spool of a seekable writer: a private local temp file, sealed on close.
+
+Clients such as h5py (and netCDF-4 through h5netcdf / xarray) seek back and
+rewrite while they write, and read back what they wrote; an envcrypt object
+is sealed chunk by chunk in order and cannot be rewritten.  A spooled writer
+gives such a client an ordinary local file to work in — created ``0600`` in a
+fresh ``0700`` directory of the system temp dir — and on a successful close
+seals its contents into the writer's ``EncryptingWriter`` (the header, data
+key and atomic sink of a normal write), so publication is the same single
+step.  The spool is removed on close, on abort and, for a writer that is
+never closed, when it is collected or the interpreter exits.
+
+The spool holds plaintext on local disk while the file is open (as the client
+would have written it without envcrypt); nothing of it outlives the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import shutil
+import tempfile
+import weakref
+from typing import Any
+
+__all__ = ["Spool", "COPY_BUFFER"]
+
+COPY_BUFFER = 4 * 1024 * 1024  # bytes per read when sealing the spool
+
+
+def _remove(file: io.BufferedRandom, directory: str) -> None:
+    with contextlib.suppress(OSError):
+        file.close()
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+class Spool:
+    """A private read/write temp file (``file``), removed by ``remove()`` or when collected."""
+
+    def __init__(self) -> None:
+        self.directory = tempfile.mkdtemp(prefix="envcrypt-spool-")  # mode 0700
+        try:
+            fd = os.open(os.path.join(self.directory, "plaintext"),
+                         os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
+            self.file: io.BufferedRandom = os.fdopen(fd, "w+b")
+        except BaseException:
+            shutil.rmtree(self.directory, ignore_errors=True)
+            raise
+        self._finalizer = weakref.finalize(self, _remove, self.file, self.directory)
+
+    def __repr__(self) -> str:
+        return f"<Spool {self.directory!r}>"
+
+    def __reduce__(self) -> Any:
+        raise TypeError("a spooled envcrypt writer cannot be pickled")
+
+    def seal_into(self, writer: io.RawIOBase) -> None:
+        """Copy the whole spool, from its start, into ``writer``."""
+        self.file.flush()
+        self.file.seek(0)
+        shutil.copyfileobj(self.file, writer, COPY_BUFFER)
+
+    def remove(self) -> None:
+        self._finalizer()
