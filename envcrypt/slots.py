@@ -32,7 +32,6 @@ holds ``(slot key URI, error)`` for every slot.
 
 from __future__ import annotations
 
-import contextlib
 import re
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
@@ -135,13 +134,7 @@ def open_slots(
     trusted = [(split_key_uri(t)[0], t) for t in trusted_keys]
     schemes = {scheme for scheme, _ in trusted}
     plain = resolver_options_only(options)
-    # options are checked (TypeError for one no resolver in play accepts) against the schemes of
-    # the trusted keys and of the slots; a resolver is built only for a trusted slot's scheme
-    slot_schemes = set()
-    for slot in header.key_slots:
-        with contextlib.suppress(InvalidKeyUriError, TypeError):
-            slot_schemes.add(split_key_uri(slot.key_uri)[0])
-    check_options(schemes | slot_schemes | set(also_in_play), plain)
+    check_options(schemes | set(also_in_play), plain)  # a resolver is built only for a trusted slot
     reasons: list[tuple[str, EnvcryptError]] = []
     trusted_slots = [slot for slot in header.key_slots if _trusted(slot, trusted, plain, reasons)]
     cache: DekCache | None = None

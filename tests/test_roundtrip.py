@@ -246,3 +246,12 @@ def test_inspect_reports_sizes_only_when_the_length_is_possible() -> None:
 
     streamed = envcrypt.inspect(pipe(blob, step=50))
     assert streamed.header_size == header_size and streamed.stored_size is None and streamed.plaintext_size is None
+
+
+def test_options_of_another_resolver_are_not_refused(vault: LocalVault) -> None:
+    """One set of options serves several schemes (a key policy mixing local: and aws-kms://):
+    a local read given KMS options works; an option no resolver knows is still a TypeError."""
+    blob = envcrypt.encrypt(b"mixed", region_name="eu-west-1")
+    assert envcrypt.decrypt(blob, region_name="eu-west-1", endpoint_url="http://127.0.0.1:1") == b"mixed"
+    with pytest.raises(TypeError, match="regoin"):
+        envcrypt.decrypt(blob, regoin="eu-west-1")

@@ -170,23 +170,28 @@ def get_resolver(scheme: str, **options: Any) -> KeyResolver:
 
 
 def check_options(schemes: set[str], options: Mapping[str, Any]) -> None:
-    """Raise TypeError for an option that none of the resolvers for ``schemes`` accepts."""
+    """Raise TypeError for an option that no resolver accepts (a typo, not a choice).
+
+    ``schemes`` are the schemes in play; the built-in resolvers and those registered
+    in this process count too, so one set of options can serve readers and writers
+    of several schemes (a filesystem whose key policy mixes ``local:`` and
+    ``aws-kms://``) without an option of one being refused for the other.  No
+    resolver is built here, and no scheme an object names is looked up.
+    """
     if not options:
         return
     accepted: set[str] = set()
-    known = 0
-    for scheme in schemes:
+    with _lock:
+        known = set(_BUILTIN) | set(_factories)
+    for scheme in known | schemes:
         try:
             factory = _factory(scheme)
         except UnknownKeySchemeError:
-            continue  # reported when (and if) a slot of that scheme is tried
+            continue  # reported when (and if) a key of that scheme is used
         names = _accepted_options(factory)
         if names is None:
-            return
+            return  # a resolver that takes any option
         accepted |= names
-        known += 1
-    if not known:
-        return
     unknown = sorted(set(options) - accepted)
     if unknown:
         raise TypeError(f"unknown key resolver option(s): {', '.join(unknown)}")
