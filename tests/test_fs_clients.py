@@ -317,3 +317,38 @@ def test_streaming_writers_stay_streaming(tmp_path: Path, spool_dir: Path) -> No
     assert fs.cat_file(f"{tmp_path}/big.bin") == b"x" * (2 * 2**20) and fs.cat_file(f"{tmp_path}/s.bin") == b"abc"
     with pytest.raises(ValueError):
         fs.open(f"{tmp_path}/t.bin", "wb", spool="yes")
+
+
+# ---------------------------------------------------------------------- sizes and compression
+
+
+@pytest.mark.cloud
+def test_s3_entries_report_the_stored_size_only_as_stored_size(s3: dict[str, Any]) -> None:
+    fs = _s3_fs(s3)
+    root = f"{s3['bucket']}/sizes"
+    fs.pipe_file(f"{root}/a.bin", b"x" * 40_000)
+    fs.invalidate_cache()
+    entries = [fs.info(f"{root}/a.bin"), *fs.ls(root, detail=True), *fs.find(root, detail=True).values(),
+               *fs.glob(f"{root}/*.bin", detail=True).values()]
+    fs.invalidate_cache()
+    fs.ls(root)  # the target's listing cache (s3fs entries carry "Size") serves the next info
+    entries.append(fs.info(f"{root}/a.bin"))
+    stored = len(_raw_s3(s3, "sizes/a.bin"))
+    for entry in entries:
+        assert entry["size"] == 40_000 and entry["stored_size"] == stored
+        others = {k: v for k, v in entry.items() if v == stored and k != "stored_size"}
+        assert others == {}, f"the stored size is reported as {sorted(others)} too"
+
+
+def test_pandas_compression_on_envcrypt_urls_is_named_not_inferred(tmp_path: Path) -> None:
+    """pandas infers compression from the text before ``::`` (here "envcrypt"): README says to pass it."""
+    import gzip
+
+    fs = _local_fs()
+    url = f"envcrypt::file://{tmp_path}/t.csv.gz"
+    frame = _frame(50)
+    frame.to_csv(url, index=False, compression="gzip")
+    assert gzip.decompress(fs.cat_file(f"{tmp_path}/t.csv.gz")).startswith(b"id,region,amount\n")
+    pd.testing.assert_frame_equal(pd.read_csv(url, compression="gzip"), frame)
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert 'compression="gzip"' in readme

@@ -680,7 +680,14 @@ class _TextWriter(io.TextIOWrapper):
         self.close()
 
 
+#: size fields targets report beside ``size`` (s3fs listings: ``Size``): the stored size, which
+#: nobody must take for the plaintext size; ``stored_size`` says it under its own name
+_STORED_SIZE_FIELDS = ("Size", "ContentLength", "content_length")
+
+
 def _apply(entry: dict[str, Any], head: Head) -> None:
+    for name in _STORED_SIZE_FIELDS:
+        entry.pop(name, None)
     entry["stored_size"] = head.stored_size
     entry["encrypted"] = head.encrypted
     entry["size"] = head.size
