@@ -229,6 +229,9 @@ def encrypt(
     opens the object); None uses ``$ENVCRYPT_KEY_URI`` or ``local:default``.
     ``encryption_context`` is authenticated, stored in clear, and bound to the body.
     """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        hint = " (encode text first: text.encode('utf-8'))" if isinstance(data, str) else ""
+        raise TypeError(f"data must be bytes, bytearray or memoryview, not {type(data).__name__}{hint}")
     return seal_object(data, key_uri, encryption_context, resolver_options)
 
 

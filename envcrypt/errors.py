@@ -33,6 +33,9 @@ __all__ = [
     "InvalidKeyUriError",
     "KeyUsageError",
     "UnsafePathError",
+    "StorageOptionsError",
+    "MissingDependencyError",
+    "IsAPrefixError",
 ]
 
 
@@ -157,3 +160,19 @@ class UnsafePathError(EnvcryptError, ValueError):
     """A path whose key the key policy cannot decide safely: a ``.``, ``..`` or empty segment
     (``tenants/b/../a/x``, ``tenants//a``) names one prefix as text and another on the
     storage, so it is refused wherever a key policy applies.  A ValueError too."""
+
+
+class StorageOptionsError(EnvcryptError, ValueError):
+    """Storage options that cannot be meant as given: options are keyed by protocol
+    (``{"s3": {"endpoint_url": ...}}``), and a top-level key that names no protocol would be
+    silently dropped by fsspec.  A ValueError too."""
+
+
+class MissingDependencyError(EnvcryptError, ImportError):
+    """An optional dependency is not installed; the message says which extra to install
+    (``pip install 'envcrypt[aws]'``).  An ImportError too."""
+
+
+class IsAPrefixError(EnvcryptError, IsADirectoryError):
+    """A command on one object was given a prefix (a directory); repeat it with ``-r``.
+    An IsADirectoryError too."""

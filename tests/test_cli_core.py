@@ -66,3 +66,79 @@ def test_demo_runs_on_the_default_vault(tmp_path: Path, capsys: pytest.CaptureFi
     assert "tamper    flipping one stored bit -> IntegrityError" in printed
     stored = (tmp_path / "demo" / "customers.csv.envc").read_bytes()
     assert b"customer_id" not in stored and envcrypt.inspect(stored).key_uris == ["local:default/1"]
+
+
+# ---------------------------------------------------------------- one-line errors (issue 8, item 9)
+
+
+def _lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def test_version() -> None:
+    done = subprocess.run([sys.executable, "-m", "envcrypt", "--version"], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == f"envcrypt {envcrypt_version()}"
+
+
+def envcrypt_version() -> str:
+    from importlib.metadata import version
+
+    return version("envcrypt")
+
+
+def test_errors_are_one_line_naming_the_path_and_debug_shows_the_traceback(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "missing.envc"
+    assert main(["decrypt", str(missing), str(tmp_path / "out")]) == 2
+    lines = _lines(capsys.readouterr().err)
+    assert lines == [f"envcrypt: FileNotFoundError: {missing}: No such file or directory"]
+    (tmp_path / "a").write_bytes(b"x")
+    enc = tmp_path / "a.envc"
+    assert main(["encrypt", str(tmp_path / "a"), str(enc)]) == 0
+    assert main(["decrypt", str(enc), str(tmp_path / "no" / "such" / "dir" / "out")]) == 2
+    lines = _lines(capsys.readouterr().err)
+    assert len(lines) == 1 and str(tmp_path / "no" / "such" / "dir" / "out") in lines[0]
+    assert ".envcrypt-" not in lines[0]  # never the temp file
+    enc.write_bytes(enc.read_bytes()[:-1])
+    assert main(["decrypt", str(enc), str(tmp_path / "out")]) == 2
+    lines = _lines(capsys.readouterr().err)
+    assert len(lines) == 1 and lines[0].startswith(f"envcrypt: IntegrityError: {enc}: ")
+    with pytest.raises(FileNotFoundError):
+        main(["decrypt", str(missing), str(tmp_path / "out"), "--debug"])
+    done = subprocess.run([sys.executable, "-m", "envcrypt", "ls", str(tmp_path / "nothing-here")],
+                          capture_output=True, text=True, env=dict(os.environ))
+    assert done.returncode == 2 and "Traceback" not in done.stderr and len(_lines(done.stderr)) == 1
+
+
+_WITHOUT_AWS = r"""
+import sys
+sys.modules["s3fs"] = None     # as if envcrypt[aws] were not installed: importing them fails
+sys.modules["boto3"] = None
+sys.modules["botocore"] = None
+from envcrypt.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_missing_extras_give_one_line_with_the_install_hint(tmp_path: Path) -> None:
+    (tmp_path / "a").write_bytes(b"x")
+
+    def run(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-c", _WITHOUT_AWS, *argv], capture_output=True, text=True,
+                              env=dict(os.environ), cwd=tmp_path)
+
+    for argv in (("ls", "s3://bucket/prefix"), ("put", "a", "envcrypt::s3://bucket/a"),
+                 ("encrypt", "a", "a.envc", "--key", "aws-kms://alias/x")):
+        done = run(*argv)
+        assert done.returncode == 2, done.stderr
+        assert "Traceback" not in done.stderr and len(_lines(done.stderr)) == 1
+        assert "pip install 'envcrypt[aws]'" in done.stderr
+    assert "MissingDependencyError" in run("ls", "s3://bucket/prefix").stderr
+
+
+def test_python_api_type_and_key_uri_errors() -> None:
+    with pytest.raises(TypeError, match="data must be bytes"):
+        envcrypt.encrypt("text")  # type: ignore[arg-type]
+    for uri in ("aws-kms:/alias/x", "aws-kms:alias/x"):
+        with pytest.raises(envcrypt.errors.InvalidKeyUriError, match="not an aws-kms key URI"):
+            envcrypt.encrypt(b"x", uri)

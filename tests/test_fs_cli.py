@@ -104,3 +104,97 @@ def test_cli_over_s3(moto_server: str, tmp_path: Path, capsys: pytest.CaptureFix
     assert json.loads(out)[0]["size"] == 70_000
     raw = client.get_object(Bucket=bucket, Key="k/x.bin")["Body"].read()
     assert raw[:8] == b"ENVCRYPT" and len(raw) > 70_000
+
+
+# ---------------------------------------------------------------- paths, options, prefixes (issue 8, item 6)
+
+
+def _err_lines(capsys: pytest.CaptureFixture[str]) -> list[str]:
+    return [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+
+
+def test_bare_relative_paths_are_local_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """``data``, ``raw`` are directories here, never fsspec's ``data:`` filesystem."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "raw" / "a.csv").write_bytes(b"id\n1\n")
+    code, out = _run(capsys, "encrypt-tree", "raw", "data", "--json", "--no-progress")
+    assert code == 0 and json.loads(out)["done"] == 1
+    assert (tmp_path / "data" / "a.csv").read_bytes()[:8] == b"ENVCRYPT"
+    code, out = _run(capsys, "ls", "data", "--json")
+    assert code == 0 and [(Path(r["name"]).name, r["size"]) for r in json.loads(out)] == [("a.csv", 5)]
+    assert _run(capsys, "cat", "data/a.csv") == (0, "id\n1\n")
+    assert _run(capsys, "get", "-r", "data", "back", "--no-progress")[0] == 0
+    assert (tmp_path / "back" / "a.csv").read_bytes() == b"id\n1\n"
+
+
+def test_top_level_storage_options_that_name_no_protocol_are_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An ``endpoint_url`` at the top level would be dropped (and the command sent to real AWS)."""
+    (tmp_path / "x").write_bytes(b"x")
+    for argv in (["ls", str(tmp_path)], ["put", str(tmp_path / "x"), f"{tmp_path}/y"],
+                 ["encrypt-tree", str(tmp_path), f"{tmp_path}/enc", "--no-progress"]):
+        assert main([*argv, "-o", '{"endpoint_url": "http://127.0.0.1:9"}']) == 2
+        lines = _err_lines(capsys)
+        assert len(lines) == 1 and "StorageOptionsError" in lines[0]
+        assert "'endpoint_url' is not a protocol name" in lines[0] and '{"s3": {"endpoint_url"' in lines[0]
+    assert main(["ls", str(tmp_path), "-o", "{not json"]) == 2
+    assert "is not JSON" in _err_lines(capsys)[0]
+    assert not (tmp_path / "y").exists() and not (tmp_path / "enc").exists()
+
+
+def test_one_object_commands_on_a_prefix_say_use_r(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = tmp_path / "store"
+    (store / "p").mkdir(parents=True)
+    (tmp_path / "a.csv").write_bytes(b"a\n")
+    assert _run(capsys, "put", str(tmp_path / "a.csv"), f"{store}/p/a.csv")[0] == 0
+    for argv in (["get", f"{store}/p", str(tmp_path / "out")], ["rm", f"{store}/p"],
+                 ["rewrap", f"{store}/p", "--to", "local:default"], ["cat", f"{store}/p"],
+                 ["put", str(store), f"{tmp_path}/elsewhere"]):
+        assert main(argv) == 2, argv
+        lines = _err_lines(capsys)
+        assert len(lines) == 1 and ("is a prefix; use -r" in lines[0] or "is a directory; use -r" in lines[0])
+        assert str(tmp_path) in lines[0]
+    assert (store / "p" / "a.csv").exists() and not (tmp_path / "out").exists()
+    code, out = _run(capsys, "rewrap", f"{store}/p", "--to", "local:default", "-r", "--json", "--no-progress")
+    assert code == 0 and json.loads(out)["done"] == 0 and json.loads(out)["skipped"] == 1
+    code, out = _run(capsys, "rm", "-r", f"{store}/p", "--json")
+    assert code == 0 and json.loads(out)["done"] == 1 and not (store / "p").exists()
+
+
+def test_get_r_of_a_signed_prefix_skips_the_manifest(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.csv").write_bytes(b"a\n")
+    enc = f"{tmp_path}/enc"
+    assert _run(capsys, "put", "-r", str(src), enc, "--no-progress")[0] == 0
+    make_key("signer", "ec-p256")
+    assert _run(capsys, "manifest", "sign", enc, "--key", "local:signer")[0] == 0
+    code, out = _run(capsys, "get", "-r", enc, str(tmp_path / "back"), "--json", "--no-progress")
+    assert code == 0 and json.loads(out) == {"done": 1, "skipped": 0, "failed": []}
+    assert sorted(p.name for p in (tmp_path / "back").iterdir()) == ["a.csv"]
+
+
+def test_not_encrypted_hint_names_the_cli_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "plain.txt").write_bytes(b"hello")
+    assert main(["cat", str(tmp_path / "plain.txt")]) == 2
+    line = _err_lines(capsys)[0]
+    assert "--plaintext allow" in line and "plaintext='allow'" not in line
+
+
+def test_put_json_summary_and_progress_lines(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``put`` has a --json result; -r shows files, bytes, rate and ETA as plain lines off a terminal."""
+    (tmp_path / "one.bin").write_bytes(b"\x01" * 3000)
+    code, out = _run(capsys, "put", str(tmp_path / "one.bin"), f"{tmp_path}/enc/one.bin", "--json")
+    assert code == 0 and json.loads(out)["done"] == 1
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(3):
+        (src / f"{i}.bin").write_bytes(b"\x00" * 2048)
+    assert main(["put", "-r", str(src), f"{tmp_path}/tree", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["done"] == 3
+    assert "put" not in captured.out
+    last = captured.err.strip().splitlines()[-1]
+    assert last.startswith("encrypt-tree: 3/3 files, 6.0 KiB of 6.0 KiB, ") and "/s" in last and "done in" in last

@@ -66,7 +66,12 @@ def _streams(src_path: str, dst_path: str) -> Iterator[tuple[IO[bytes], IO[bytes
     if dst_path == "-":
         out = sys.stdout.buffer
     else:
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(dst_path)), prefix=".envcrypt-")
+        try:
+            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(dst_path)), prefix=".envcrypt-")
+        except OSError as exc:  # name the output the user gave, never the temp file
+            if src is not sys.stdin.buffer:
+                src.close()
+            raise type(exc)(exc.errno, exc.strerror, dst_path) from None
         out = os.fdopen(fd, "wb")
     try:
         yield src, out

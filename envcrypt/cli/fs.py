@@ -9,134 +9,200 @@ go in ``-o/--storage-options`` as JSON keyed by protocol, e.g.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import os
 import shutil
 import sys
 from typing import Any
 
 from ..envelope import inspect as inspect_blob
 from ..envelope import normalize_key_uris
+from ..errors import EnvcryptError, IsAPrefixError, StorageOptionsError
 from ..fs import trees
 from ..fs._sinks import open_sink
 from ..fs._slots import rewrite_slots
-from ..fs.urls import encrypted_fs
+from ..fs.progress import Progress
+from ..fs.urls import check_storage_options, encrypted_fs
 
 COPY_BUFFER = 8 * 1024 * 1024
 
 
-def _common(p: argparse.ArgumentParser, json_flag: bool = False) -> None:
-    p.add_argument("-o", "--storage-options", type=json.loads, default={}, metavar="JSON",
-                   help="fsspec storage options keyed by protocol, as JSON")
+def _common(p: argparse.ArgumentParser, json_flag: bool = True) -> None:
+    p.add_argument("-o", "--storage-options", default=None, metavar="JSON",
+                   help='fsspec storage options keyed by protocol, as JSON, e.g. '
+                        '\'{"s3": {"endpoint_url": "http://127.0.0.1:9000"}}\'')
     p.add_argument("--plaintext", choices=("error", "allow"), default=None,
                    help="how to treat objects that are not envcrypt objects (default error)")
     p.add_argument("--trust", action="append", dest="trust", default=None, metavar="KEY_URI",
                    help="a further key that reads accept (repeatable; by default an object opens only under "
                         "the key new writes at its path would use: --key / key_policy / local:default)")
+    p.add_argument("--vault", metavar="DIR",
+                   help="local vault directory for local: keys (default $ENVCRYPT_VAULT); never created by a read")
     if json_flag:
-        p.add_argument("--json", action="store_true", help="print JSON")
+        p.add_argument("--json", action="store_true", help="print a JSON result instead of text")
+
+
+def _parse_options(text: str | None) -> dict[str, Any]:
+    """``-o`` JSON, checked: an object keyed by protocol (one clear line otherwise)."""
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise StorageOptionsError(f"-o/--storage-options is not JSON ({exc}): {text!r}") from None
+    return check_storage_options(value)
 
 
 def _tree(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--workers", type=int, default=4, help="parallel objects (default 4)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--workers", type=int, default=4, help="objects processed in parallel (default 4)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress (default: a bar on a terminal, plain lines otherwise, on stderr)")
+
+
+def _parser(sub: Any, name: str, helptext: str, example: str) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = sub.add_parser(
+        name, help=helptext, description=helptext, epilog=f"example:\n  {example}",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    return p
+
+
+URL_HELP = "fsspec URL or local path (envcrypt:: is implied)"
+SRC_RECURSIVE = "with a prefix: every object under it (required for a prefix)"
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("ls", help="list objects with their plaintext sizes")
-    p.add_argument("url")
-    p.add_argument("-R", "--recursive", action="store_true")
-    _common(p, json_flag=True)
+    p = _parser(sub, "ls", "list objects with their plaintext sizes", "envcrypt ls s3://lake/sales --json")
+    p.add_argument("url", help=URL_HELP)
+    p.add_argument("-R", "--recursive", action="store_true", help="list every object under the prefix")
+    _common(p)
     p.set_defaults(func=_ls)
 
-    p = sub.add_parser("cat", help="decrypt an object to stdout")
-    p.add_argument("url")
-    p.add_argument("--range", nargs=2, type=int, metavar=("START", "END"), help="plaintext byte range")
-    _common(p)
+    p = _parser(sub, "cat", "decrypt an object to stdout", "envcrypt cat s3://lake/sales/2026.csv --range 0 100")
+    p.add_argument("url", help=URL_HELP)
+    p.add_argument("--range", nargs=2, type=int, metavar=("START", "END"), help="plaintext byte range [START, END)")
+    _common(p, json_flag=False)
     p.set_defaults(func=_cat)
 
-    for name, func, helptext in (
-        ("cp", _cp, "copy envcrypt objects (ciphertext copied, never decrypted)"),
-        ("put", _put, "encrypt local files into URL"),
-        ("get", _get, "decrypt objects at URL into local files"),
+    for name, func, helptext, example, src_help, dst_help in (
+        ("cp", _cp, "copy envcrypt objects (ciphertext copied, never decrypted)",
+         "envcrypt cp -r s3://lake/sales file:///backup/sales", URL_HELP, URL_HELP),
+        ("put", _put, "encrypt local files into URL", "envcrypt put -r ./raw s3://lake/raw --key local:sales",
+         "local file or directory", URL_HELP),
+        ("get", _get, "decrypt objects at URL into local files",
+         "envcrypt get -r s3://lake/raw ./raw-back --trust local:sales", URL_HELP, "local file or directory"),
     ):
-        p = sub.add_parser(name, help=helptext)
-        p.add_argument("src")
-        p.add_argument("dst")
-        p.add_argument("-r", "--recursive", action="store_true")
+        p = _parser(sub, name, helptext, example)
+        p.add_argument("src", help=src_help)
+        p.add_argument("dst", help=dst_help)
+        p.add_argument("-r", "--recursive", action="store_true", help=SRC_RECURSIVE)
         if name == "put":
-            p.add_argument("--key", action="append", dest="keys", metavar="KEY_URI")
+            p.add_argument("--key", action="append", dest="keys", metavar="KEY_URI",
+                           help="master key for the new objects (repeatable; default the path's key)")
         _common(p)
+        if name != "cp":
+            _tree(p)
+        else:
+            p.add_argument("--no-progress", action="store_true", help="no progress on stderr")
         p.set_defaults(func=func)
 
-    p = sub.add_parser("rm", help="delete objects")
-    p.add_argument("url")
-    p.add_argument("-r", "--recursive", action="store_true")
+    p = _parser(sub, "rm", "delete objects", "envcrypt rm -r s3://lake/tmp")
+    p.add_argument("url", help=URL_HELP)
+    p.add_argument("-r", "--recursive", action="store_true", help=SRC_RECURSIVE)
     _common(p)
     p.set_defaults(func=_rm)
 
-    p = sub.add_parser("inspect", help="an object's header: key slots, context, sizes (never a key)")
-    p.add_argument("url")
-    _common(p, json_flag=True)
+    p = _parser(sub, "inspect", "an object's header: key slots, context, sizes (never a key)",
+                "envcrypt inspect data.csv.envc --json")
+    p.add_argument("url", help=URL_HELP)
+    _common(p)
     p.set_defaults(func=_inspect)
 
-    p = sub.add_parser("rewrap", help="re-wrap objects' data keys under new master keys (bodies untouched)")
-    p.add_argument("url")
+    p = _parser(sub, "rewrap", "re-wrap objects' data keys under new master keys (bodies untouched)",
+                "envcrypt rewrap s3://lake/tenants/acme --to local:acme -r")
+    p.add_argument("url", help=URL_HELP)
     p.add_argument("--to", action="append", required=True, metavar="KEY_URI", help="new key (repeatable)")
-    p.add_argument("-r", "--recursive", action="store_true")
-    _common(p, json_flag=True)
+    p.add_argument("-r", "--recursive", action="store_true", help=SRC_RECURSIVE)
+    _common(p)
     _tree(p)
     p.set_defaults(func=_rewrap)
 
-    p = sub.add_parser("migrate", help="encrypt plaintext objects under URL in place, atomically")
-    p.add_argument("url")
-    p.add_argument("--key", action="append", dest="keys", metavar="KEY_URI")
-    _common(p, json_flag=True)
+    p = _parser(sub, "migrate", "encrypt plaintext objects under URL in place, atomically",
+                "envcrypt migrate s3://lake/legacy --key local:sales")
+    p.add_argument("url", help=URL_HELP)
+    p.add_argument("--key", action="append", dest="keys", metavar="KEY_URI",
+                   help="master key (repeatable; default the path's key)")
+    _common(p)
     _tree(p)
     p.set_defaults(func=_migrate)
 
-    for name, func, helptext in (
-        ("encrypt-tree", _encrypt_tree, "encrypt every file under plain SRC into DST"),
-        ("decrypt-tree", _decrypt_tree, "decrypt every object under SRC into plain DST"),
+    for name, func, helptext, example in (
+        ("encrypt-tree", _encrypt_tree, "encrypt every file under plain SRC into DST",
+         "envcrypt encrypt-tree ./raw s3://lake/raw --key local:sales"),
+        ("decrypt-tree", _decrypt_tree, "decrypt every object under SRC into plain DST",
+         "envcrypt decrypt-tree s3://lake/raw ./raw-back --trust local:sales"),
     ):
-        p = sub.add_parser(name, help=helptext)
-        p.add_argument("src")
-        p.add_argument("dst")
+        p = _parser(sub, name, helptext, example)
+        p.add_argument("src", help="source URL or local path" + (" (plain)" if name == "encrypt-tree" else ""))
+        p.add_argument("dst", help="destination URL or local path" + (" (plain)" if name == "decrypt-tree" else ""))
         if name == "encrypt-tree":
-            p.add_argument("--key", action="append", dest="keys", metavar="KEY_URI")
+            p.add_argument("--key", action="append", dest="keys", metavar="KEY_URI",
+                           help="master key (repeatable; default the path's key)")
         p.add_argument("--force", action="store_true",
                        help="redo every file (default: skip files whose copy has the same size and is newer)")
-        _common(p, json_flag=True)
+        _common(p)
         _tree(p)
         p.set_defaults(func=func)
 
-    p = sub.add_parser("manifest", help="signed dataset manifests")
-    msub = p.add_subparsers(dest="manifest_command", required=True)
-    m = msub.add_parser("sign", help="write a signed manifest of every object under URL")
-    m.add_argument("url")
-    m.add_argument("--key", required=True, metavar="KEY_URI", help="vault signing key (local:NAME)")
-    _common(m, json_flag=True)
+    p = _parser(sub, "manifest", "signed dataset manifests", "envcrypt manifest sign s3://lake/sales --key local:signer")
+    msub = p.add_subparsers(dest="manifest_command", metavar="ACTION", required=True)
+    m = _parser(msub, "sign", "write a signed manifest of every object under URL",
+                "envcrypt manifest sign s3://lake/sales --key local:signer")
+    m.add_argument("url", help=URL_HELP)
+    m.add_argument("--key", required=True, metavar="KEY_URI",
+                   help="vault signing key (local:NAME; create it with: envcrypt key create NAME --kind ec-p256)")
+    _common(m)
     m.set_defaults(func=_manifest_sign)
-    m = msub.add_parser("verify", help="check URL against its signed manifest")
-    m.add_argument("url")
+    m = _parser(msub, "verify", "check URL against its signed manifest",
+                "envcrypt manifest verify s3://lake/sales --key local:signer")
+    m.add_argument("url", help=URL_HELP)
     m.add_argument("--key", metavar="KEY_URI", help="the expected signer (local:NAME); any other signer fails")
     m.add_argument("--min-serial", type=int, default=0, metavar="N",
                    help="reject a manifest older than serial N (detects a whole-dataset rollback)")
     m.add_argument("--root", metavar="URL", help="the root the manifest must be signed for (default URL)")
-    _common(m, json_flag=True)
+    _common(m)
     m.set_defaults(func=_manifest_verify)
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
-    """The storage options with ``--trust`` added to the envcrypt layer's ``trusted_keys``."""
-    options = {k: dict(v) if isinstance(v, dict) else v for k, v in args.storage_options.items()}
+    """The storage options with ``--trust``, ``--plaintext`` and ``--vault`` added to the envcrypt layer."""
+    options = _parse_options(args.storage_options)
+    layer = options.setdefault("envcrypt", {})
     if getattr(args, "trust", None):
-        layer = options.setdefault("envcrypt", {})
         layer["trusted_keys"] = list(layer.get("trusted_keys") or []) + list(args.trust)
+    if getattr(args, "plaintext", None):
+        layer["plaintext"] = args.plaintext
+    if getattr(args, "vault", None):
+        layer["resolver_options"] = {**(layer.get("resolver_options") or {}), "vault": args.vault}
     return options
 
 
 def _efs(args: argparse.Namespace, url: str, **extra: Any) -> tuple[Any, str]:
-    return encrypted_fs(url, _options(args), plaintext=args.plaintext, **extra)
+    return encrypted_fs(url, _options(args), **extra)
+
+
+def _is_prefix(fs: Any, path: str) -> bool:
+    return not fs.isfile(path) and bool(fs.isdir(path))
+
+
+def _refuse_prefix(fs: Any, path: str, shown: str) -> None:
+    """A command on one object given a prefix says so (instead of doing nothing)."""
+    if _is_prefix(fs, path):
+        raise IsAPrefixError(errno.EISDIR, "is a prefix; use -r", shown)
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2))
 
 
 def _ls(args: argparse.Namespace) -> int:
@@ -151,7 +217,7 @@ def _ls(args: argparse.Namespace) -> int:
              "stored_size": e.get("stored_size"), "encrypted": e.get("encrypted"),
              **({"error": e["error"]} if e.get("error") else {})} for e in entries]
     if args.json:
-        print(json.dumps(rows, indent=2))
+        _print_json(rows)
     else:
         for row in rows:
             mark = {True: "enc", False: "PLAIN", None: "dir"}[row["encrypted"]]
@@ -162,6 +228,7 @@ def _ls(args: argparse.Namespace) -> int:
 
 def _cat(args: argparse.Namespace) -> int:
     fs, path = _efs(args, args.url)
+    _refuse_prefix(fs, path, args.url)
     out = sys.stdout.buffer
     if args.range:
         out.write(fs.cat_file(path, args.range[0], args.range[1]))
@@ -172,55 +239,106 @@ def _cat(args: argparse.Namespace) -> int:
     return 0
 
 
+def _copy_one(src_fs: Any, a: str, dst_fs: Any, b: str) -> None:
+    if src_fs.target is dst_fs.target:
+        dst_fs.makedirs(dst_fs._parent(b), exist_ok=True)
+        src_fs.cp_file(a, b)  # the key policy decides the copy's key (see EnvcryptFileSystem.cp_file)
+        return
+    if dst_fs.policy.rules and src_fs._head(a).encrypted:
+        # the destination's key policy decides the copy's key (re-encrypted when it is another key)
+        rewrite_slots(dst_fs, a, b, normalize_key_uris(dst_fs.key_for(b)), source=src_fs.target,
+                      trusted_keys=src_fs.trusted_for(a))
+        return
+    # ciphertext copied across stores through the destination's atomic sink: a failed copy publishes nothing
+    sink = open_sink(dst_fs.target, b, make_parents=True)
+    try:
+        with src_fs.target.open(a, "rb") as s:
+            shutil.copyfileobj(s, sink.raw, COPY_BUFFER)
+        sink.commit()
+    except BaseException:  # abort, then re-raise whatever it was
+        sink.abort()
+        raise
+    dst_fs.invalidate_cache(b)
+
+
 def _cp(args: argparse.Namespace) -> int:
     src_fs, src = _efs(args, args.src)
     dst_fs, dst = _efs(args, args.dst)
-    if src_fs.target is dst_fs.target:
-        src_fs.copy(src, dst, recursive=args.recursive)
-        return 0
-    pairs = [(src, dst)]
-    if args.recursive:
-        pairs = [(n, dst.rstrip("/") + "/" + n[len(src.rstrip("/")) + 1 :]) for n in src_fs.find(src)]
-    for a, b in pairs:  # ciphertext copied across stores: still no decryption
-        if dst_fs.policy.rules and src_fs._head(a).encrypted:
-            # the destination's key policy decides the copy's key (re-encrypted when it is another key)
-            rewrite_slots(dst_fs, a, b, normalize_key_uris(dst_fs.key_for(b)), source=src_fs.target,
-                          trusted_keys=src_fs.trusted_for(a))
-            continue
-        # through the destination's atomic sink: a failed copy publishes nothing
-        sink = open_sink(dst_fs.target, b)
-        try:
-            with src_fs.target.open(a, "rb") as s:
-                shutil.copyfileobj(s, sink.raw, COPY_BUFFER)
-            sink.commit()
-        except BaseException:
-            sink.abort()
-            raise
-        dst_fs.invalidate_cache(b)
+    if not args.recursive:
+        _refuse_prefix(src_fs, src, args.src)
+        if dst_fs.isdir(dst) and not dst_fs.isfile(dst):
+            dst = dst.rstrip("/") + "/" + src.rstrip("/").rsplit("/", 1)[-1]
+        _copy_one(src_fs, src, dst_fs, dst)
+        return _done(args, trees.TreeReport(done=[dst]))
+    infos = {n: i for n, i in src_fs.find(src, detail=True).items() if i.get("type") == "file"}
+    pairs = {n: dst.rstrip("/") + "/" + n[len(src.rstrip("/")) + 1:] for n in infos}
+    report = trees.TreeReport()
+    bar = Progress(len(pairs), "cp", not args.no_progress, total_bytes=sum(int(i.get("stored_size") or 0)
+                                                                            for i in infos.values()))
+    try:
+        for a, b in sorted(pairs.items()):
+            try:
+                _copy_one(src_fs, a, dst_fs, b)
+                report.done.append(b)
+            except (EnvcryptError, OSError, ValueError) as exc:
+                report.failed.append((a, f"{type(exc).__name__}: {exc}"))
+            bar.update(1, int(infos[a].get("stored_size") or 0))
+    finally:
+        bar.close()
+    return _report(args, report)
+
+
+def _done(args: argparse.Namespace, report: trees.TreeReport) -> int:
+    """A one-object command's result: JSON like a tree's report, or nothing."""
+    if args.json:
+        _print_json(report.as_dict())
     return 0
 
 
 def _put(args: argparse.Namespace) -> int:
+    if args.recursive:
+        return _report(args, trees.encrypt_tree(args.src, args.dst, key_uri=args.keys, force=True,
+                                                **_tree_kwargs(args)))
+    if os.path.isdir(args.src):
+        raise IsAPrefixError(errno.EISDIR, "is a directory; use -r", args.src)
     fs, path = _efs(args, args.dst, key_uri=args.keys)
-    fs.put(args.src, path, recursive=args.recursive)
-    return 0
+    if _is_prefix(fs, path):
+        path = path.rstrip("/") + "/" + os.path.basename(args.src)
+    fs.put_file(args.src, path)
+    return _done(args, trees.TreeReport(done=[path]))
 
 
 def _get(args: argparse.Namespace) -> int:
+    if args.recursive:  # as decrypt-tree: atomic per file, the manifest skipped
+        return _report(args, trees.decrypt_tree(args.src, args.dst, force=True, **_tree_kwargs(args)))
     fs, path = _efs(args, args.src)
-    fs.get(path, args.dst, recursive=args.recursive)
-    return 0
+    _refuse_prefix(fs, path, args.src)
+    dst = args.dst
+    if os.path.isdir(dst):
+        dst = os.path.join(dst, path.rstrip("/").rsplit("/", 1)[-1])
+    fs.get_file(path, dst)
+    return _done(args, trees.TreeReport(done=[dst]))
 
 
 def _rm(args: argparse.Namespace) -> int:
     fs, path = _efs(args, args.url)
+    if not args.recursive:
+        _refuse_prefix(fs, path, args.url)
+        if not fs.exists(path):
+            raise FileNotFoundError(errno.ENOENT, "no such object", args.url)
+        removed = [path]
+    else:
+        removed = sorted(fs.find(path))
     fs.rm(path, recursive=args.recursive)
-    return 0
+    return _done(args, trees.TreeReport(done=removed))
 
 
 def _inspect(args: argparse.Namespace) -> int:
     fs, path = _efs(args, args.url)
+    _refuse_prefix(fs, path, args.url)
     head = fs._head(path)
+    if head.error == "FileNotFoundError":
+        raise FileNotFoundError(errno.ENOENT, "no such object", args.url)
     if not head.encrypted:
         print(json.dumps({"name": path, "encrypted": False, "size": head.stored_size}) if args.json
               else f"{path}: not an envcrypt object ({head.stored_size:,} bytes)")
@@ -233,7 +351,7 @@ def _inspect(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace, report: trees.TreeReport) -> int:
     if args.json:
-        print(json.dumps(report.as_dict(), indent=2))
+        _print_json(report.as_dict())
     else:
         print(f"done {len(report.done)}, skipped {len(report.skipped)}, failed {len(report.failed)}")
         for path, error in report.failed:
@@ -246,6 +364,9 @@ def _tree_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _rewrap(args: argparse.Namespace) -> int:
+    if not args.recursive:
+        fs, path = _efs(args, args.url)
+        _refuse_prefix(fs, path, args.url)
     return _report(args, trees.rewrap(args.url, args.to, recursive=args.recursive, **_tree_kwargs(args)))
 
 

@@ -28,6 +28,7 @@ restarted run never sees a half-written one) and report progress.
 from __future__ import annotations
 
 import datetime
+import errno
 import shutil
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -35,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..envelope import normalize_key_uris
-from ..errors import EnvcryptError
+from ..errors import EnvcryptError, IsAPrefixError
 from ..format import MAGIC
 from ..slots import key_name
 from ._sinks import open_sink, version_of
@@ -65,10 +66,18 @@ class TreeReport:
                 "failed": [{"path": p, "error": e} for p, e in self.failed]}
 
 
-def _run(items: Sequence[str], work: Callable[[str], bool], desc: str, workers: int, progress: bool) -> TreeReport:
-    """Run ``work(item) -> did_something`` over items in a pool; collect a report."""
+def _run(items: Sequence[str], work: Callable[[str], bool], desc: str, workers: int, progress: bool,
+         sizes: Mapping[str, Any] | None = None) -> TreeReport:
+    """Run ``work(item) -> did_something`` over items in a pool; collect a report.
+
+    ``sizes`` (item -> info with ``size``) gives the progress its bytes, rate and ETA."""
     report = TreeReport()
-    bar = Progress(len(items), desc, progress)
+
+    def size(item: str) -> int:
+        value = (sizes or {}).get(item, {}).get("size")
+        return int(value) if isinstance(value, int) else 0
+
+    bar = Progress(len(items), desc, progress, total_bytes=sum(size(i) for i in items) if sizes else None)
 
     def one(item: str) -> None:
         try:
@@ -76,7 +85,7 @@ def _run(items: Sequence[str], work: Callable[[str], bool], desc: str, workers: 
         except (EnvcryptError, OSError, ValueError) as exc:
             report.failed.append((item, f"{type(exc).__name__}: {exc}"))
         finally:
-            bar.update()
+            bar.update(1, size(item))
 
     try:
         with ThreadPoolExecutor(max(1, workers)) as pool:
@@ -154,7 +163,7 @@ def encrypt_tree(
             _copy(s, d)
         return True
 
-    return _run(sorted(sources), work, "encrypt-tree", workers, progress)
+    return _run(sorted(sources), work, "encrypt-tree", workers, progress, sources)
 
 
 def decrypt_tree(
@@ -182,7 +191,7 @@ def decrypt_tree(
             raise
         return True
 
-    return _run(sorted(sources), work, "decrypt-tree", workers, progress)
+    return _run(sorted(sources), work, "decrypt-tree", workers, progress, sources)
 
 
 def _existing(fs: Any, root: str) -> dict[str, dict[str, Any]]:
@@ -212,7 +221,7 @@ def migrate(
                 _copy(s, d)
         return True
 
-    return _run(sorted(infos), work, "migrate", workers, progress)
+    return _run(sorted(infos), work, "migrate", workers, progress, infos)
 
 
 # ---------------------------------------------------------------- rewrap
@@ -248,5 +257,8 @@ def rewrap(
         infos = _files(fs, root)
     else:
         infos = {root: fs.info(root)}
+        if infos[root].get("type") == "directory":
+            raise IsAPrefixError(errno.EISDIR, "is a prefix; pass recursive=True", url)
     names = [n for n, i in infos.items() if i.get("encrypted")]
-    return _run(sorted(names), lambda n: rewrap_object(fs, n, key_uris, identities), "rewrap", workers, progress)
+    return _run(sorted(names), lambda n: rewrap_object(fs, n, key_uris, identities), "rewrap", workers, progress,
+                infos)

@@ -53,6 +53,7 @@ T = TypeVar("T")
 
 DISCOVERY = "discovery/"
 ALIAS_TTL = 60.0  # seconds an alias -> key ARN lookup is trusted
+MISSING_BOTO3 = "aws-kms:// keys need boto3, which is not installed: pip install 'envcrypt[aws]'"
 
 #: KMS error code -> envcrypt error class (everything else: ResolverUnavailableError)
 ERROR_MAP: dict[str, type[EnvcryptError]] = {
@@ -128,8 +129,7 @@ class AwsKmsResolver:
                     import boto3
                     from botocore.config import Config
                 except ImportError as exc:  # pragma: no cover - depends on the install
-                    raise ResolverUnavailableError(
-                        "aws-kms:// keys need boto3: pip install 'envcrypt[aws]'") from exc
+                    raise ResolverUnavailableError(MISSING_BOTO3) from exc
                 session = boto3.session.Session(profile_name=self.profile_name)
                 config = Config(
                     retries={"mode": self.retry_mode, "total_max_attempts": self.max_attempts},
@@ -140,7 +140,10 @@ class AwsKmsResolver:
             return self._client
 
     def _call(self, key: str, fn: Callable[[], T]) -> T:
-        from botocore.exceptions import BotoCoreError, ClientError
+        try:
+            from botocore.exceptions import BotoCoreError, ClientError
+        except ImportError as exc:
+            raise ResolverUnavailableError(MISSING_BOTO3) from exc
 
         try:
             return fn()
@@ -152,6 +155,9 @@ class AwsKmsResolver:
         scheme, key = split_key_uri(key_uri)
         if scheme != "aws-kms":
             raise ValueError(f"not an aws-kms:// key URI: {key_uri!r}")
+        if not key_uri[len(scheme) + 1:].startswith("//") or key.startswith("/"):
+            raise InvalidKeyUriError(
+                f"not an aws-kms key URI: {key_uri!r} (aws-kms://KEY-ID, aws-kms://alias/NAME, aws-kms://arn:...)")
         return key
 
     def trusts(self, trusted_uri: str, slot_uri: str) -> bool:
