@@ -133,6 +133,7 @@ def read_schema(where: Where, decryption: ConfigArg | None = None, filesystem: A
 
 
 def _checked_decryption(cfg: PmeConfig, fs: Any, path: str) -> pe.FileDecryptionProperties:
+    cfg.trusted()  # a reader trusts at least one key: said before any I/O
     require_pme(fs, path)
     factory, kms = crypto_factory(cfg), connection_config()
     return factory.file_decryption_properties(kms, decryption_configuration(cfg), path, fs)

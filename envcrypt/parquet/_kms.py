@@ -151,12 +151,13 @@ def _canonical(key_uri: str) -> str:
 # ------------------------------------------------------------ per-process pyarrow objects
 
 _lock = threading.Lock()
-_factories: dict[tuple[int, str], pe.CryptoFactory] = {}
+_factories: dict[tuple[int, str, str | None], pe.CryptoFactory] = {}
 
 
 def crypto_factory(config: PmeConfig) -> pe.CryptoFactory:
     """This process's CryptoFactory for ``config`` (cached: PME's key caches live in it)."""
-    key = (os.getpid(), config.cache_key())
+    # the default vault is part of what a key URI means: $ENVCRYPT_VAULT counts when no vault is named
+    key = (os.getpid(), config.cache_key(), os.environ.get("ENVCRYPT_VAULT"))
     with _lock:
         factory = _factories.get(key)
         if factory is None:
