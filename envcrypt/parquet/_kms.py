@@ -36,6 +36,7 @@ import datetime
 import os
 import struct
 import threading
+import time
 from typing import Any
 from urllib.parse import quote, unquote
 
@@ -53,6 +54,7 @@ __all__ = ["encode_wrapped", "decode_wrapped", "EnvcryptKmsClient", "crypto_fact
 MAGIC = b"EPK1"
 MAX_WRAPPED_STRING = 16 * 1024  # characters; far above 4 + 2 + 2048 + 2 + 2 + 8192 bytes in base64
 _U16 = struct.Struct(">H")
+MAX_CACHED_KEYS = 4096
 
 
 def master_key_id(key_uri: str) -> str:
@@ -114,6 +116,10 @@ class EnvcryptKmsClient(pe.KmsClient):  # type: ignore[misc]
         self._config = config
         self._trusted = trusted if trusted is not None else config.trusted()
         self._wrap_as = dict(wrap_as or {})  # rotation: master key id -> key URI to wrap under
+        # wrapped-key string -> (expiry, key): PME re-unwraps single-wrapped keys for every column
+        # read; a string unwrapped once (after the trust check) is served again within the lifetime
+        self._unwrapped: dict[str, tuple[float, bytes]] = {}
+        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"<EnvcryptKmsClient trusted={list(self._trusted)!r}>"
@@ -132,6 +138,19 @@ class EnvcryptKmsClient(pe.KmsClient):  # type: ignore[misc]
         return encode_wrapped(slot)
 
     def unwrap_key(self, wrapped_key: str, master_key_identifier: str) -> bytes:
+        now = time.monotonic()
+        with self._lock:
+            cached = self._unwrapped.get(wrapped_key)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        key = self._unwrap(wrapped_key, master_key_identifier)
+        with self._lock:
+            if len(self._unwrapped) >= MAX_CACHED_KEYS:
+                self._unwrapped.clear()
+            self._unwrapped[wrapped_key] = (now + self._config.cache_lifetime, key)
+        return key
+
+    def _unwrap(self, wrapped_key: str, master_key_identifier: str) -> bytes:
         slot = decode_wrapped(wrapped_key)
         scheme = split_key_uri(slot.key_uri)[0]
         candidates = [t for t in self._trusted if split_key_uri(t)[0] == scheme]
