@@ -229,10 +229,18 @@ def encrypt(
     opens the object); None uses ``$ENVCRYPT_KEY_URI`` or ``local:default``.
     ``encryption_context`` is authenticated, stored in clear, and bound to the body.
     """
-    if not isinstance(data, (bytes, bytearray, memoryview)):
+    if isinstance(data, str) or not _is_buffer(data):
         hint = " (encode text first: text.encode('utf-8'))" if isinstance(data, str) else ""
-        raise TypeError(f"data must be bytes, bytearray or memoryview, not {type(data).__name__}{hint}")
+        raise TypeError(f"data must be bytes (or another bytes-like object), not {type(data).__name__}{hint}")
     return seal_object(data, key_uri, encryption_context, resolver_options)
+
+
+def _is_buffer(data: object) -> bool:
+    try:
+        memoryview(data)  # type: ignore[arg-type]
+    except TypeError:
+        return False
+    return True
 
 
 def seal_object(

@@ -36,6 +36,7 @@ __all__ = [
     "StorageOptionsError",
     "MissingDependencyError",
     "IsAPrefixError",
+    "VaultNotFoundError",
 ]
 
 
@@ -176,3 +177,8 @@ class MissingDependencyError(EnvcryptError, ImportError):
 class IsAPrefixError(EnvcryptError, IsADirectoryError):
     """A command on one object was given a prefix (a directory); repeat it with ``-r``.
     An IsADirectoryError too."""
+
+
+class VaultNotFoundError(KeyNotFoundError):
+    """No local vault in the directory named (``--vault``, ``$ENVCRYPT_VAULT`` or the default).
+    A read never creates a vault: a mistyped path would otherwise become a new, empty one."""

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import io
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +14,8 @@ import pytest
 
 import envcrypt
 from envcrypt.cli import main
+from envcrypt.keys.base import clear_resolver_cache
+from envcrypt.keys.vault import LocalVault
 
 #: the keys this file's envcrypt.decrypt calls accept (a reader names the keys it trusts)
 TRUSTED = ["local:byo", "local:eu", "local:k", "local:raw"]
@@ -47,10 +52,10 @@ def test_key_lifecycle_json(capsys: pytest.CaptureFixture[str]) -> None:
         envcrypt.decrypt(blob, trusted_keys=TRUSTED)
 
 
-def test_errors_exit_2_with_the_error_name(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["key", "show", "missing"]) == 2
-    assert "KeyNotFoundError" in capsys.readouterr().err
+def test_errors_exit_2_with_the_error_name(capsys: pytest.CaptureFixture[str], _isolated_vault: Path) -> None:
     main(["key", "create", "eu"])
+    assert main(["key", "show", "missing"]) == 2
+    assert f"KeyNotFoundError: no key local:missing in the vault at {_isolated_vault}" in capsys.readouterr().err
     assert main(["key", "purge", "eu", "--yes"]) == 2  # not soft-deleted
     assert "KeyStateError" in capsys.readouterr().err
     with pytest.raises(SystemExit):
@@ -185,3 +190,115 @@ def test_backup_output_is_0600_and_never_follows_a_symlink(capsys: pytest.Captur
     assert not link.is_symlink() and link.stat().st_mode & 0o777 == 0o600
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
     capsys.readouterr()
+
+
+# ---------------------------------------------------------------- vault paths (issue 8, item 7)
+
+
+def test_reads_never_create_a_vault_and_name_the_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "data.csv").write_bytes(b"a,b\n")
+    assert main(["encrypt", str(tmp_path / "data.csv"), str(tmp_path / "data.csv.envc")]) == 0
+    assert main(["put", str(tmp_path / "data.csv"), f"{tmp_path}/store/data.csv"]) == 0
+    typo = tmp_path / "vualt"
+    monkeypatch.setenv("ENVCRYPT_VAULT", str(typo))
+    clear_resolver_cache()  # as a new process would (resolvers are cached by their options)
+    failing = (["decrypt", str(tmp_path / "data.csv.envc"), str(tmp_path / "out")],
+               ["cat", f"{tmp_path}/store/data.csv"], ["key", "list"], ["key", "show", "default"],
+               ["secret", "list"], ["get", f"{tmp_path}/store/data.csv", str(tmp_path / "out")])
+    for argv in failing:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert f"no vault at {typo}" in err and "envcrypt vault init" in err, argv
+        assert not typo.exists(), argv
+    for argv in (["ls", f"{tmp_path}/store"], ["inspect", f"{tmp_path}/store/data.csv"]):
+        assert main(argv) == 0 and not typo.exists()
+    assert not (tmp_path / "out").exists()
+    # a write under a named key does not create one either; the default key's first write does
+    assert main(["encrypt", str(tmp_path / "data.csv"), str(tmp_path / "x.envc"), "--key", "local:sales"]) == 2
+    assert f"no key local:sales: no vault at {typo}" in capsys.readouterr().err and not typo.exists()
+    assert main(["encrypt", str(tmp_path / "data.csv"), str(tmp_path / "x.envc")]) == 0
+    assert (typo / "vault.json").exists()
+
+
+def test_vault_init_and_vault_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    where = tmp_path / "v1"
+    assert run(capsys, "vault", "path", "--vault", str(where), "--json") == (0, {"vault": str(where), "exists": False})
+    assert run(capsys, "vault", "init", "--vault", str(where), "--json") == (
+        0, {"vault": str(where), "master": "key file"})
+    assert run(capsys, "vault", "path", "--vault", str(where), "--json")[1]["exists"] is True
+    assert main(["vault", "init", "--vault", str(where)]) == 2  # never over an existing vault
+    assert "already initialised" in capsys.readouterr().err
+    secret = tmp_path / "v2"
+    monkeypatch.setattr(sys, "stdin", io.StringIO("correct horse\n"))
+    assert run(capsys, "vault", "init", "--vault", str(secret), "--passphrase-stdin", "--memory-mib", "8",
+               "--iterations", "1", "--lanes", "1", "--json")[1]["master"] == "argon2id passphrase"
+    assert main(["key", "list", "--vault", str(secret)]) == 2  # no passphrase given
+    monkeypatch.setenv("ENVCRYPT_VAULT_PASSPHRASE", "correct horse")
+    assert run(capsys, "key", "list", "--vault", str(secret), "--json") == (0, [])
+
+
+def test_file_commands_take_vault(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--vault DIR`` on file commands sets the local resolver's vault, as on key commands."""
+    other = tmp_path / "other-vault"
+    assert main(["key", "create", "team", "--vault", str(other)]) == 0
+    (tmp_path / "a.txt").write_bytes(b"team data")
+    assert main(["encrypt", str(tmp_path / "a.txt"), str(tmp_path / "a.envc"), "--key", "local:team",
+                 "--vault", str(other)]) == 0
+    assert main(["decrypt", str(tmp_path / "a.envc"), str(tmp_path / "a.out"), "--trust", "local:team"]) == 2
+    capsys.readouterr()
+    assert main(["decrypt", str(tmp_path / "a.envc"), str(tmp_path / "a.out"), "--trust", "local:team",
+                 "--vault", str(other)]) == 0
+    assert (tmp_path / "a.out").read_bytes() == b"team data"
+    assert main(["put", str(tmp_path / "a.txt"), f"{tmp_path}/s/a.txt", "--key", "local:team",
+                 "--vault", str(other)]) == 0
+    capsys.readouterr()
+    assert main(["cat", f"{tmp_path}/s/a.txt", "--trust", "local:team", "--vault", str(other)]) == 0
+    assert capsys.readouterr().out == "team data"
+
+
+def test_python_encrypt_on_a_fresh_machine_still_creates_the_default_key(_isolated_vault: Path) -> None:
+    assert not _isolated_vault.exists()
+    blob = envcrypt.encrypt(b"first")
+    assert envcrypt.inspect(blob).key_uris == ["local:default/1"] and (_isolated_vault / "vault.json").exists()
+    assert envcrypt.decrypt(blob) == b"first"
+
+
+def test_key_show_and_secret_list_are_readable_tables(capsys: pytest.CaptureFixture[str],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    main(["key", "create", "eu"])
+    main(["key", "rotate", "eu"])
+    capsys.readouterr()
+    assert main(["key", "show", "eu"]) == 0
+    out = capsys.readouterr().out
+    created = LocalVault().show_key("eu")["created"]
+    iso = dt.datetime.fromtimestamp(created, dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    assert f"created          {iso}" in out
+    assert "ops              decrypt,encrypt,unwrapKey,wrapKey" in out
+    assert "VERSION  CREATED" in out and "{" not in out and str(created) not in out
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"hunter2")))
+    assert main(["secret", "set", "db"]) == 0
+    capsys.readouterr()
+    assert main(["secret", "list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["NAME", "VERSIONS", "UPDATED"] and lines[1].split()[:2] == ["db", "1"]
+    assert lines[1].split()[2].endswith("Z")
+    assert run(capsys, "secret", "list", "--json")[1][0]["updated"] > 1_000_000_000  # machine fields stay
+
+
+def test_a_key_that_lacks_an_operation_says_which_kind_or_ops_would_allow_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (["signer", "--kind", "ec-p256"], ["aes"], ["ro", "--ops", "unwrapKey"]):
+        assert main(["key", "create", *argv]) == 0
+    (tmp_path / "x").write_bytes(b"x")
+    expected = {
+        "signer": "wrapping data keys needs an aes256 key: envcrypt key create NAME",
+        "ro": "allow it with: envcrypt key update ro --ops unwrapKey,wrapKey",
+    }
+    for key, hint in expected.items():
+        assert main(["encrypt", str(tmp_path / "x"), str(tmp_path / "x.envc"), "--key", f"local:{key}"]) == 2
+        err = capsys.readouterr().err
+        assert f"KeyAccessDeniedError: {tmp_path / 'x'}: local:{key} does not permit wrapKey" in err and hint in err
+    assert main(["manifest", "sign", str(tmp_path), "--key", "local:aes"]) == 2
+    assert "signing needs a signing key: envcrypt key create NAME --kind ec-p256" in capsys.readouterr().err

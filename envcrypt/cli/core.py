@@ -22,19 +22,33 @@ from ..keys.vault import default_vault_path
 COPY_BUFFER = 4 * 1024 * 1024
 
 
+VAULT_HELP = "local vault directory for local: keys (default $ENVCRYPT_VAULT); never created by a read"
+
+
+def _parser(sub: Any, name: str, helptext: str, example: str) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = sub.add_parser(
+        name, help=helptext, description=helptext, epilog=f"example:\n  {example}",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    return p
+
+
 def register(sub: Any) -> None:
-    p = sub.add_parser("encrypt", help="encrypt a file (or stdin) into an envcrypt object")
+    p = _parser(sub, "encrypt", "encrypt a file (or stdin) into an envcrypt object",
+                "envcrypt encrypt data.csv data.csv.envc --key local:sales --context dataset=sales")
     p.add_argument("src", help="input path, or - for stdin")
     p.add_argument("dst", help="output path, or - for stdout")
+    p.add_argument("--vault", metavar="DIR", help=VAULT_HELP)
     p.add_argument("--key", action="append", dest="keys", metavar="KEY_URI",
                    help="master key URI (repeat for several key slots); default $ENVCRYPT_KEY_URI or local:default")
     p.add_argument("--context", action="append", default=[], metavar="K=V",
                    help="authenticated encryption context pair (repeatable)")
     p.set_defaults(func=_encrypt)
 
-    p = sub.add_parser("decrypt", help="decrypt an envcrypt object")
-    p.add_argument("src")
-    p.add_argument("dst")
+    p = _parser(sub, "decrypt", "decrypt an envcrypt object",
+                "envcrypt decrypt data.csv.envc data.csv --trust local:sales")
+    p.add_argument("src", help="envcrypt object path, or - for stdin")
+    p.add_argument("dst", help="output path, or - for stdout (a file appears only once it authenticated)")
+    p.add_argument("--vault", metavar="DIR", help=VAULT_HELP)
     p.add_argument("--context", action="append", default=[], metavar="K=V",
                    help="require this encryption context pair (repeatable)")
     p.add_argument("--trust", action="append", default=None, metavar="KEY_URI",
@@ -42,9 +56,10 @@ def register(sub: Any) -> None:
                         "local:default): a key slot naming any other key is not accepted")
     p.set_defaults(func=_decrypt)
 
-    p = sub.add_parser("demo", help="the quick-start job: encrypt a generated dataset on the local vault")
+    p = _parser(sub, "demo", "the quick-start job: encrypt a generated dataset on the local vault",
+                "envcrypt demo --out /tmp/demo --rows 1000")
     p.add_argument("--out", default="demo-out", help="directory for the demo files (default ./demo-out)")
-    p.add_argument("--rows", type=int, default=200_000)
+    p.add_argument("--rows", type=int, default=200_000, help="rows of generated data (default 200000)")
     p.set_defaults(func=_demo)
 
 
@@ -56,6 +71,11 @@ def _pairs(items: list[str]) -> dict[str, str] | None:
             raise ValueError(f"--context takes KEY=VALUE, not {item!r}")
         out[key] = value
     return out or None
+
+
+def _vault(args: argparse.Namespace) -> dict[str, Any]:
+    """The resolver option ``vault`` when ``--vault`` is given."""
+    return {"vault": args.vault} if args.vault else {}
 
 
 @contextlib.contextmanager
@@ -91,14 +111,14 @@ def _streams(src_path: str, dst_path: str) -> Iterator[tuple[IO[bytes], IO[bytes
 
 def _encrypt(args: argparse.Namespace) -> int:
     with _streams(args.src, args.dst) as (src, out), \
-            open_writer(out, args.keys, encryption_context=_pairs(args.context)) as writer:
+            open_writer(out, args.keys, encryption_context=_pairs(args.context), **_vault(args)) as writer:
         shutil.copyfileobj(src, writer, COPY_BUFFER)
     return 0
 
 
 def _decrypt(args: argparse.Namespace) -> int:
     with _streams(args.src, args.dst) as (src, out):
-        reader = open_reader(src, trusted_keys=args.trust, encryption_context=_pairs(args.context))
+        reader = open_reader(src, trusted_keys=args.trust, encryption_context=_pairs(args.context), **_vault(args))
         buf = bytearray(COPY_BUFFER)
         while n := reader.readinto(buf):
             out.write(memoryview(buf)[:n])

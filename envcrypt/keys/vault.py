@@ -162,6 +162,22 @@ def _check_record(record: dict[str, Any], name: str, *, with_material: bool = Tr
     return record
 
 
+def _ops_hint(record: dict[str, Any], op: str) -> str:
+    """Which key (``--kind``/``--ops``) would allow ``op``, for a KeyAccessDeniedError."""
+    name, kind, ops = record["name"], record["kind"], record["ops"]
+    have = f"it is {kind} with --ops {','.join(ops) or '(none)'}"
+    if record.get("transfer"):
+        return f"{have}, a BYOK transfer key (it only opens import packages)"
+    if op in vc.SUPPORTED_OPS.get(kind, frozenset()) and not (
+            kind == vc.RSA and (vc.SIGN_OPS if op in vc.ENCRYPT_OPS else vc.ENCRYPT_OPS) & set(ops)):
+        return f"{have}; allow it with: envcrypt key update {name} --ops {','.join([*ops, op])}"
+    if op in vc.SIGN_OPS:
+        return (f"{have}; signing needs a signing key: envcrypt key create NAME --kind ec-p256 "
+                "(or --kind rsa)")
+    return (f"{have}; wrapping data keys needs an aes256 key: envcrypt key create NAME "
+            "(or an RSA wrapping key: --kind rsa --ops wrapKey,unwrapKey,encrypt,decrypt)")
+
+
 class LocalVault:
     """A directory-backed key vault.  Holds the vault master key: never pickled, never shown.
 
@@ -202,7 +218,7 @@ class LocalVault:
         try:
             record = self.store.load_record(KEYS_DIR, name, self._key_path(name))
         except FileNotFoundError:
-            raise KeyNotFoundError(f"no key local:{name} in the vault") from None
+            raise KeyNotFoundError(f"no key local:{name} in the vault at {self.path}") from None
         return _check_record(record, name)
 
     def _store(self, record: dict[str, Any]) -> int:
@@ -503,7 +519,7 @@ class LocalVault:
         record = self._load(name)
         self._check_live(record)
         if op not in record["ops"]:
-            raise KeyAccessDeniedError(f"local:{name} does not permit {op}")
+            raise KeyAccessDeniedError(f"local:{name} does not permit {op}: {_ops_hint(record, op)}")
         if not record["enabled"]:
             raise KeyDisabledError(f"local:{name} is disabled")
         now = _now()
@@ -758,13 +774,23 @@ class LocalVaultResolver:
         return f"LocalVaultResolver({self.vault!r})"
 
     def _auto_create(self, key_uri: str) -> None:
+        """Before a write: ``local:default`` (no version) is created on first use, with the
+        vault if need be (``envcrypt.encrypt(data)`` works on a fresh machine).  Any other key
+        needs an existing vault: a mistyped vault path is reported, never created."""
         try:
             name, version = parse_local_uri(key_uri)
         except InvalidKeyUriError:
             return  # reported (and audited) by the vault operation itself
-        if version is None and name == AUTO_CREATED_KEY and not self.vault.key_exists(name):
-            with contextlib.suppress(KeyStateError):
-                self.vault.create_key(name)
+        if version is None and name == AUTO_CREATED_KEY:
+            if not self.vault.key_exists(name):
+                with contextlib.suppress(KeyStateError):
+                    self.vault.create_key(name)
+            return
+        self.vault.store.require(f"no key {key_uri}")
+
+    def _require_vault(self, key_uri: str) -> None:
+        """Before a read: the vault must exist (a read never creates one)."""
+        self.vault.store.require(f"cannot open {key_uri}")
 
     def check_usable(self, key_uri: str) -> None:
         """Raise the key error a wrap under ``key_uri`` (an exact version) would raise now.
@@ -792,6 +818,7 @@ class LocalVaultResolver:
 
     def unwrap(self, slot: KeySlot, encryption_context: Mapping[str, str]) -> bytes:
         parse_local_uri(slot.key_uri)
+        self._require_vault(slot.key_uri)
 
         def fn(record: dict[str, Any], k: Any) -> bytes:
             if record["kind"] == vc.RSA and slot.wrap_algorithm == WRAP_RSA_OAEP_SHA256:

@@ -61,7 +61,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from ..errors import VaultError
+from ..errors import VaultError, VaultNotFoundError
 
 __all__ = ["VaultStore", "Argon2Params", "default_vault_path", "PASSPHRASE_ENV"]
 
@@ -304,6 +304,7 @@ class VaultStore:
 
     def __init__(self, path: str | os.PathLike[str] | None = None, passphrase: bytes | str | None = None) -> None:
         self.path = Path(path).expanduser() if path is not None else default_vault_path()
+        self._given_path = path is not None
         if isinstance(passphrase, str):
             passphrase = passphrase.encode("utf-8")
         self._passphrase = passphrase
@@ -421,6 +422,25 @@ class VaultStore:
     def initialised(self) -> bool:
         """Whether the vault exists (has its config or master key file); creates nothing."""
         return (self.path / CONFIG_FILE).exists() or (self.path / MASTER_KEY_FILE).exists()
+
+    def require(self, what: str = "") -> None:
+        """Raise ``VaultNotFoundError`` naming the directory unless the vault exists; creates nothing.
+
+        Read paths call this first: a mistyped ``$ENVCRYPT_VAULT`` or ``--vault`` must not
+        silently become a new, empty vault."""
+        if not self.initialised():
+            subject = f"{what}: " if what else ""
+            raise VaultNotFoundError(
+                f"{subject}no vault at {self.path} (from {self.origin}); create one with "
+                "`envcrypt vault init` or `envcrypt key create NAME`, or point --vault / $ENVCRYPT_VAULT "
+                "at an existing vault")
+
+    @property
+    def origin(self) -> str:
+        """Where this vault's path came from, for messages."""
+        if self._given_path:
+            return "the path given"
+        return "$ENVCRYPT_VAULT" if os.environ.get("ENVCRYPT_VAULT") else "the default location"
 
     def master_mode(self) -> str:
         mode = self._config().get("master")
