@@ -67,16 +67,18 @@ class InMemoryKms(pe.KmsClient):  # type: ignore[misc]
         return aes_key_unwrap_with_padding(self.KEYS[master_key_identifier], base64.b64decode(wrapped_key))
 
 
-def median_time(fn: Callable[[], Any], repeat: int, before: Callable[[], None] = lambda: None) -> float:
-    times = []
-    before()
-    fn()  # warm-up (page cache, allocator, imports), not timed
-    for _ in range(repeat):
-        before()
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def interleaved(cases: dict[str, tuple[Callable[[], Any], Callable[[], None]]], repeat: int) -> dict[str, float]:
+    """Median seconds of each case, the cases run round-robin (machine noise hits all alike);
+    one untimed warm-up round first.  Each case is ``(run, before)``: ``before`` is not timed."""
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    for round_ in range(repeat + 1):
+        for name, (fn, before) in cases.items():
+            before()
+            start = time.perf_counter()
+            fn()
+            if round_:
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def main() -> int:
@@ -109,32 +111,36 @@ def main() -> int:
                                          data_key_length_bits=256)
     plain, ours, raw, ours_open = (work / n for n in ("plain.parquet", "ours.parquet", "raw.parquet",
                                                        "open.parquet"))
-    rows: list[tuple[str, float, float | None, float | None]] = []
-
-    t_plain_w = median_time(lambda: pq.write_table(table, plain), args.repeat)
-    t_ours_w = median_time(lambda: ep.write_table(table, ours, encryption=cfg), args.repeat, fresh)
-    t_raw_w = median_time(lambda: pq.write_table(table, raw, encryption_properties=raw_factory[0]
-                                                 .file_encryption_properties(kms, raw_enc)), args.repeat, fresh)
     ep.write_table(table, ours_open, encryption=cfg_open)
-    rows += [("write: plain", t_plain_w, None, None),
-             ("write: pyarrow PME, in-memory KMS", t_raw_w, t_raw_w / t_plain_w, None),
-             ("write: envcrypt PME", t_ours_w, t_ours_w / t_plain_w, t_ours_w / t_raw_w)]
-
-    t_plain_r = median_time(lambda: pq.read_table(plain), args.repeat)
-    t_ours_r = median_time(lambda: ep.read_table(ours, decryption=cfg), args.repeat, fresh)
-    t_raw_r = median_time(lambda: pq.read_table(raw, decryption_properties=raw_factory[0]
-                                                .file_decryption_properties(kms, pe.DecryptionConfiguration())),
-                          args.repeat, fresh)
-    rows += [("read all: plain", t_plain_r, None, None),
-             ("read all: pyarrow PME, in-memory KMS", t_raw_r, t_raw_r / t_plain_r, None),
-             ("read all: envcrypt PME", t_ours_r, t_ours_r / t_plain_r, t_ours_r / t_raw_r)]
-
-    t_plain_p = median_time(lambda: pq.read_table(plain, columns=PLAIN), args.repeat)
-    t_open_p = median_time(lambda: ep.read_table(ours_open, columns=PLAIN), args.repeat)
-    t_keys_p = median_time(lambda: ep.read_table(ours, decryption=cfg, columns=PLAIN), args.repeat, fresh)
-    rows += [("read plaintext cols: plain", t_plain_p, None, None),
-             ("read plaintext cols: PME, plaintext footer, no keys", t_open_p, t_open_p / t_plain_p, None),
-             ("read plaintext cols: PME, encrypted footer, keys", t_keys_p, t_keys_p / t_plain_p, None)]
+    fresh()
+    nothing: Callable[[], None] = lambda: None  # noqa: E731
+    w = interleaved({
+        "plain": (lambda: pq.write_table(table, plain), nothing),
+        "raw": (lambda: pq.write_table(table, raw, encryption_properties=raw_factory[0]
+                                       .file_encryption_properties(kms, raw_enc)), fresh),
+        "ours": (lambda: ep.write_table(table, ours, encryption=cfg), fresh),
+    }, args.repeat)
+    r = interleaved({
+        "plain": (lambda: pq.read_table(plain), nothing),
+        "raw": (lambda: pq.read_table(raw, decryption_properties=raw_factory[0].file_decryption_properties(
+            kms, pe.DecryptionConfiguration())), fresh),
+        "ours": (lambda: ep.read_table(ours, decryption=cfg), fresh),
+        "plain_cols": (lambda: pq.read_table(plain, columns=PLAIN), nothing),
+        "open_cols": (lambda: ep.read_table(ours_open, columns=PLAIN), nothing),
+        "keys_cols": (lambda: ep.read_table(ours, decryption=cfg, columns=PLAIN), fresh),
+    }, args.repeat)
+    rows = [
+        ("write: plain", w["plain"], None, None),
+        ("write: pyarrow PME, in-memory KMS", w["raw"], w["raw"] / w["plain"], None),
+        ("write: envcrypt PME", w["ours"], w["ours"] / w["plain"], w["ours"] / w["raw"]),
+        ("read all: plain", r["plain"], None, None),
+        ("read all: pyarrow PME, in-memory KMS", r["raw"], r["raw"] / r["plain"], None),
+        ("read all: envcrypt PME", r["ours"], r["ours"] / r["plain"], r["ours"] / r["raw"]),
+        ("read plaintext cols: plain", r["plain_cols"], None, None),
+        ("read plaintext cols: PME, plaintext footer, no keys", r["open_cols"],
+         r["open_cols"] / r["plain_cols"], None),
+        ("read plaintext cols: PME, encrypted footer, keys", r["keys_cols"], r["keys_cols"] / r["plain_cols"], None),
+    ]
 
     print(f"rows={args.rows:,} table={mb:,.0f} MB (Arrow) repeat={args.repeat} "
           f"files: plain {plain.stat().st_size / 1e6:,.0f} MB, PME {ours.stat().st_size / 1e6:,.0f} MB")
