@@ -9,8 +9,10 @@ the ratios are what to compare across machines (2 noisy cores here).
 from __future__ import annotations
 
 import argparse
+import atexit
 import io
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -62,7 +64,9 @@ def main() -> int:
     if args.rss_child:
         return rss_child(args)
 
-    os.environ.setdefault("ENVCRYPT_VAULT", tempfile.mkdtemp(prefix="envcrypt-bench-vault-"))
+    if "ENVCRYPT_VAULT" not in os.environ:  # a throwaway vault, removed at exit (children inherit it)
+        os.environ["ENVCRYPT_VAULT"] = tempfile.mkdtemp(prefix="envcrypt-bench-vault-")
+        atexit.register(shutil.rmtree, os.environ["ENVCRYPT_VAULT"], True)
     from envcrypt.keys.vault import LocalVault
 
     vault = LocalVault()

@@ -18,9 +18,11 @@ Ratios (medians; 2 noisy cores, so compare ratios, not absolute figures):
 from __future__ import annotations
 
 import argparse
+import atexit
 import io
 import logging
 import os
+import shutil
 import socket
 import statistics
 import sys
@@ -237,6 +239,7 @@ def main() -> int:
     args = ap.parse_args()
 
     tmp = tempfile.mkdtemp(prefix="envcrypt-bench-fs-")
+    atexit.register(shutil.rmtree, tmp, True)  # the vault and the files of the run
     os.environ["ENVCRYPT_VAULT"] = os.path.join(tmp, "vault")
     from envcrypt.fs import EnvcryptFileSystem
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -142,3 +144,63 @@ def test_python_api_type_and_key_uri_errors() -> None:
     for uri in ("aws-kms:/alias/x", "aws-kms:alias/x"):
         with pytest.raises(envcrypt.errors.InvalidKeyUriError, match="not an aws-kms key URI"):
             envcrypt.encrypt(b"x", uri)
+
+
+# ---------------------------------------------------------------- help and progress (issue 8, item 10)
+
+
+def _commands(parser: argparse.ArgumentParser, prefix: str = "") -> Iterator[tuple[str, argparse.ArgumentParser]]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                if any(isinstance(a, argparse._SubParsersAction) for a in sub._actions):
+                    yield from _commands(sub, f"{prefix}{name} ")
+                else:
+                    yield f"{prefix}{name}", sub
+
+
+def test_every_argument_has_help_and_every_command_an_example() -> None:
+    from envcrypt.cli import build_parser
+
+    commands = dict(_commands(build_parser()))
+    assert {"encrypt", "ls", "put", "key create", "vault init", "secret list", "manifest sign"} <= set(commands)
+    for name, parser in commands.items():
+        assert parser.epilog and f"envcrypt {name}" in parser.epilog, name
+        for action in parser._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            assert action.help and action.help != action.dest, (name, action.dest)
+
+
+def test_progress_is_a_tqdm_bar_on_a_terminal(tmp_path: Path) -> None:
+    import fcntl
+    import struct
+    import termios
+
+    from envcrypt.fs.progress import Progress
+
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # a 120-column terminal
+    with os.fdopen(slave, "w") as terminal:
+        bar = Progress(4, "encrypt-tree", total_bytes=4 * 2**20, stream=terminal)
+        for _ in range(4):
+            bar.update(1, 2**20)
+        bar.close()
+    shown = b""
+    while chunk := _read_some(master):
+        shown += chunk
+    os.close(master)
+    text = shown.decode()
+    assert "encrypt-tree" in text and "100%" in text and "4.00M/4.00M" in text and "4/4 files" in text
+
+
+def _read_some(fd: int) -> bytes:
+    import select
+
+    ready, _, _ = select.select([fd], [], [], 0.2)
+    if not ready:
+        return b""
+    try:
+        return os.read(fd, 65536)
+    except OSError:  # the terminal's other side closed
+        return b""

@@ -19,10 +19,12 @@ boto3 = pytest.importorskip("boto3")
 
 
 @pytest.fixture(scope="module")
-def client(moto_server: str) -> Iterator[Any]:
-    """One cheap cluster for the module: 2 worker processes, 1 thread each, no dashboard."""
+def client(moto_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One cheap cluster for the module: 2 worker processes, 1 thread each, no dashboard; its
+    scratch space in the test's temporary directory, not /tmp/dask-scratch-space."""
     cluster = distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, memory_limit="1GiB"
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, memory_limit="1GiB",
+        local_directory=str(tmp_path_factory.mktemp("dask-scratch")),
     )
     with distributed.Client(cluster) as c:
         yield c

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,8 +20,11 @@ FS_EXAMPLES = ["pandas_quickstart.py", "s3_pipeline.py", "dask_job.py", "tenant_
 PYARROW_TEARDOWN_ABORT = "terminate called without an active exception"
 
 
-def _run(name: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(EXAMPLES / name)], capture_output=True, text=True, timeout=120)
+def _run(name: str, tmp: Path) -> subprocess.CompletedProcess[str]:
+    # the example's throwaway vault and directory (tempfile.mkdtemp) land in the test's tmp_path
+    env = {**os.environ, "TMPDIR": str(tmp)}
+    return subprocess.run([sys.executable, str(EXAMPLES / name)], capture_output=True, text=True, timeout=120,
+                          env=env)
 
 
 def _teardown_abort(done: subprocess.CompletedProcess[str]) -> bool:
@@ -32,10 +36,10 @@ def _teardown_abort(done: subprocess.CompletedProcess[str]) -> bool:
 
 
 @pytest.mark.parametrize("name", FS_EXAMPLES)
-def test_example_runs(name: str) -> None:
+def test_example_runs(name: str, tmp_path: Path) -> None:
     pytest.importorskip("pandas")
-    done = _run(name)
+    done = _run(name, tmp_path)
     if _teardown_abort(done):
-        done = _run(name)
+        done = _run(name, tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.rstrip().endswith("ok")

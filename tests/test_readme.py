@@ -10,8 +10,8 @@ vault.  Placeholders are substituted, and only these:
 - the inputs the examples start from (``raw/``, ``data.csv``, plaintext under ``lake/legacy``)
   are created first.
 
-A line that cannot run here is listed in ``NOT_RUN`` with the reason; any other line that
-is not an ``envcrypt`` command fails the test.
+A line that cannot run here is listed in ``NOT_RUN`` (a Python block in ``NOT_RUN_PYTHON``)
+with the reason; any other line that is not an ``envcrypt`` command fails the test.
 """
 
 from __future__ import annotations
@@ -37,6 +37,13 @@ NOT_RUN = {
     ".venv/bin/python benchmarks/bench_core.py": "a benchmark: minutes of measurement",
     ".venv/bin/python benchmarks/bench_keys.py": "a benchmark: minutes of measurement",
     ".venv/bin/python benchmarks/bench_fs.py": "a benchmark: minutes of measurement",
+}
+
+#: python blocks the test does not run (keyed by their first line), with the reason
+NOT_RUN_PYTHON = {
+    "import envcrypt.parquet as ep": (
+        "the column-encryption section (added concurrently) uses names it does not define (table, df, ddf) "
+        "and keys nothing creates (local:footer, local:pii); to be made runnable by its author, then removed here"),
 }
 
 #: what commands that read stdin get
@@ -108,7 +115,7 @@ def test_readme_examples_run_as_written(tmp_path: Path, monkeypatch: pytest.Monk
     for language, block in blocks():
         if language == "sh":
             _run_sh(block, tmp_path, ran, monkeypatch, capsys)
-        else:
+        elif block.splitlines()[0] not in NOT_RUN_PYTHON:
             _run_python(block, moto_server, bucket)
     # the examples did what they say
     assert any(c.startswith("envcrypt key create") for c in ran) and len(ran) >= 15
@@ -130,3 +137,5 @@ def test_every_readme_shell_line_is_run_or_listed() -> None:
     listed = {" ".join(shlex.split(line, comments=True)) for lang, b in blocks() if lang == "sh"
               for line in b.splitlines()}
     assert set(NOT_RUN) <= listed, "NOT_RUN names lines the README no longer has"
+    firsts = {b.splitlines()[0] for lang, b in blocks() if lang == "python"}
+    assert set(NOT_RUN_PYTHON) <= firsts, "NOT_RUN_PYTHON names blocks the README no longer has"
