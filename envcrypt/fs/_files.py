@@ -22,11 +22,15 @@ a ``with`` block by an exception aborts: no final chunk, nothing published.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import io
 import os
 import sys
+import threading
+import time
 import warnings
+import weakref
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +51,63 @@ if TYPE_CHECKING:
     from .filesystem import EnvcryptFileSystem
 
 __all__ = ["EnvcryptReadFile", "EnvcryptWriteFile"]
+
+
+class _ThreadUsedFiles:
+    """Read files used from threads other than the main thread, let go of before the interpreter exits.
+
+    A client that reads through a pool of its own native threads (pyarrow's
+    I/O pool through ``PyFileSystem``) may still be closing and releasing our
+    file objects on those threads when the main thread returns.  If the
+    interpreter finalizes meanwhile, such a thread cannot take the GIL back
+    (after ``os.close``, an ``os.pread``, or to drop its last reference) and
+    CPython ends it with ``pthread_exit``, which unwinds through C++ frames
+    that do not allow it: ``terminate called without an active exception``,
+    exit 134.  So the first such use registers an ``atexit`` hook that waits,
+    at most ``WAIT_SECONDS``, until every file used from another thread has
+    been released (collected) by its client: after that the client's threads
+    no longer run Python on our behalf.  Files only ever used from the main
+    thread are never waited for.
+    """
+
+    WAIT_SECONDS = 2.0
+    GRACE_SECONDS = 0.05
+
+    def __init__(self) -> None:
+        self._files: weakref.WeakSet[EnvcryptReadFile] = weakref.WeakSet()
+        self._lock = threading.Lock()
+        self._registered = False
+
+    def note(self, f: EnvcryptReadFile) -> None:
+        if threading.current_thread() is threading.main_thread():
+            return
+        with self._lock:
+            self._files.add(f)
+            if not self._registered:
+                atexit.register(self.wait)
+                self._registered = True
+
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._files)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until no file used from another thread is alive; True when none is.
+
+        Then a short grace (``GRACE_SECONDS``) more: the client tears down what held the files
+        (pyarrow: the fragments and its ``PyFileSystem`` handler, whose last reference is
+        dropped on an I/O thread right after the scan) just after it lets go of them.
+        """
+        deadline = time.monotonic() + (self.WAIT_SECONDS if timeout is None else timeout)
+        while self.pending():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.002)
+        time.sleep(self.GRACE_SECONDS)
+        return True
+
+
+THREAD_USED = _ThreadUsedFiles()
 
 
 class EnvcryptReadFile(AbstractBufferedFile):  # type: ignore[misc]
@@ -86,6 +147,12 @@ class EnvcryptReadFile(AbstractBufferedFile):  # type: ignore[misc]
             cache_options=cache_options, size=head.plaintext_size, **kwargs,
         )
         self._initialising = False
+        # fsspec's cache holds ``self._fetch_range``: a reference cycle that keeps a file a client
+        # dropped alive, unclosed, until a garbage collection, on whatever thread (or at exit) that runs
+        cache: Any = getattr(self, "cache", None)
+        if cache is not None and getattr(cache, "fetcher", None) is not None:
+            cache.fetcher = _weak_fetcher(self)
+        THREAD_USED.note(self)
 
     def __repr__(self) -> str:
         return f"<EnvcryptReadFile {self.path!r}>"
@@ -139,6 +206,7 @@ class EnvcryptReadFile(AbstractBufferedFile):  # type: ignore[misc]
             raise
 
     def read(self, length: int = -1) -> bytes:
+        THREAD_USED.note(self)
         self._check_failed()
         if not self.closed and (length is None or length < 0 or self.loc + length >= self._size_claimed):
             self.size  # a read that reaches the end: authenticate the length first  # noqa: B018
@@ -165,11 +233,13 @@ class EnvcryptReadFile(AbstractBufferedFile):  # type: ignore[misc]
 
     def read_range(self, start: int, end: int) -> bytes:
         """Plaintext ``[start, end)`` without touching the file position; safe to call from threads."""
+        THREAD_USED.note(self)
         if end >= self._size_claimed:
             self.size  # noqa: B018 - authenticates the length before it bounds the range
         return self._guarded(lambda: self._read_plain(start, min(end, self._size_claimed), keep=False))
 
     def close(self) -> None:
+        THREAD_USED.note(self)
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
@@ -305,6 +375,18 @@ class EnvcryptReadFile(AbstractBufferedFile):  # type: ignore[misc]
                 cache.size = size
             self._edge_index, self._edge = -1, b""
         return True
+
+
+def _weak_fetcher(f: EnvcryptReadFile) -> Any:
+    method = weakref.WeakMethod(f._fetch_range)
+
+    def fetch(start: int, end: int) -> bytes:
+        bound = method()
+        if bound is None:
+            raise ClosedError("read from a released envcrypt file")
+        return bound(start, end)
+
+    return fetch
 
 
 def _reopen(fs: Any, path: str, loc: int) -> Any:
