@@ -352,3 +352,21 @@ def test_pandas_compression_on_envcrypt_urls_is_named_not_inferred(tmp_path: Pat
     pd.testing.assert_frame_equal(pd.read_csv(url, compression="gzip"), frame)
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert 'compression="gzip"' in readme
+
+
+# ---------------------------------------------------------------------- polars
+
+
+def test_polars_reads_and_writes_through_envcrypt_file_objects(tmp_path: Path) -> None:
+    pl = pytest.importorskip("polars")
+    fs = _local_fs()
+    frame = pl.from_pandas(_frame(2000))
+    with fs.open(f"{tmp_path}/p/t.parquet", "wb") as f:
+        frame.write_parquet(f)
+    with fs.open(f"{tmp_path}/p/t.csv", "wb") as f:
+        frame.write_csv(f)
+    assert (tmp_path / "p/t.parquet").read_bytes()[:8] == b"ENVCRYPT"
+    with fs.open(f"{tmp_path}/p/t.parquet", "rb") as f:
+        assert pl.read_parquet(f, columns=["id", "amount"]).equals(frame.select("id", "amount"))
+    with fs.open(f"{tmp_path}/p/t.csv", "rb") as f:
+        assert pl.read_csv(f).equals(frame)
