@@ -52,7 +52,8 @@ from .format import BODY_PREFIX_SIZE, Header, KeySlot
 from .keys.base import check_options, get_resolver, split_key_uri
 from .keys.cache import CACHE_OPTION, DekCache, choose_cache, options_key, resolver_options_only
 
-__all__ = ["TrustedKeysArg", "trusted_key_list", "key_name", "admits", "open_slots", "OpenedSlot"]
+__all__ = ["TrustedKeysArg", "trusted_key_list", "key_name", "admits", "trusted_key_for", "open_slots",
+           "OpenedSlot"]
 
 TrustedKeysArg = str | Sequence[str] | None
 
@@ -131,12 +132,11 @@ def open_slots(
     if len(body_prefix) < BODY_PREFIX_SIZE:
         raise IntegrityError()
     prefix = bytes(body_prefix[:BODY_PREFIX_SIZE])
-    trusted = [(split_key_uri(t)[0], t) for t in trusted_keys]
-    schemes = {scheme for scheme, _ in trusted}
+    schemes = {split_key_uri(t)[0] for t in trusted_keys}
     plain = resolver_options_only(options)
     check_options(schemes | set(also_in_play), plain)  # a resolver is built only for a trusted slot
     reasons: list[tuple[str, EnvcryptError]] = []
-    trusted_slots = [slot for slot in header.key_slots if _trusted(slot, trusted, plain, reasons)]
+    trusted_slots = [slot for slot in header.key_slots if _trusted(slot, trusted_keys, plain, reasons)]
     cache: DekCache | None = None
     cache_chosen = False  # on the first trusted slot, by its resolver's default
     for slot in trusted_slots:
@@ -165,28 +165,36 @@ def open_slots(
     raise _no_slot_opened(reasons, trusted_keys)
 
 
-def _trusted(slot: KeySlot, trusted: list[tuple[str, str]], plain: Mapping[str, Any],
-             reasons: list[tuple[str, EnvcryptError]]) -> str | None:
-    """The trusted key that covers ``slot`` (None, with the reason kept, when none does)."""
+def trusted_key_for(slot_uri: str, trusted_keys: Sequence[str], options: Mapping[str, Any]) -> str | None:
+    """The trusted key that covers a slot naming ``slot_uri`` (None when none does).
+
+    Only resolvers of the trusted keys' schemes are built; one may raise a key error
+    while comparing (a trusted KMS alias that could not be looked up).
+    """
     try:
-        scheme = split_key_uri(slot.key_uri)[0]
+        scheme = split_key_uri(slot_uri)[0]
     except (InvalidKeyUriError, TypeError):
-        reasons.append((slot.key_uri, UntrustedKeyError(f"slot key URI {slot.key_uri!r} is not a key URI")))
         return None
-    candidates = [t for s, t in trusted if s == scheme]
-    if candidates:
-        try:
-            resolver = get_resolver(scheme, **plain)
-            for uri in candidates:
-                if admits(resolver, uri, _canonical(slot.key_uri)):
-                    return uri
-        except VaultError:
-            raise
-        except KeyError_ as exc:  # e.g. a trusted alias that could not be resolved
-            reasons.append((slot.key_uri, exc))
-            return None
-    reasons.append((slot.key_uri, UntrustedKeyError(f"{slot.key_uri} is not a trusted key")))
-    return None
+    candidates = [t for t in trusted_keys if split_key_uri(t)[0] == scheme]
+    if not candidates:
+        return None
+    resolver = get_resolver(scheme, **resolver_options_only(options))
+    return next((uri for uri in candidates if admits(resolver, uri, _canonical(slot_uri))), None)
+
+
+def _trusted(slot: KeySlot, trusted: Sequence[str], options: Mapping[str, Any],
+             reasons: list[tuple[str, EnvcryptError]]) -> str | None:
+    """:func:`trusted_key_for`, keeping the reason when no trusted key covers ``slot``."""
+    try:
+        found = trusted_key_for(slot.key_uri, trusted, options)
+    except VaultError:
+        raise
+    except KeyError_ as exc:  # e.g. a trusted alias that could not be resolved
+        reasons.append((slot.key_uri, exc))
+        return None
+    if found is None:
+        reasons.append((slot.key_uri, UntrustedKeyError(f"{slot.key_uri!r} is not a trusted key")))
+    return found
 
 
 def _no_slot_opened(reasons: list[tuple[str, EnvcryptError]], trusted_keys: Sequence[str]) -> EnvcryptError:

@@ -21,7 +21,7 @@ Wrapped-key string (what PME stores in its key material as ``wrappedDEK`` /
 
 and nothing after it.  **Trust**: ``unwrap_key`` hands a slot to a resolver
 only when the slot's key URI is admitted by one of the configured trusted keys
-(:func:`envcrypt.slots.admits`; default: the master keys the configuration
+(:func:`envcrypt.slots.trusted_key_for`; default: the master keys the configuration
 names, any version); otherwise ``UntrustedKeyError`` and no resolver is built
 or called.  The master key id PME passes along comes from the file and is not
 trusted for anything.  The encryption context is the configuration's (bound
@@ -45,7 +45,7 @@ import pyarrow.parquet.encryption as pe
 from ..errors import MalformedHeaderError, UntrustedKeyError
 from ..format import KeySlot
 from ..keys.base import get_resolver, split_key_uri
-from ..slots import admits, key_name
+from ..slots import key_name, trusted_key_for
 from ._config import PmeConfig
 
 __all__ = ["encode_wrapped", "decode_wrapped", "EnvcryptKmsClient", "crypto_factory", "connection_config",
@@ -153,18 +153,11 @@ class EnvcryptKmsClient(pe.KmsClient):  # type: ignore[misc]
     def _unwrap(self, wrapped_key: str, master_key_identifier: str) -> bytes:
         slot = decode_wrapped(wrapped_key)
         scheme = split_key_uri(slot.key_uri)[0]
-        candidates = [t for t in self._trusted if split_key_uri(t)[0] == scheme]
-        if not candidates or not any(admits(self._resolver(scheme), t, _canonical(slot.key_uri))
-                                     for t in candidates):
+        if trusted_key_for(slot.key_uri, self._trusted, self._config.resolver_options) is None:
             raise UntrustedKeyError(
                 f"PME key material names {slot.key_uri} (master key id {key_uri_of(master_key_identifier)!r}), "
                 f"which is not a trusted key (trusted: {', '.join(self._trusted)})")
         return bytes(self._resolver(scheme).unwrap(slot, self._config.encryption_context))
-
-
-def _canonical(key_uri: str) -> str:
-    scheme, _ = split_key_uri(key_uri)
-    return scheme + key_uri[len(scheme):]
 
 
 # ------------------------------------------------------------ per-process pyarrow objects
