@@ -37,6 +37,7 @@ __all__ = [
     "MissingDependencyError",
     "IsAPrefixError",
     "VaultNotFoundError",
+    "UnsupportedTypeError",
 ]
 
 
@@ -182,3 +183,9 @@ class IsAPrefixError(EnvcryptError, IsADirectoryError):
 class VaultNotFoundError(KeyNotFoundError):
     """No local vault in the directory named (``--vault``, ``$ENVCRYPT_VAULT`` or the default).
     A read never creates a vault: a mistyped path would otherwise become a new, empty one."""
+
+
+class UnsupportedTypeError(EnvcryptError, TypeError):
+    """A column type that ``envcrypt.columns`` cannot encrypt cell by cell (nested types: list,
+    struct, map, union; extension and run-end encoded types), or a mode that would be useless
+    for it (deterministic encryption of a boolean column).  A TypeError too."""
