@@ -79,8 +79,9 @@ class _ThreadUsedFiles:
         self._registered = False
 
     def note(self, f: EnvcryptReadFile) -> None:
-        if threading.current_thread() is threading.main_thread():
+        if f.__dict__.get("_thread_used") or threading.current_thread() is threading.main_thread():
             return
+        f.__dict__["_thread_used"] = True
         with self._lock:
             self._files.add(f)
             if not self._registered:
@@ -455,11 +456,13 @@ class EnvcryptWriteFile(io.RawIOBase):
             return self._spool.file.write(data)
         if self._pending is not None:
             view = memoryview(data).cast("B")
-            self._pending += view
-            if len(self._pending) > self.DECIDE_BYTES:  # a streaming client: stream from now on
-                pending, self._pending = self._pending, None
+            if len(self._pending) + len(view) <= self.DECIDE_BYTES:
+                self._pending += view
+                return len(view)
+            pending, self._pending = self._pending, None  # a streaming client: stream from now on
+            if pending:
                 self._writer.write(pending)
-            return len(view)
+            return self._writer.write(view)
         return self._writer.write(data)
 
     def _spooled(self, operation: str) -> Spool:
