@@ -271,12 +271,16 @@ class ChunkCipher:
         pool = _executor()
         error: BaseException | None = None
         with _fast_switching():
-            futures: list[Future[None]] = [
-                pool.submit(self._segment, op, first, lo, hi, src, src_step, dst, dst_step)
-                for lo, hi in zip(bounds[1:-1], bounds[2:], strict=True)
-            ]
+            futures: list[Future[None]] = []
+            inline = [(bounds[0], bounds[1])]
+            for lo, hi in zip(bounds[1:-1], bounds[2:], strict=True):
+                try:
+                    futures.append(pool.submit(self._segment, op, first, lo, hi, src, src_step, dst, dst_step))
+                except RuntimeError:  # the interpreter is shutting down: no new work; run it here
+                    inline.append((lo, hi))
             try:
-                self._segment(op, first, bounds[0], bounds[1], src, src_step, dst, dst_step)
+                for lo, hi in inline:
+                    self._segment(op, first, lo, hi, src, src_step, dst, dst_step)
             except BaseException as exc:  # wait for the others before raising
                 error = exc
             for future in futures:

@@ -41,3 +41,18 @@ def test_switch_interval_is_restored_after_parallel_runs() -> None:
     cipher.open(0, sealed, out, final=False)
     assert bytes(out) == plain
     assert sys.getswitchinterval() == before
+
+
+def test_a_run_after_the_pool_stopped_taking_work_is_done_inline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """At interpreter exit the pool refuses new work (a pyarrow thread may still read then):
+    the run completes on the calling thread, byte-identical."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    cipher, plain, sealed = _sealed()
+    stopped = ThreadPoolExecutor(1)
+    stopped.shutdown()
+    monkeypatch.setattr(chunked, "_pool", stopped)
+    monkeypatch.setattr(chunked, "_threads", 2)
+    out = memoryview(bytearray(len(plain)))
+    cipher.open(0, sealed, out, final=False)
+    assert bytes(out) == plain
