@@ -1,0 +1,231 @@
+/* envcrypt._cellgcm: OpenSSL EVP AES-256-GCM / AES-256-SIV over many cells, GIL released.
+ *
+ * Only the driving loop is here: every cell is one standard EVP AEAD operation of the
+ * system OpenSSL (no AES, no GHASH of our own).  One cipher context per call, the key
+ * set once; a run of cells [lo, hi) is described by int64 offsets into one source and
+ * one destination buffer, and a uint8 validity mask (0: a null, skipped).  The layouts
+ * are those of envcrypt/columns/_engine.py (its pure path gives the same bytes):
+ *   GCM seal: dst = nonce(12) || ciphertext || tag(16), nonce = BE96(counter0 + i)
+ *   SIV seal: dst = siv(16) || ciphertext
+ * The open functions return -1, or the index of the first cell that failed.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <openssl/evp.h>
+#include <string.h>
+
+#define NONCE 12
+#define TAG 16
+
+/* AES-GCM by key length (16, 24, 32 bytes: the known-answer tests use all three) */
+static const EVP_CIPHER *gcm_cipher(Py_ssize_t keylen) {
+    return keylen == 16 ? EVP_aes_128_gcm() : keylen == 24 ? EVP_aes_192_gcm() : EVP_aes_256_gcm();
+}
+
+typedef struct {
+    Py_buffer key, ad, src, src_off, valid, dst, dst_off;
+    int nbuf;
+} bufs_t;
+
+static void release(bufs_t *b) {
+    Py_buffer *all[7] = {&b->key, &b->ad, &b->src, &b->src_off, &b->valid, &b->dst, &b->dst_off};
+    for (int i = 0; i < b->nbuf; i++) PyBuffer_Release(all[i]);
+    b->nbuf = 0;
+}
+
+static int get(PyObject *o, Py_buffer *view, int writable, bufs_t *b) {
+    if (PyObject_GetBuffer(o, view, writable ? (PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) : PyBUF_C_CONTIGUOUS) < 0)
+        return -1;
+    b->nbuf++;
+    return 0;
+}
+
+/* parse (key, ad, src, src_off, valid, dst, dst_off[, counter0], lo, hi) */
+static int parse(PyObject *args, int with_counter, bufs_t *b, unsigned long long *counter0, Py_ssize_t *lo,
+                 Py_ssize_t *hi, size_t keylen) {
+    PyObject *o[7];
+    memset(b, 0, sizeof(*b));
+    *counter0 = 0;
+    if (with_counter) {
+        if (!PyArg_ParseTuple(args, "OOOOOOOKnn", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6], counter0, lo, hi))
+            return -1;
+    } else if (!PyArg_ParseTuple(args, "OOOOOOOnn", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6], lo, hi)) {
+        return -1;
+    }
+    if (get(o[0], &b->key, 0, b) || get(o[1], &b->ad, 0, b) || get(o[2], &b->src, 0, b) ||
+        get(o[3], &b->src_off, 0, b) || get(o[4], &b->valid, 0, b) || get(o[5], &b->dst, 1, b) ||
+        get(o[6], &b->dst_off, 0, b)) {
+        release(b);
+        return -1;
+    }
+    Py_ssize_t n = b->valid.len;
+    if ((keylen ? (size_t)b->key.len != keylen : (b->key.len != 16 && b->key.len != 24 && b->key.len != 32)) || b->src_off.len != (n + 1) * 8 || b->dst_off.len != (n + 1) * 8 ||
+        *lo < 0 || *hi > n || *lo > *hi) {
+        release(b);
+        PyErr_SetString(PyExc_ValueError, "bad key length, offsets or cell range");
+        return -1;
+    }
+    /* every span must lie inside its buffer: checked here, once, so the loop cannot overrun */
+    const int64_t *so = (const int64_t *)b->src_off.buf, *dof = (const int64_t *)b->dst_off.buf;
+    const unsigned char *v = (const unsigned char *)b->valid.buf;
+    for (Py_ssize_t i = *lo; i < *hi; i++) {
+        if (!v[i]) continue;
+        if (so[i] < 0 || so[i + 1] < so[i] || so[i + 1] > b->src.len || dof[i] < 0 || dof[i + 1] < dof[i] ||
+            dof[i + 1] > b->dst.len) {
+            release(b);
+            PyErr_SetString(PyExc_ValueError, "a cell span lies outside its buffer");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static PyObject *gcm_seal(PyObject *self, PyObject *args) {
+    bufs_t b;
+    unsigned long long c0;
+    Py_ssize_t lo, hi, failed = -1;
+    if (parse(args, 1, &b, &c0, &lo, &hi, 0) < 0) return NULL;
+    const unsigned char *src = b.src.buf, *ad = b.ad.buf, *v = b.valid.buf;
+    unsigned char *dst = b.dst.buf;
+    const int64_t *so = b.src_off.buf, *dof = b.dst_off.buf;
+    int adl = (int)b.ad.len, ok = 1;
+    Py_BEGIN_ALLOW_THREADS
+    EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+    ok = ctx && EVP_EncryptInit_ex(ctx, gcm_cipher(b.key.len), NULL, b.key.buf, NULL) == 1;
+    for (Py_ssize_t i = lo; ok && i < hi; i++) {
+        if (!v[i]) continue;
+        unsigned char *out = dst + dof[i];
+        int len = (int)(so[i + 1] - so[i]), outl = 0;
+        unsigned long long c = c0 + (unsigned long long)i;
+        memset(out, 0, 4);
+        for (int k = 0; k < 8; k++) out[4 + k] = (unsigned char)(c >> (56 - 8 * k));
+        if (dof[i + 1] - dof[i] != (int64_t)len + NONCE + TAG ||
+            EVP_EncryptInit_ex(ctx, NULL, NULL, NULL, out) != 1 ||
+            (adl && EVP_EncryptUpdate(ctx, NULL, &outl, ad, adl) != 1) ||
+            EVP_EncryptUpdate(ctx, out + NONCE, &outl, src + so[i], len) != 1 ||
+            EVP_EncryptFinal_ex(ctx, out + NONCE + outl, &outl) != 1 ||
+            EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, TAG, out + NONCE + len) != 1) {
+            failed = i;
+            break;
+        }
+    }
+    if (!ok) failed = lo;
+    EVP_CIPHER_CTX_free(ctx);
+    Py_END_ALLOW_THREADS
+    release(&b);
+    return PyLong_FromSsize_t(failed);
+}
+
+static PyObject *gcm_open(PyObject *self, PyObject *args) {
+    bufs_t b;
+    unsigned long long c0;
+    Py_ssize_t lo, hi, failed = -1;
+    if (parse(args, 0, &b, &c0, &lo, &hi, 0) < 0) return NULL;
+    const unsigned char *src = b.src.buf, *ad = b.ad.buf, *v = b.valid.buf;
+    unsigned char *dst = b.dst.buf;
+    const int64_t *so = b.src_off.buf, *dof = b.dst_off.buf;
+    int adl = (int)b.ad.len, ok = 1;
+    Py_BEGIN_ALLOW_THREADS
+    EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+    ok = ctx && EVP_DecryptInit_ex(ctx, gcm_cipher(b.key.len), NULL, b.key.buf, NULL) == 1;
+    for (Py_ssize_t i = lo; ok && i < hi; i++) {
+        if (!v[i]) continue;
+        const unsigned char *in = src + so[i];
+        int64_t total = so[i + 1] - so[i];
+        int len = (int)(total - NONCE - TAG), outl = 0;
+        unsigned char tag[TAG];
+        if (total < NONCE + TAG || dof[i + 1] - dof[i] < len) { failed = i; break; }
+        memcpy(tag, in + NONCE + len, TAG);
+        if (EVP_DecryptInit_ex(ctx, NULL, NULL, NULL, in) != 1 ||
+            (adl && EVP_DecryptUpdate(ctx, NULL, &outl, ad, adl) != 1) ||
+            EVP_DecryptUpdate(ctx, dst + dof[i], &outl, in + NONCE, len) != 1 ||
+            EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, TAG, tag) != 1 ||
+            EVP_DecryptFinal_ex(ctx, dst + dof[i] + outl, &outl) != 1) {
+            failed = i;
+            break;
+        }
+    }
+    if (!ok) failed = lo;
+    EVP_CIPHER_CTX_free(ctx);
+    Py_END_ALLOW_THREADS
+    release(&b);
+    return PyLong_FromSsize_t(failed);
+}
+
+/* AES-256-SIV (RFC 5297) with one associated-data string; OpenSSL 3.0's "AES-256-SIV".
+ * OpenSSL 3.0 resets a SIV context only when the key is given again (slow: a MAC fetch per cell),
+ * so each cell starts from a copy of one keyed template context instead. */
+static PyObject *siv_run(PyObject *args, int enc) {
+    bufs_t b;
+    unsigned long long c0;
+    Py_ssize_t lo, hi, failed = -1;
+    if (parse(args, 0, &b, &c0, &lo, &hi, 64) < 0) return NULL;
+    const unsigned char *src = b.src.buf, *ad = b.ad.buf, *v = b.valid.buf;
+    unsigned char *dst = b.dst.buf;
+    const int64_t *so = b.src_off.buf, *dof = b.dst_off.buf;
+    int adl = (int)b.ad.len, ok;
+    Py_BEGIN_ALLOW_THREADS
+    EVP_CIPHER *siv = EVP_CIPHER_fetch(NULL, "AES-256-SIV", NULL);
+    EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new(), *keyed = EVP_CIPHER_CTX_new();
+    ok = siv && ctx && keyed && EVP_CipherInit_ex(keyed, siv, NULL, b.key.buf, NULL, enc) == 1;
+    for (Py_ssize_t i = lo; ok && i < hi; i++) {
+        if (!v[i]) continue;
+        int64_t total = so[i + 1] - so[i];
+        int outl = 0;
+        if (enc) {
+            int len = (int)total;
+            unsigned char *out = dst + dof[i];
+            if (dof[i + 1] - dof[i] != total + TAG ||
+                EVP_CIPHER_CTX_copy(ctx, keyed) != 1 ||
+                EVP_CipherUpdate(ctx, NULL, &outl, ad, adl) != 1 ||
+                EVP_CipherUpdate(ctx, out + TAG, &outl, src + so[i], len) != 1 ||
+                EVP_CipherFinal_ex(ctx, out + TAG + outl, &outl) != 1 ||
+                EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, TAG, out) != 1) {
+                failed = i;
+                break;
+            }
+        } else {
+            const unsigned char *in = src + so[i];
+            int len = (int)(total - TAG);
+            unsigned char tag[TAG];
+            if (total < TAG || dof[i + 1] - dof[i] < len) { failed = i; break; }
+            memcpy(tag, in, TAG);
+            if (EVP_CIPHER_CTX_copy(ctx, keyed) != 1 ||
+                EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_TAG, TAG, tag) != 1 ||
+                EVP_CipherUpdate(ctx, NULL, &outl, ad, adl) != 1 ||
+                EVP_CipherUpdate(ctx, dst + dof[i], &outl, in + TAG, len) != 1 ||
+                EVP_CipherFinal_ex(ctx, dst + dof[i] + outl, &outl) != 1) {
+                failed = i;
+                break;
+            }
+        }
+    }
+    if (!ok) failed = lo;
+    EVP_CIPHER_CTX_free(ctx);
+    EVP_CIPHER_CTX_free(keyed);
+    EVP_CIPHER_free(siv);
+    Py_END_ALLOW_THREADS
+    release(&b);
+    return PyLong_FromSsize_t(failed);
+}
+
+static PyObject *siv_seal(PyObject *self, PyObject *args) { return siv_run(args, 1); }
+static PyObject *siv_open(PyObject *self, PyObject *args) { return siv_run(args, 0); }
+
+static PyObject *openssl_version(PyObject *self, PyObject *noargs) {
+    return PyUnicode_FromString(OpenSSL_version(OPENSSL_VERSION));
+}
+
+static PyMethodDef methods[] = {
+    {"gcm_seal", gcm_seal, METH_VARARGS, "seal cells [lo, hi) with AES-256-GCM; -1 or a failed index"},
+    {"gcm_open", gcm_open, METH_VARARGS, "open cells [lo, hi) with AES-256-GCM; -1 or the first failed index"},
+    {"siv_seal", siv_seal, METH_VARARGS, "seal cells [lo, hi) with AES-256-SIV; -1 or a failed index"},
+    {"siv_open", siv_open, METH_VARARGS, "open cells [lo, hi) with AES-256-SIV; -1 or the first failed index"},
+    {"openssl_version", openssl_version, METH_NOARGS, "the OpenSSL this module runs with"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_cellgcm", "OpenSSL EVP AEAD over many cells", -1,
+                                    methods};
+
+PyMODINIT_FUNC PyInit__cellgcm(void) { return PyModule_Create(&module); }

@@ -1,0 +1,203 @@
+"""Batch AEAD over many cells: one call per run of cells, into one preallocated buffer.
+
+Every cell is one standard AEAD operation from OpenSSL, never our own AES or
+GHASH.  Two interchangeable cores produce the same bytes:
+
+* **compiled** (``envcrypt._cellgcm``, built at install when a C compiler and the
+  OpenSSL headers exist): a C loop over the cells driving OpenSSL's EVP
+  AES-256-GCM / AES-256-SIV, one cipher context per call with the key set once,
+  the GIL released; a long run is split over two threads;
+* **pure** (``cryptography``): ``AESGCM.encrypt_into`` / ``AESSIV.encrypt_into``
+  per cell, driven by ``map`` over prebuilt views (no Python bytecode per cell).
+
+A run is described by Arrow-style offsets: cell ``i`` of the input is
+``src[src_off[i]:src_off[i+1]]`` and goes to ``dst[dst_off[i]:dst_off[i+1]]``.
+Cells whose ``valid`` byte is 0 are nulls and are skipped.
+
+Randomized cells (AES-256-GCM): ``nonce(12) || ciphertext || tag(16)``, the nonce
+of cell ``i`` being ``first_counter + i`` as a 96-bit big-endian integer.
+Deterministic cells (AES-256-SIV, RFC 5297, one associated-data string):
+``siv(16) || ciphertext``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from itertools import repeat
+from typing import Any
+
+import numpy as np
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, AESSIV
+
+from ..errors import IntegrityError
+
+__all__ = ["GCM_OVERHEAD", "SIV_OVERHEAD", "NONCE_SIZE", "seal", "open_", "compiled_available", "core"]
+
+NONCE_SIZE = 12
+TAG_SIZE = 16
+GCM_OVERHEAD = NONCE_SIZE + TAG_SIZE  # 28
+SIV_OVERHEAD = 16
+#: a run shorter than this many cells stays on the calling thread
+PARALLEL_MIN_CELLS = 16384
+
+try:  # the optional compiled core
+    from .. import _cellgcm as _c  # type: ignore[attr-defined]
+except ImportError:  # no compiler or no OpenSSL headers at install: the pure core
+    _c = None
+
+_forced = os.environ.get("ENVCRYPT_COLUMNS_CORE", "")  # "pure" or "compiled" (tests, benchmarks)
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def compiled_available() -> bool:
+    return _c is not None
+
+
+def core(name: str | None = None) -> str:
+    """The core in use: ``name`` if given ("pure"/"compiled"), else the compiled one when built."""
+    choice = name or _forced or ("compiled" if _c is not None else "pure")
+    if choice not in ("pure", "compiled"):
+        raise ValueError(f"unknown columns core {choice!r} (pure or compiled)")
+    if choice == "compiled" and _c is None:
+        raise ImportError("the compiled columns core (envcrypt._cellgcm) is not built in this install")
+    return choice
+
+
+def _executor() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(1, thread_name_prefix="envcrypt-cells")
+        return _pool
+
+
+def _forget_pool_after_fork() -> None:
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pool_after_fork)
+
+
+def _split(n: int) -> list[tuple[int, int]]:
+    threads = min(2, os.cpu_count() or 1)
+    if threads < 2 or n < PARALLEL_MIN_CELLS:
+        return [(0, n)]
+    mid = n // 2
+    return [(0, mid), (mid, n)]
+
+
+def _run_compiled(fn: Callable[..., int], args: tuple[Any, ...], n: int) -> int:
+    """Run ``fn(*args, lo, hi)`` over two halves in two threads; -1, or the first failing cell."""
+    parts = _split(n)
+    if len(parts) == 1:
+        return int(fn(*args, 0, n))
+    future = _executor().submit(fn, *args, *parts[1])
+    first = int(fn(*args, *parts[0]))
+    second = int(future.result())
+    return first if first >= 0 else second
+
+
+# ------------------------------------------------------------------ sealing
+
+
+def seal(mode: str, key: bytes, ad: bytes, src: np.ndarray, src_off: np.ndarray, valid: np.ndarray,
+         dst: np.ndarray, dst_off: np.ndarray, first_counter: int = 0, *, use: str | None = None) -> None:
+    """Seal every valid cell (``mode``: "gcm" or "siv")."""
+    n = len(src_off) - 1
+    if n <= 0:
+        return
+    if core(use) == "compiled":
+        if mode == "siv":
+            valid = _siv_empty_cells_pure(valid, src_off, 0, "seal", key, ad, src, src_off, dst, dst_off)
+        fn = _c.gcm_seal if mode == "gcm" else _c.siv_seal
+        args: tuple[Any, ...] = (key, ad, src, src_off, valid.view(np.uint8), dst, dst_off)
+        if mode == "gcm":
+            args += (first_counter,)
+        if _run_compiled(fn, args, n) >= 0:  # pragma: no cover - OpenSSL refused an operation
+            raise IntegrityError("internal error: OpenSSL failed to seal a cell")
+        return
+    idx = np.flatnonzero(valid)
+    if not len(idx):
+        return
+    s_lo, s_hi = src_off[idx].tolist(), src_off[idx + 1].tolist()
+    d_lo, d_hi = dst_off[idx], dst_off[idx + 1]
+    src_mv, dst_mv = memoryview(src.data).cast("B"), memoryview(dst.data).cast("B")
+    ins = map(src_mv.__getitem__, map(slice, s_lo, s_hi))
+    if mode == "gcm":
+        nonces = _counter_nonces(idx + first_counter)
+        dst[(d_lo[:, None] + np.arange(NONCE_SIZE)).ravel()] = nonces.ravel()
+        nonce_bytes = nonces.tobytes()
+        starts = np.arange(len(idx), dtype=np.int64) * NONCE_SIZE
+        nonce_iter = map(nonce_bytes.__getitem__, map(slice, starts.tolist(), (starts + NONCE_SIZE).tolist()))
+        outs = map(dst_mv.__getitem__, map(slice, (d_lo + NONCE_SIZE).tolist(), d_hi.tolist()))
+        deque(map(AESGCM(key).encrypt_into, nonce_iter, ins, repeat(ad), outs), maxlen=0)
+    else:
+        outs = map(dst_mv.__getitem__, map(slice, d_lo.tolist(), d_hi.tolist()))
+        deque(map(AESSIV(key).encrypt_into, ins, repeat([ad]), outs), maxlen=0)
+
+
+def _siv_empty_cells_pure(valid: np.ndarray, src_off: np.ndarray, empty_size: int, op: str,
+                          *args: Any) -> np.ndarray:
+    """OpenSSL 3.0's EVP layer skips a zero-length SIV update, so its SIV cannot seal or open an
+    empty plaintext: those cells (empty strings) go through the pure core; the rest is returned."""
+    empty = valid & (np.diff(src_off) == empty_size)
+    if not empty.any():
+        return valid
+    run: Callable[..., None] = seal if op == "seal" else open_
+    run("siv", *args[:4], empty, *args[4:], use="pure")
+    return np.asarray(valid & ~empty)
+
+
+def _counter_nonces(counters: np.ndarray) -> np.ndarray:
+    """96-bit big-endian nonces for the given counters (< 2^64), as an (n, 12) uint8 array."""
+    nonces = np.zeros((len(counters), NONCE_SIZE), np.uint8)
+    nonces[:, 4:] = counters.astype(">u8").view(np.uint8).reshape(-1, 8)
+    return nonces
+
+
+# ------------------------------------------------------------------ opening
+
+
+def open_(mode: str, key: bytes, ad: bytes, src: np.ndarray, src_off: np.ndarray, valid: np.ndarray,
+          dst: np.ndarray, dst_off: np.ndarray, *, use: str | None = None) -> None:
+    """Open every valid cell; IntegrityError (``dst`` zeroed) if one fails.
+
+    The caller has checked that every non-null cell is at least the mode's overhead long and
+    that each output span is the input span minus that overhead.
+    """
+    n = len(src_off) - 1
+    if n <= 0:
+        return
+    try:
+        if core(use) == "compiled":
+            if mode == "siv":
+                valid = _siv_empty_cells_pure(valid, src_off, SIV_OVERHEAD, "open", key, ad, src, src_off, dst,
+                                              dst_off)
+            fn = _c.gcm_open if mode == "gcm" else _c.siv_open
+            failed = _run_compiled(fn, (key, ad, src, src_off, valid.view(np.uint8), dst, dst_off), n)
+            if failed >= 0:
+                raise InvalidTag()
+            return
+        idx = np.flatnonzero(valid)
+        if not len(idx):
+            return
+        s_lo, s_hi = src_off[idx], src_off[idx + 1]
+        src_mv, dst_mv = memoryview(src.data).cast("B"), memoryview(dst.data).cast("B")
+        outs = map(dst_mv.__getitem__, map(slice, dst_off[idx].tolist(), dst_off[idx + 1].tolist()))
+        if mode == "gcm":
+            nonces = map(src_mv.__getitem__, map(slice, s_lo.tolist(), (s_lo + NONCE_SIZE).tolist()))
+            ins = map(src_mv.__getitem__, map(slice, (s_lo + NONCE_SIZE).tolist(), s_hi.tolist()))
+            deque(map(AESGCM(key).decrypt_into, nonces, ins, repeat(ad), outs), maxlen=0)
+        else:
+            ins = map(src_mv.__getitem__, map(slice, s_lo.tolist(), s_hi.tolist()))
+            deque(map(AESSIV(key).decrypt_into, ins, repeat([ad]), outs), maxlen=0)
+    except InvalidTag:
+        dst[:] = 0
+        raise IntegrityError() from None
