@@ -214,3 +214,17 @@ def test_the_policy_pickles_and_keys_do_not() -> None:
     with pytest.raises(TypeError):
         pickle.dumps(key)
     assert "ColumnKey" in repr(key) and key.token == policy.columns["s"]
+
+
+def test_rotation_rewrites_only_the_field_metadata() -> None:
+    table = every_type(50)
+    enc = ec.encrypt_table(table, {"s": "local:pii", "i32": "local:pii"})
+    rotated = ec.rotate(enc, "local:other", trusted_keys="local:pii")
+    for name in ("s", "i32"):
+        assert rotated.column(name).equals(enc.column(name))  # the same cells
+        assert rotated.schema.field(name).metadata != enc.schema.field(name).metadata
+    assert ec.decrypt_table(rotated, ["s", "i32"], trusted_keys="local:other").equals(table)
+    from envcrypt.errors import UntrustedKeyError
+
+    with pytest.raises(UntrustedKeyError):
+        ec.decrypt_table(rotated, ["s"], trusted_keys="local:pii")

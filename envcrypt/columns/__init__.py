@@ -28,12 +28,13 @@ from ..errors import UnsupportedTypeError
 from ._engine import compiled_available
 from ._keys import ColumnKey
 from ._policy import ColumnPolicy, ColumnPolicyError
+from ._rotate import rotate
 from ._table import decrypt_table, encrypt_table, encrypt_value, encrypted_columns, load_column_key
 
 __all__ = [
     "encrypt_table", "decrypt_table", "encrypt_value", "load_column_key", "new_column_key",
     "encrypted_columns", "ColumnPolicy", "ColumnPolicyError", "ColumnKey", "UnsupportedTypeError",
-    "compiled_available",
+    "compiled_available", "rotate",
 ]
 
 
