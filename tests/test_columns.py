@@ -3,8 +3,10 @@ cells compare equal, and tables travel through Parquet, Feather, duckdb and pola
 
 from __future__ import annotations
 
+import base64
 import datetime
 import decimal
+import json
 import pickle
 import subprocess
 import sys
@@ -20,7 +22,7 @@ import pyarrow.feather as feather  # noqa: E402
 
 import envcrypt.columns as ec  # noqa: E402
 from envcrypt.columns import _engine  # noqa: E402
-from envcrypt.errors import UnsupportedTypeError  # noqa: E402
+from envcrypt.errors import IntegrityError, UnsupportedTypeError  # noqa: E402
 from envcrypt.keys.vault import vault_for  # noqa: E402
 
 CORES = ["pure", "compiled"] if _engine.compiled_available() else ["pure"]
@@ -228,3 +230,72 @@ def test_rotation_rewrites_only_the_field_metadata() -> None:
 
     with pytest.raises(UntrustedKeyError):
         ec.decrypt_table(rotated, ["s"], trusted_keys="local:pii")
+
+
+def _people(start: int, n: int) -> pa.Table:
+    r = range(start, start + n)
+    return pa.table({"id": pa.array(r, pa.int64()),
+                     "ssn": pa.array([None if i % 5 == 2 else f"{i:03d}-05-1120" for i in r]),
+                     "score": pa.array([i / 3 for i in r], pa.float64()),
+                     "email": pa.array([f"user{i % 7}@x.org" for i in r])})
+
+
+def test_tables_of_several_encrypt_calls_concatenate_and_decrypt() -> None:
+    token = ec.new_column_key("local:pii")
+    policy = {"columns": {"ssn": token, "score": token, "email": token}, "deterministic": ["email"]}
+    parts = [_people(0, 40), _people(40, 1), _people(41, 300)]
+    encrypted = [ec.encrypt_table(p, policy) for p in parts]
+    assert len({e.schema.field("ssn").metadata[b"envcrypt.column"] for e in encrypted}) == 1  # same metadata
+    assert len({e.column("ssn")[0].as_py()[:16] for e in encrypted}) == 3  # a salt per call, in each cell
+    both = pa.concat_tables(encrypted)
+    assert ec.decrypt_table(both, policy).equals(pa.concat_tables(parts))
+    order = pc.sort_indices(both, [("score", "descending")])  # rows of all calls interleaved
+    assert ec.decrypt_table(both.take(order), policy).equals(pa.concat_tables(parts).take(order))
+
+
+def test_a_dataset_of_three_files_with_rows_shuffled_across_them(tmp_path: Path) -> None:
+    import numpy as np
+    import pyarrow.dataset as ds
+
+    token = ec.new_column_key("local:pii")
+    policy = {"ssn": token, "score": token}
+    parts = [_people(0, 100), _people(100, 57), _people(157, 211)]
+    rows = pa.concat_tables([ec.encrypt_table(p, policy) for p in parts])
+    shuffle = np.random.default_rng(3).permutation(rows.num_rows)
+    mixed = rows.take(shuffle)  # every file now holds rows of every encrypt call
+    lake = tmp_path / "lake"
+    lake.mkdir()
+    for i, (lo, hi) in enumerate(((0, 120), (120, 250), (250, mixed.num_rows))):
+        pq.write_table(mixed.slice(lo, hi - lo), lake / f"part-{i}.parquet")
+    dataset = ds.dataset(lake, format="parquet")
+    back = ec.decrypt_table(dataset.to_table(), policy).sort_by("id")
+    assert back.equals(pa.concat_tables(parts))
+    only = ec.decrypt_table(dataset.to_table(filter=ds.field("id") >= 200), policy)
+    assert sorted(only.column("id").to_pylist()) == list(range(200, 368))
+
+
+def test_one_cell_decrypts_with_plain_aesgcm_as_format_md_says() -> None:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    import envcrypt
+
+    enc = ec.encrypt_table(_people(0, 2), {"ssn": "local:pii"})
+    meta = json.loads(enc.schema.field("ssn").metadata[b"envcrypt.column"])
+    assert meta["format"] == 2 and set(meta) == {"format", "mode", "suite", "field", "key", "mac"}
+    blob = base64.b64decode(meta["key"])
+    cek = envcrypt.decrypt(blob, trusted_keys=["local:pii"])
+    key_id = bytes.fromhex(envcrypt.inspect(blob).encryption_context["envcrypt:column-key"])
+    ad = b"envcrypt.columns/v2\x00" + key_id + b"ssn"
+    for row, cell in enumerate(enc.column("ssn").to_pylist()):
+        salt, nonce, body = cell[:16], cell[16:28], cell[28:]
+        assert nonce == (2 * row + 1).to_bytes(12, "big")
+        k = HKDF(hashes.SHA256(), 32, salt, b"envcrypt columns v2 AES-256-GCM").derive(cek)
+        assert AESGCM(k).decrypt(nonce, body, ad) == f"{row:03d}-05-1120".encode()
+
+
+def test_rows_of_calls_under_fresh_column_keys_say_how_to_share_one() -> None:
+    a, b = (ec.encrypt_table(_people(0, 5), {"ssn": "local:pii"}) for _ in range(2))
+    with pytest.raises(IntegrityError, match="new_column_key"):
+        ec.decrypt_table(pa.concat_tables([a, b]), {"ssn": "local:pii"})

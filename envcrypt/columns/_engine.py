@@ -201,3 +201,93 @@ def open_(mode: str, key: bytes, ad: bytes, src: np.ndarray, src_off: np.ndarray
     except InvalidTag:
         dst[:] = 0
         raise IntegrityError() from None
+
+
+# ------------------------------------------------------------------ salted randomized cells
+#
+# A randomized cell is ``salt(SALT_SIZE) || nonce(12) || ciphertext || tag(16)``: the salt names
+# the batch key ``HKDF(CEK, salt)`` so that cells of many batches (files, partitions) can share
+# one column.  Both cores run over an *interleaved* description of the column: cell 2i is the
+# salt slot of row i (marked null: never sealed or opened), cell 2i + 1 its AES-GCM message.
+# So the core's counter nonce of row i is ``first_counter + 2i + 1``.
+
+SALT_SIZE = 16
+SALTED_OVERHEAD = SALT_SIZE + GCM_OVERHEAD  # 44
+
+
+def _interleave(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    out = np.empty(2 * len(lo), np.int64)
+    out[0::2], out[1::2] = lo, hi
+    return out
+
+
+def seal_salted(key: bytes, salt: bytes, ad: bytes, src: np.ndarray, src_off: np.ndarray, valid: np.ndarray,
+                dst: np.ndarray, dst_off: np.ndarray, first_row: int = 0, *, use: str | None = None) -> None:
+    """Seal every valid cell as ``salt || nonce || ciphertext || tag`` under ``key`` (the batch key of
+    ``salt``); the nonce of row ``first_row + i`` is ``2 * (first_row + i) + 1`` (96-bit big-endian)."""
+    n = len(valid)
+    if n == 0:
+        return
+    if len(salt) != SALT_SIZE:
+        raise ValueError(f"a salt is {SALT_SIZE} bytes")
+    starts = dst_off[:-1]
+    # cell 2i: [start_i, start_i + SALT_SIZE) (null); cell 2i + 1: the AES-GCM message
+    d2 = np.empty(2 * n + 1, np.int64)
+    d2[0::2] = dst_off
+    d2[1:-1:2] = starts + np.where(valid, SALT_SIZE, 0)
+    s2 = np.empty(2 * n + 1, np.int64)
+    s2[0::2] = src_off
+    s2[1:-1:2] = src_off[:-1]
+    v2 = np.zeros(2 * n, np.bool_)
+    v2[1::2] = valid
+    seal("gcm", key, ad, src, s2, v2, dst, d2, 2 * first_row, use=use)
+    idx = np.flatnonzero(valid)
+    if len(idx):
+        slots = np.lib.stride_tricks.as_strided(dst, shape=(len(dst) - SALT_SIZE + 1, SALT_SIZE),
+                                                strides=(1, 1), writeable=True)
+        slots[starts[idx]] = np.frombuffer(salt, np.uint8)
+
+
+def salts_of(src: np.ndarray, src_off: np.ndarray, valid: np.ndarray) -> tuple[list[bytes], np.ndarray]:
+    """The distinct salts of the valid cells (each at least SALTED_OVERHEAD long), and for each
+    cell the index of its salt in that list (-1 for a null)."""
+    group = np.full(len(valid), -1, np.int64)
+    idx = np.flatnonzero(valid)
+    if not len(idx):
+        return [], group
+    windows = np.lib.stride_tricks.sliding_window_view(src, SALT_SIZE)
+    salts = np.ascontiguousarray(windows[src_off[idx]]).view(np.dtype((np.void, SALT_SIZE))).ravel()
+    if (salts == salts[0]).all():  # the common case: one batch
+        group[idx] = 0
+        return [salts[0].tobytes()], group
+    distinct, inverse = np.unique(salts, return_inverse=True)
+    group[idx] = inverse.ravel()
+    return [s.tobytes() for s in distinct], group
+
+
+def open_salted(keys: Callable[[bytes], bytes], ad: bytes, src: np.ndarray, src_off: np.ndarray,
+                valid: np.ndarray, dst: np.ndarray, dst_off: np.ndarray, *, use: str | None = None) -> None:
+    """Open every valid salted cell, each under ``keys(its salt)``; IntegrityError (``dst`` zeroed)
+    if one fails.  The caller has checked that every valid cell is at least SALTED_OVERHEAD long
+    and that each output span is the input span minus SALTED_OVERHEAD."""
+    salts, group = salts_of(src, src_off, valid)
+    if not salts:
+        return
+    if len(salts) == 1:
+        order = np.flatnonzero(valid)
+        bounds = [0, len(order)]
+    else:
+        order = np.argsort(group, kind="stable")[int(np.count_nonzero(group < 0)):]
+        bounds = np.searchsorted(group[order], np.arange(len(salts) + 1)).tolist()
+    try:
+        for g, salt in enumerate(salts):
+            idx = order[bounds[g] : bounds[g + 1]]
+            # the cells of this salt, in row order, as cells 0, 2, 4, ... with null gaps between
+            s2 = _interleave(src_off[idx] + SALT_SIZE, src_off[idx + 1])
+            d2 = _interleave(dst_off[idx], dst_off[idx + 1])
+            v2 = np.zeros(len(s2) - 1, np.bool_)
+            v2[0::2] = True
+            open_("gcm", keys(salt), ad, src, s2, v2, dst, d2, use=use)
+    except IntegrityError:
+        dst[:] = 0
+        raise

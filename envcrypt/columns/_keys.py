@@ -39,9 +39,9 @@ CEK_SIZE = 32
 KEY_ID_SIZE = 16
 CONTEXT_KEY = "envcrypt:column-key"
 TOKEN_PREFIX = "eck1."
-INFO_GCM = b"envcrypt columns v1 AES-256-GCM"
-INFO_SIV = b"envcrypt columns v1 AES-256-SIV"
-INFO_MAC = b"envcrypt columns v1 metadata HMAC-SHA256"
+INFO_GCM = b"envcrypt columns v2 AES-256-GCM"
+INFO_SIV = b"envcrypt columns v2 AES-256-SIV"
+INFO_MAC = b"envcrypt columns v2 metadata HMAC-SHA256"
 
 
 def _hkdf(ikm: bytes, length: int, salt: bytes | None, info: bytes) -> bytes:
@@ -69,7 +69,8 @@ class ColumnKey:
         return token_of(self.blob)
 
     def gcm_key(self, salt: bytes) -> bytes:
-        """The AES-256-GCM key of one batch: HKDF-SHA256(CEK, salt, INFO_GCM)."""
+        """The AES-256-GCM key of one batch: HKDF-SHA256(CEK, salt, INFO_GCM); the salt (16
+        random bytes per batch) starts every randomized cell of the batch."""
         return _hkdf(self._cek, 32, salt, INFO_GCM)
 
     def siv_key(self) -> bytes:

@@ -3,15 +3,17 @@
 An encrypted column is a ``binary`` (or ``large_binary``) field whose metadata
 holds one entry, ``envcrypt.column``, a JSON object (FORMAT.md, "Encrypted columns")::
 
-    {"format": 1, "mode": "randomized" | "deterministic",
+    {"format": 2, "mode": "randomized" | "deterministic",
      "suite": "AES-256-GCM" | "AES-256-SIV",
      "field": base64(Arrow IPC schema holding the original field),
      "key": base64(the wrapped column key: an envcrypt object),
-     "salt": base64(32 bytes) | "",
      "mac": base64(HMAC-SHA256)}
 
 ``mac`` authenticates everything else (and the column's name and the key id) under a
-key derived from the CEK, so an edited type, mode, salt or key is an IntegrityError.
+key derived from the CEK, so an edited type, mode or key is an IntegrityError.  Nothing in it
+depends on the batch (the batch salt is in each randomized cell), so every ``encrypt_table``
+call under one column key gives the same metadata: tables concatenate, datasets of many files
+keep the first file's metadata and still decrypt.
 """
 
 from __future__ import annotations
@@ -29,21 +31,20 @@ import pyarrow.ipc as ipc
 from ..errors import IntegrityError, MalformedHeaderError
 from ._keys import ColumnKey, key_id_of
 
-__all__ = ["META_KEY", "ColumnMeta", "associated_data", "RANDOMIZED", "DETERMINISTIC", "SALT_SIZE",
-           "SUITES", "MAX_META_SIZE"]
+__all__ = ["META_KEY", "ColumnMeta", "associated_data", "RANDOMIZED", "DETERMINISTIC", "SUITES",
+           "MAX_META_SIZE", "FORMAT"]
 
 META_KEY = b"envcrypt.column"
-FORMAT = 1
+FORMAT = 2
 RANDOMIZED, DETERMINISTIC = "randomized", "deterministic"
 SUITES = {RANDOMIZED: "AES-256-GCM", DETERMINISTIC: "AES-256-SIV"}
-SALT_SIZE = 32
-AD_PREFIX = b"envcrypt.columns/v1\x00"
+AD_PREFIX = b"envcrypt.columns/v2\x00"
 MAX_META_SIZE = 1 << 20  # bounded before it is parsed
-_FIELDS = {"format", "mode", "suite", "field", "key", "salt", "mac"}
+_FIELDS = {"format", "mode", "suite", "field", "key", "mac"}
 
 
 def associated_data(key_id: bytes, column: str) -> bytes:
-    """The AD of every cell: ``"envcrypt.columns/v1" || 0x00 || key_id(16) || UTF-8 column name``."""
+    """The AD of every cell: ``"envcrypt.columns/v2" || 0x00 || key_id(16) || UTF-8 column name``."""
     return AD_PREFIX + key_id + column.encode("utf-8")
 
 
@@ -70,7 +71,6 @@ class ColumnMeta:
     field: pa.Field  # the original field (name, type, nullability, metadata)
     field_ipc: bytes
     key_blob: bytes
-    salt: bytes  # b"" in deterministic mode
     mac: bytes
 
     @property
@@ -82,36 +82,36 @@ class ColumnMeta:
         return key_id_of(self.key_blob)
 
     @staticmethod
-    def mac_message(column: str, mode: str, field_ipc: bytes, salt: bytes, key_id: bytes) -> bytes:
+    def mac_message(column: str, mode: str, field_ipc: bytes, key_id: bytes) -> bytes:
         """The canonical bytes the MAC covers: sorted-key compact JSON of the column name, format,
-        key id (hex), mode, suite, field and salt (base64)."""
+        key id (hex), mode, suite and field (base64)."""
         return json.dumps({"column": column, "format": FORMAT, "key_id": key_id.hex(), "mode": mode,
-                           "suite": SUITES[mode], "field": _b64(field_ipc), "salt": _b64(salt)},
+                           "suite": SUITES[mode], "field": _b64(field_ipc)},
                           sort_keys=True, separators=(",", ":")).encode("ascii")
 
     @classmethod
-    def make(cls, column: str, mode: str, field: pa.Field, key: ColumnKey, salt: bytes) -> ColumnMeta:
+    def make(cls, column: str, mode: str, field: pa.Field, key: ColumnKey) -> ColumnMeta:
         ipc_bytes = field_bytes(field)
-        mac = key.mac(cls.mac_message(column, mode, ipc_bytes, salt, key.key_id))
-        return cls(mode, field, ipc_bytes, key.blob, salt, mac)
+        mac = key.mac(cls.mac_message(column, mode, ipc_bytes, key.key_id))
+        return cls(mode, field, ipc_bytes, key.blob, mac)
 
     def check(self, column: str, key: ColumnKey) -> None:
         """IntegrityError unless the MAC verifies for this column name under ``key``."""
         if key.key_id != self.key_id:
             raise IntegrityError()
-        expected = key.mac(self.mac_message(column, self.mode, self.field_ipc, self.salt, key.key_id))
+        expected = key.mac(self.mac_message(column, self.mode, self.field_ipc, key.key_id))
         if not hmac.compare_digest(expected, self.mac):
             raise IntegrityError()
 
     def to_json(self) -> bytes:
         return json.dumps({"format": FORMAT, "mode": self.mode, "suite": self.suite,
                            "field": _b64(self.field_ipc), "key": _b64(self.key_blob),
-                           "salt": _b64(self.salt), "mac": _b64(self.mac)},
+                           "mac": _b64(self.mac)},
                           sort_keys=True, separators=(",", ":")).encode("ascii")
 
     def with_key(self, key_blob: bytes) -> ColumnMeta:
         """The same metadata with a rewrapped key (same CEK, so the MAC stays valid)."""
-        return ColumnMeta(self.mode, self.field, self.field_ipc, key_blob, self.salt, self.mac)
+        return ColumnMeta(self.mode, self.field, self.field_ipc, key_blob, self.mac)
 
     @classmethod
     def parse(cls, raw: bytes, column: str) -> ColumnMeta:
@@ -132,11 +132,7 @@ class ColumnMeta:
             raise MalformedHeaderError(f"column {column!r}: the original field does not parse") from exc
         if len(schema) != 1:
             raise MalformedHeaderError(f"column {column!r}: the original field does not parse")
-        salt = _unb64(value["salt"], "salt")
-        expected = SALT_SIZE if value["mode"] == RANDOMIZED else 0
-        if len(salt) != expected:
-            raise MalformedHeaderError(f"column {column!r}: the salt is not {expected} bytes")
-        return cls(value["mode"], schema.field(0), field_ipc, _unb64(value["key"], "key"), salt,
+        return cls(value["mode"], schema.field(0), field_ipc, _unb64(value["key"], "key"),
                    _unb64(value["mac"], "mac"))
 
 

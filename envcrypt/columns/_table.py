@@ -14,13 +14,12 @@ from ..errors import IntegrityError, UnsupportedTypeError
 from ..slots import TrustedKeysArg, trusted_key_list
 from . import _cells, _engine
 from ._keys import TOKEN_PREFIX, ColumnKey, blob_of, new_key, open_key, own_trust
-from ._meta import DETERMINISTIC, META_KEY, RANDOMIZED, SALT_SIZE, ColumnMeta, associated_data, meta_of
+from ._meta import DETERMINISTIC, META_KEY, RANDOMIZED, ColumnMeta, associated_data, meta_of
 from ._policy import ColumnPolicy, ColumnPolicyError, PolicyArg
 
 __all__ = ["encrypt_table", "decrypt_table", "encrypt_value", "load_column_key", "encrypted_columns"]
 
-_MODE = {RANDOMIZED: "gcm", DETERMINISTIC: "siv"}
-_OVERHEAD = {RANDOMIZED: _engine.GCM_OVERHEAD, DETERMINISTIC: _engine.SIV_OVERHEAD}
+_OVERHEAD = {RANDOMIZED: _engine.SALTED_OVERHEAD, DETERMINISTIC: _engine.SIV_OVERHEAD}
 
 
 def _policy(columns: PolicyArg | None, deterministic: Sequence[str], encryption_context: Mapping[str, str] | None,
@@ -95,24 +94,27 @@ def _writer_key(spec: str, policy: ColumnPolicy) -> ColumnKey:
 
 def _encrypt_column(column: pa.ChunkedArray, field: pa.Field, key: ColumnKey, mode: str,
                     core: str | None) -> tuple[pa.ChunkedArray, pa.Field]:
-    salt = os.urandom(SALT_SIZE) if mode == RANDOMIZED else b""
+    salt = os.urandom(_engine.SALT_SIZE) if mode == RANDOMIZED else b""  # one batch: this call's column
     cipher_key = key.gcm_key(salt) if mode == RANDOMIZED else key.siv_key()
     ad = associated_data(key.key_id, field.name)
     overhead = _OVERHEAD[mode]
-    chunks, counter = [], 0
+    chunks, row = [], 0
     for chunk in column.chunks:
         cells = _cells.to_cells(chunk)
         lengths = np.diff(cells.offsets)
         out_off = np.zeros(cells.n + 1, np.int64)
         np.cumsum(np.where(cells.valid, lengths + overhead, 0), out=out_off[1:])
         dst = np.empty(int(out_off[-1]), np.uint8)
-        _engine.seal(_MODE[mode], cipher_key, ad, cells.data, cells.offsets, cells.valid, dst, out_off,
-                     counter, use=core)
-        counter += cells.n
+        if mode == RANDOMIZED:
+            _engine.seal_salted(cipher_key, salt, ad, cells.data, cells.offsets, cells.valid, dst, out_off, row,
+                                use=core)
+        else:
+            _engine.seal("siv", cipher_key, ad, cells.data, cells.offsets, cells.valid, dst, out_off, use=core)
+        row += cells.n
         chunks.append(_cells.binary_array(dst, out_off, cells.valid))
     kind = pa.large_binary() if any(pa.types.is_large_binary(c.type) for c in chunks) else pa.binary()
     chunks = [c.cast(kind) if c.type != kind else c for c in chunks]
-    meta = ColumnMeta.make(field.name, mode, field, key, salt)
+    meta = ColumnMeta.make(field.name, mode, field, key)
     new_field = pa.field(field.name, kind, field.nullable, {META_KEY: meta.to_json()})
     return pa.chunked_array(chunks, kind), new_field
 
@@ -172,8 +174,13 @@ def decrypt_table(table: pa.Table, columns: PolicyArg | Sequence[str] | None = N
 
 def _decrypt_column(column: pa.ChunkedArray, name: str, meta: ColumnMeta, key: ColumnKey,
                     core: str | None) -> pa.ChunkedArray:
-    cipher_key = key.gcm_key(meta.salt) if meta.mode == RANDOMIZED else key.siv_key()
     ad = associated_data(key.key_id, name)
+    batch_keys: dict[bytes, bytes] = {}
+
+    def gcm_key(salt: bytes) -> bytes:
+        if salt not in batch_keys:
+            batch_keys[salt] = key.gcm_key(salt)
+        return batch_keys[salt]
     overhead = _OVERHEAD[meta.mode]
     t = meta.field.type
     chunks = []
@@ -185,8 +192,17 @@ def _decrypt_column(column: pa.ChunkedArray, name: str, meta: ColumnMeta, key: C
         plain_len = np.where(cells.valid, lengths - overhead, 0)
         out_off = _cells.plain_offsets(t, plain_len, cells.valid)
         dst = np.zeros(int(out_off[-1]), np.uint8)
-        _engine.open_(_MODE[meta.mode], cipher_key, ad, cells.data, cells.offsets, cells.valid, dst, out_off,
-                      use=core)
+        if meta.mode == RANDOMIZED:
+            try:
+                _engine.open_salted(gcm_key, ad, cells.data, cells.offsets, cells.valid, dst, out_off, use=core)
+            except IntegrityError:
+                raise IntegrityError(
+                    f"column {name!r}: a cell failed authentication (tampered, moved from another column, or "
+                    "written under another column key: rows of several encrypt_table calls decrypt together "
+                    "only when they share one column key, a token from new_column_key)") from None
+        else:
+            _engine.open_("siv", key.siv_key(), ad, cells.data, cells.offsets, cells.valid, dst, out_off,
+                          use=core)
         chunks.append(_cells.from_cells(t, dst, out_off, cells.valid))
     return pa.chunked_array(chunks, t)
 

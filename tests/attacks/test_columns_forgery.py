@@ -15,7 +15,7 @@ pa = pytest.importorskip("pyarrow")
 import envcrypt  # noqa: E402
 import envcrypt.columns as ec  # noqa: E402
 from envcrypt.columns._meta import META_KEY  # noqa: E402
-from envcrypt.errors import IntegrityError, UntrustedKeyError, WrongKeyError  # noqa: E402
+from envcrypt.errors import IntegrityError, MalformedHeaderError, UntrustedKeyError, WrongKeyError  # noqa: E402
 from envcrypt.keys.vault import vault_for  # noqa: E402
 from tests.attacks.forge import rsa_forgery  # noqa: E402
 
@@ -79,6 +79,7 @@ def test_cells_moved_to_another_column_with_its_metadata_fail() -> None:
 
 
 def test_rows_swapped_in_from_another_file_fail() -> None:
+    """Under a key URI each encrypt_table call has its own column key: a row from another file fails."""
     a, b = ec.encrypt_table(table(), POLICY), ec.encrypt_table(table(), POLICY)
     cells = a.column("ssn").to_pylist()
     cells[1] = b.column("ssn")[1].as_py()
@@ -86,16 +87,58 @@ def test_rows_swapped_in_from_another_file_fail() -> None:
         ec.decrypt_table(with_cells(a, "ssn", cells), POLICY)
 
 
-def test_edited_metadata_type_mode_or_salt_is_an_integrity_error() -> None:
+def test_under_one_column_key_cells_move_between_files_but_not_columns_or_salts() -> None:
+    """The stated limit (SECURITY.md): under one column key, a cell of another file of the same
+    column opens (that is what lets datasets of many files decrypt); a cell of another column, a
+    cell whose salt the attacker replaced (by a random one or by another batch's) does not."""
+    token = ec.new_column_key("local:pii")
+    policy = {"ssn": token, "email": token}
+    a, b = ec.encrypt_table(table(), policy), ec.encrypt_table(table(), policy)
+    cells = a.column("ssn").to_pylist()
+    cells[1] = b.column("ssn")[4].as_py()
+    assert ec.decrypt_table(with_cells(a, "ssn", cells), policy).column("ssn")[1].as_py() == "004-11-2222"
+    for forged in (b.column("email")[1].as_py(),                      # another column, same key
+                   os.urandom(16) + cells[2][16:],                    # a salt of the attacker's
+                   b.column("ssn")[0].as_py()[:16] + cells[2][16:]):  # another batch's salt
+        bad = a.column("ssn").to_pylist()
+        bad[2] = forged
+        with pytest.raises(IntegrityError):
+            ec.decrypt_table(with_cells(a, "ssn", bad), policy)
+
+
+def test_many_forged_salts_stop_at_the_first_one_that_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    """20,000 cells under 20,000 planted salts: the read stops at the first salt that fails, so the
+    work stays bounded by the batches the column really has."""
+    from envcrypt.columns._keys import ColumnKey
+
+    token = ec.new_column_key("local:pii")
+    enc = ec.encrypt_table(pa.table({"s": ["x" * 20] * 20_000}), {"s": token})
+    cells = [os.urandom(16) + c[16:] for c in enc.column("s").to_pylist()]
+    cells[0] = enc.column("s")[0].as_py()
+    derived: list[bytes] = []
+    real = ColumnKey.gcm_key
+    monkeypatch.setattr(ColumnKey, "gcm_key", lambda self, salt: derived.append(salt) or real(self, salt))
+    with pytest.raises(IntegrityError):
+        ec.decrypt_table(with_cells(enc, "s", cells), {"s": token})
+    assert 1 <= len(derived) <= 2
+
+
+def test_edited_metadata_type_mode_or_format_is_refused() -> None:
     enc = ec.encrypt_table(pa.table({"n": pa.array([1, 2], pa.int64())}), {"n": "local:pii"})
     m = meta(enc, "n")
     m["field"] = b64encode(pa.schema([pa.field("n", pa.float64())]).serialize().to_pybytes()).decode()
     with pytest.raises(IntegrityError):
         ec.decrypt_table(with_meta(enc, "n", m), {"n": "local:pii"})
     m = meta(enc, "n")
-    m["salt"] = b64encode(os.urandom(32)).decode()
-    with pytest.raises(IntegrityError):
+    m["field"] = b64encode(pa.schema([pa.field("n", pa.timestamp("s"))]).serialize().to_pybytes()).decode()
+    with pytest.raises(IntegrityError):  # same width, other meaning: the MAC still catches it
         ec.decrypt_table(with_meta(enc, "n", m), {"n": "local:pii"})
+    m = meta(enc, "n")
+    with pytest.raises(MalformedHeaderError):  # a format-1 column (32-byte salt in the metadata)
+        ec.decrypt_table(with_meta(enc, "n", {**m, "format": 1, "salt": b64encode(os.urandom(32)).decode()}),
+                         {"n": "local:pii"})
+    with pytest.raises(MalformedHeaderError):
+        ec.decrypt_table(with_meta(enc, "n", {**m, "mode": "deterministic"}), {"n": "local:pii"})
 
 
 def test_forged_metadata_naming_the_attackers_key_is_untrusted() -> None:
