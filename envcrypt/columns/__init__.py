@@ -8,7 +8,8 @@ or anything else Arrow writes, move it through pandas, polars, duckdb or dask::
     enc = envcrypt.columns.encrypt_table(table, columns={"ssn": "local:pii"})
     plain = envcrypt.columns.decrypt_table(enc, columns={"ssn": "local:pii"})
 
-* randomized (default): AES-256-GCM, ``nonce(12) || ciphertext || tag(16)`` per cell;
+* randomized (default): AES-256-GCM, ``salt(16) || nonce(12) || ciphertext || tag(16)`` per cell
+  (the salt names the batch key, so the tables of many calls under one column key concatenate);
 * deterministic: AES-256-SIV (RFC 5297), ``siv(16) || ciphertext``: equal values give equal
   cells under one column key (a token from :func:`new_column_key`), for equality filters and
   joins (``col == encrypt_value("alice@x", token, column="email")``).
