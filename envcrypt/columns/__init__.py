@@ -27,6 +27,7 @@ from typing import Any
 
 from ..errors import UnsupportedTypeError
 from ._engine import compiled_available
+from ._frame import FRAME_ATTR, dask_decrypt, dask_encrypt, decrypt_frame, encrypt_frame, frame_schema
 from ._keys import ColumnKey
 from ._policy import ColumnPolicy, ColumnPolicyError
 from ._rotate import rotate
@@ -35,7 +36,8 @@ from ._table import decrypt_table, encrypt_table, encrypt_value, encrypted_colum
 __all__ = [
     "encrypt_table", "decrypt_table", "encrypt_value", "load_column_key", "new_column_key",
     "encrypted_columns", "ColumnPolicy", "ColumnPolicyError", "ColumnKey", "UnsupportedTypeError",
-    "compiled_available", "rotate",
+    "compiled_available", "rotate", "encrypt_frame", "decrypt_frame", "frame_schema", "dask_encrypt",
+    "dask_decrypt", "FRAME_ATTR",
 ]
 
 
