@@ -171,3 +171,15 @@ def test_the_wrong_key_is_a_wrong_key_error() -> None:
     swapped = with_meta(enc, "ssn", {**m, "key": meta(other, "ssn")["key"]})
     with pytest.raises(IntegrityError):  # another CEK under a trusted key: the metadata MAC fails
         ec.decrypt_table(swapped, {"ssn": "local:pii"})
+
+
+def test_an_edited_pandas_dtype_is_an_integrity_error_not_a_cast() -> None:
+    """The attacker rewrites the frame's metadata so that an int64 column comes back as int8."""
+    pd = pytest.importorskip("pandas")
+    enc = ec.encrypt_frame(pd.DataFrame({"n": [1, 300, 70000]}), {"n": "local:pii"})
+    m = json.loads(enc.attrs[ec.FRAME_ATTR]["n"])
+    f = pa.field("n", pa.int64(), metadata={b"envcrypt.pandas_dtype": b"int8"})
+    m["field"] = b64encode(pa.schema([f]).serialize().to_pybytes()).decode()
+    enc.attrs = {ec.FRAME_ATTR: {"n": json.dumps(m)}}
+    with pytest.raises(IntegrityError):
+        ec.decrypt_frame(enc, {"n": "local:pii"})
