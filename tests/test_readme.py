@@ -37,6 +37,8 @@ NOT_RUN = {
     ".venv/bin/python benchmarks/bench_core.py": "a benchmark: minutes of measurement",
     ".venv/bin/python benchmarks/bench_keys.py": "a benchmark: minutes of measurement",
     ".venv/bin/python benchmarks/bench_fs.py": "a benchmark: minutes of measurement",
+    ".venv/bin/python benchmarks/bench_parquet.py": "a benchmark: minutes of measurement",
+    ".venv/bin/python benchmarks/bench_columns.py": "a benchmark: minutes of measurement",
 }
 
 #: python blocks the test does not run (keyed by their first line), with the reason
