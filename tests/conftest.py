@@ -10,6 +10,7 @@ import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -70,6 +71,22 @@ def moto_server(aws_env: None) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def dask_client(aws_env: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A cheap distributed cluster for one test module (closed at its end: a live Client becomes
+    every later dask computation's scheduler): 2 worker processes, 1 thread each, no dashboard,
+    scratch space under pytest's temporary directory.  Workers start with the fake AWS
+    environment; tests pass their vault by name (a path), never a key."""
+    distributed = pytest.importorskip("distributed")
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, memory_limit="1GiB",
+        local_directory=str(tmp_path_factory.mktemp("dask-scratch")),
+    )
+    with distributed.Client(cluster) as client:
+        yield client
+    cluster.close()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,17 +17,9 @@ distributed = pytest.importorskip("distributed")
 boto3 = pytest.importorskip("boto3")
 
 
-@pytest.fixture(scope="module")
-def client(moto_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """One cheap cluster for the module: 2 worker processes, 1 thread each, no dashboard; its
-    scratch space in the test's temporary directory, not /tmp/dask-scratch-space."""
-    cluster = distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, memory_limit="1GiB",
-        local_directory=str(tmp_path_factory.mktemp("dask-scratch")),
-    )
-    with distributed.Client(cluster) as c:
-        yield c
-    cluster.close()
+@pytest.fixture
+def client(dask_client: Any) -> Any:
+    return dask_client  # the session's cluster (conftest)
 
 
 def test_dask_parquet_roundtrip_on_worker_processes(client: Any, moto_server: str, _isolated_vault: Path) -> None:
