@@ -6,16 +6,21 @@
  * one destination buffer, and a uint8 validity mask (0: a null, skipped).  The layouts
  * are those of envcrypt/columns/_engine.py (its pure path gives the same bytes):
  *   GCM seal: dst = nonce(12) || ciphertext || tag(16), nonce = BE96(counter0 + i)
+ *   salted GCM seal: dst = salt(16) || nonce(12) || ciphertext || tag(16), nonce = BE96(2 (row0 + i) + 1)
  *   SIV seal: dst = siv(16) || ciphertext
  * The open functions return -1, or the index of the first cell that failed.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <openssl/core_names.h>
 #include <openssl/evp.h>
+#include <openssl/params.h>
+#include <limits.h>
 #include <string.h>
 
 #define NONCE 12
 #define TAG 16
+#define SALT 16
 
 /* AES-GCM by key length (16, 24, 32 bytes: the known-answer tests use all three) */
 static const EVP_CIPHER *gcm_cipher(Py_ssize_t keylen) {
@@ -23,12 +28,12 @@ static const EVP_CIPHER *gcm_cipher(Py_ssize_t keylen) {
 }
 
 typedef struct {
-    Py_buffer key, ad, src, src_off, valid, dst, dst_off;
+    Py_buffer key, salt, ad, src, src_off, valid, dst, dst_off;
     int nbuf;
 } bufs_t;
 
 static void release(bufs_t *b) {
-    Py_buffer *all[7] = {&b->key, &b->ad, &b->src, &b->src_off, &b->valid, &b->dst, &b->dst_off};
+    Py_buffer *all[8] = {&b->key, &b->ad, &b->src, &b->src_off, &b->valid, &b->dst, &b->dst_off, &b->salt};
     for (int i = 0; i < b->nbuf; i++) PyBuffer_Release(all[i]);
     b->nbuf = 0;
 }
@@ -40,29 +45,37 @@ static int get(PyObject *o, Py_buffer *view, int writable, bufs_t *b) {
     return 0;
 }
 
-/* parse (key, ad, src, src_off, valid, dst, dst_off[, counter0], lo, hi) */
-static int parse(PyObject *args, int with_counter, bufs_t *b, unsigned long long *counter0, Py_ssize_t *lo,
-                 Py_ssize_t *hi, size_t keylen) {
-    PyObject *o[7];
+/* parse (key, [salt,] ad, src, src_off, valid, dst, dst_off[, counter0], lo, hi); a salted cell's span
+ * starts with its salt (the caller's SALT bytes), so it is at least SALT + NONCE + TAG long */
+static int parse(PyObject *args, int with_counter, int salted, bufs_t *b, unsigned long long *counter0,
+                 Py_ssize_t *lo, Py_ssize_t *hi, size_t keylen) {
+    PyObject *o[8];
     memset(b, 0, sizeof(*b));
     *counter0 = 0;
-    if (with_counter) {
-        if (!PyArg_ParseTuple(args, "OOOOOOOKnn", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6], counter0, lo, hi))
-            return -1;
-    } else if (!PyArg_ParseTuple(args, "OOOOOOOnn", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6], lo, hi)) {
-        return -1;
-    }
+    int ok;
+    if (salted && with_counter)
+        ok = PyArg_ParseTuple(args, "OOOOOOOOKnn", &o[0], &o[7], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6], counter0,
+                              lo, hi);
+    else if (salted)
+        ok = PyArg_ParseTuple(args, "OOOOOOOOnn", &o[0], &o[7], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6], lo, hi);
+    else if (with_counter)
+        ok = PyArg_ParseTuple(args, "OOOOOOOKnn", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6], counter0, lo, hi);
+    else
+        ok = PyArg_ParseTuple(args, "OOOOOOOnn", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6], lo, hi);
+    if (!ok) return -1;
+    /* the order here is that of release() */
     if (get(o[0], &b->key, 0, b) || get(o[1], &b->ad, 0, b) || get(o[2], &b->src, 0, b) ||
         get(o[3], &b->src_off, 0, b) || get(o[4], &b->valid, 0, b) || get(o[5], &b->dst, 1, b) ||
-        get(o[6], &b->dst_off, 0, b)) {
+        get(o[6], &b->dst_off, 0, b) || (salted && get(o[7], &b->salt, 0, b))) {
         release(b);
         return -1;
     }
     Py_ssize_t n = b->valid.len;
-    if ((keylen ? (size_t)b->key.len != keylen : (b->key.len != 16 && b->key.len != 24 && b->key.len != 32)) || b->src_off.len != (n + 1) * 8 || b->dst_off.len != (n + 1) * 8 ||
+    if ((keylen ? (size_t)b->key.len != keylen : (b->key.len != 16 && b->key.len != 24 && b->key.len != 32)) ||
+        (salted && b->salt.len != SALT) || b->src_off.len != (n + 1) * 8 || b->dst_off.len != (n + 1) * 8 ||
         *lo < 0 || *hi > n || *lo > *hi) {
         release(b);
-        PyErr_SetString(PyExc_ValueError, "bad key length, offsets or cell range");
+        PyErr_SetString(PyExc_ValueError, "bad key or salt length, offsets or cell range");
         return -1;
     }
     /* every span must lie inside its buffer: checked here, once, so the loop cannot overrun */
@@ -80,31 +93,69 @@ static int parse(PyObject *args, int with_counter, bufs_t *b, unsigned long long
     return 0;
 }
 
-static PyObject *gcm_seal(PyObject *self, PyObject *args) {
+/* the tag of the message just finished (EVP_CIPHER_CTX_get_params: no ctrl translation per cell) */
+static int get_tag(EVP_CIPHER_CTX *ctx, unsigned char *tag) {
+    OSSL_PARAM p[2] = {OSSL_PARAM_construct_octet_string(OSSL_CIPHER_PARAM_AEAD_TAG, tag, TAG),
+                       OSSL_PARAM_construct_end()};
+    return EVP_CIPHER_CTX_get_params(ctx, p);
+}
+
+static int set_tag(EVP_CIPHER_CTX *ctx, unsigned char *tag) {
+    OSSL_PARAM p[2] = {OSSL_PARAM_construct_octet_string(OSSL_CIPHER_PARAM_AEAD_TAG, tag, TAG),
+                       OSSL_PARAM_construct_end()};
+    return EVP_CIPHER_CTX_set_params(ctx, p);
+}
+
+/* one AES-GCM cell: out = nonce(12) || ciphertext(len) || tag(16), nonce = BE96(c) */
+static int seal_one(EVP_CIPHER_CTX *ctx, const unsigned char *ad, int adl, const unsigned char *in, int len,
+                    unsigned long long c, unsigned char *out) {
+    int outl = 0;
+    memset(out, 0, 4);
+    for (int k = 0; k < 8; k++) out[4 + k] = (unsigned char)(c >> (56 - 8 * k));
+    return EVP_EncryptInit_ex(ctx, NULL, NULL, NULL, out) == 1 &&
+           (!adl || EVP_EncryptUpdate(ctx, NULL, &outl, ad, adl) == 1) &&
+           EVP_EncryptUpdate(ctx, out + NONCE, &outl, in, len) == 1 &&
+           EVP_EncryptFinal_ex(ctx, out + NONCE + outl, &outl) == 1 && get_tag(ctx, out + NONCE + len) == 1;
+}
+
+/* open one AES-GCM cell in = nonce(12) || ciphertext(len) || tag(16) into out (len bytes) */
+static int open_one(EVP_CIPHER_CTX *ctx, const unsigned char *ad, int adl, const unsigned char *in, int len,
+                    unsigned char *out) {
+    int outl = 0;
+    unsigned char tag[TAG];
+    memcpy(tag, in + NONCE + len, TAG);
+    return EVP_DecryptInit_ex(ctx, NULL, NULL, NULL, in) == 1 &&
+           (!adl || EVP_DecryptUpdate(ctx, NULL, &outl, ad, adl) == 1) &&
+           EVP_DecryptUpdate(ctx, out, &outl, in + NONCE, len) == 1 && set_tag(ctx, tag) == 1 &&
+           EVP_DecryptFinal_ex(ctx, out + outl, &outl) == 1;
+}
+
+/* GCM seal of cells [lo, hi).  Unsalted: dst = nonce || ct || tag, nonce = BE96(counter0 + i).
+ * Salted: dst = salt || nonce || ct || tag, nonce = BE96(2 * (counter0 + i) + 1) (counter0: the first row),
+ * the layout the pure core makes from alternating salt slots and messages (_engine.seal_salted). */
+static PyObject *gcm_seal_run(PyObject *args, int salted) {
     bufs_t b;
     unsigned long long c0;
     Py_ssize_t lo, hi, failed = -1;
-    if (parse(args, 1, &b, &c0, &lo, &hi, 0) < 0) return NULL;
-    const unsigned char *src = b.src.buf, *ad = b.ad.buf, *v = b.valid.buf;
+    if (parse(args, 1, salted, &b, &c0, &lo, &hi, 0) < 0) return NULL;
+    const unsigned char *src = b.src.buf, *ad = b.ad.buf, *v = b.valid.buf, *salt = b.salt.buf;
     unsigned char *dst = b.dst.buf;
     const int64_t *so = b.src_off.buf, *dof = b.dst_off.buf;
-    int adl = (int)b.ad.len, ok = 1;
+    int adl = (int)b.ad.len, ok = 1, pre = salted ? SALT : 0;
     Py_BEGIN_ALLOW_THREADS
     EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
     ok = ctx && EVP_EncryptInit_ex(ctx, gcm_cipher(b.key.len), NULL, b.key.buf, NULL) == 1;
     for (Py_ssize_t i = lo; ok && i < hi; i++) {
         if (!v[i]) continue;
         unsigned char *out = dst + dof[i];
-        int len = (int)(so[i + 1] - so[i]), outl = 0;
-        unsigned long long c = c0 + (unsigned long long)i;
-        memset(out, 0, 4);
-        for (int k = 0; k < 8; k++) out[4 + k] = (unsigned char)(c >> (56 - 8 * k));
-        if (dof[i + 1] - dof[i] != (int64_t)len + NONCE + TAG ||
-            EVP_EncryptInit_ex(ctx, NULL, NULL, NULL, out) != 1 ||
-            (adl && EVP_EncryptUpdate(ctx, NULL, &outl, ad, adl) != 1) ||
-            EVP_EncryptUpdate(ctx, out + NONCE, &outl, src + so[i], len) != 1 ||
-            EVP_EncryptFinal_ex(ctx, out + NONCE + outl, &outl) != 1 ||
-            EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, TAG, out + NONCE + len) != 1) {
+        int64_t len = so[i + 1] - so[i];
+        unsigned long long c = salted ? 2 * (c0 + (unsigned long long)i) + 1 : c0 + (unsigned long long)i;
+        if (len > INT_MAX - NONCE - TAG - SALT || dof[i + 1] - dof[i] != len + pre + NONCE + TAG) {
+            failed = i;
+            break;
+        }
+        if (salted) memcpy(out, salt, SALT);
+        if (!seal_one(ctx, ad, adl, src + so[i], (int)len, c, out + pre)) {
             failed = i;
             break;
         }
@@ -116,31 +167,25 @@ static PyObject *gcm_seal(PyObject *self, PyObject *args) {
     return PyLong_FromSsize_t(failed);
 }
 
-static PyObject *gcm_open(PyObject *self, PyObject *args) {
+/* GCM open of cells [lo, hi); salted cells must start with the given salt (else the cell fails) */
+static PyObject *gcm_open_run(PyObject *args, int salted) {
     bufs_t b;
     unsigned long long c0;
     Py_ssize_t lo, hi, failed = -1;
-    if (parse(args, 0, &b, &c0, &lo, &hi, 0) < 0) return NULL;
-    const unsigned char *src = b.src.buf, *ad = b.ad.buf, *v = b.valid.buf;
+    if (parse(args, 0, salted, &b, &c0, &lo, &hi, 0) < 0) return NULL;
+    const unsigned char *src = b.src.buf, *ad = b.ad.buf, *v = b.valid.buf, *salt = b.salt.buf;
     unsigned char *dst = b.dst.buf;
     const int64_t *so = b.src_off.buf, *dof = b.dst_off.buf;
-    int adl = (int)b.ad.len, ok = 1;
+    int adl = (int)b.ad.len, ok = 1, pre = salted ? SALT : 0;
     Py_BEGIN_ALLOW_THREADS
     EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
     ok = ctx && EVP_DecryptInit_ex(ctx, gcm_cipher(b.key.len), NULL, b.key.buf, NULL) == 1;
     for (Py_ssize_t i = lo; ok && i < hi; i++) {
         if (!v[i]) continue;
         const unsigned char *in = src + so[i];
-        int64_t total = so[i + 1] - so[i];
-        int len = (int)(total - NONCE - TAG), outl = 0;
-        unsigned char tag[TAG];
-        if (total < NONCE + TAG || dof[i + 1] - dof[i] < len) { failed = i; break; }
-        memcpy(tag, in + NONCE + len, TAG);
-        if (EVP_DecryptInit_ex(ctx, NULL, NULL, NULL, in) != 1 ||
-            (adl && EVP_DecryptUpdate(ctx, NULL, &outl, ad, adl) != 1) ||
-            EVP_DecryptUpdate(ctx, dst + dof[i], &outl, in + NONCE, len) != 1 ||
-            EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, TAG, tag) != 1 ||
-            EVP_DecryptFinal_ex(ctx, dst + dof[i] + outl, &outl) != 1) {
+        int64_t total = so[i + 1] - so[i], len = total - pre - NONCE - TAG;
+        if (len < 0 || len > INT_MAX || dof[i + 1] - dof[i] < len || (salted && memcmp(in, salt, SALT) != 0) ||
+            !open_one(ctx, ad, adl, in + pre, (int)len, dst + dof[i])) {
             failed = i;
             break;
         }
@@ -150,6 +195,46 @@ static PyObject *gcm_open(PyObject *self, PyObject *args) {
     Py_END_ALLOW_THREADS
     release(&b);
     return PyLong_FromSsize_t(failed);
+}
+
+static PyObject *gcm_seal(PyObject *self, PyObject *args) { return gcm_seal_run(args, 0); }
+static PyObject *gcm_open(PyObject *self, PyObject *args) { return gcm_open_run(args, 0); }
+static PyObject *gcm_seal_salted(PyObject *self, PyObject *args) { return gcm_seal_run(args, 1); }
+static PyObject *gcm_open_salted(PyObject *self, PyObject *args) { return gcm_open_run(args, 1); }
+
+/* -1, or the first valid cell of [lo, hi) that does not start with salt (every valid cell is at least
+ * SALT bytes long: the caller checked) */
+static PyObject *salt_mismatch(PyObject *self, PyObject *args) {
+    PyObject *o[4];
+    Py_buffer bs, bsrc, boff, bv;
+    Py_ssize_t found = -1;
+    if (!PyArg_ParseTuple(args, "OOOO", &o[0], &o[1], &o[2], &o[3])) return NULL;
+    if (PyObject_GetBuffer(o[0], &bs, PyBUF_C_CONTIGUOUS) < 0) return NULL;
+    if (PyObject_GetBuffer(o[1], &bsrc, PyBUF_C_CONTIGUOUS) < 0) { PyBuffer_Release(&bs); return NULL; }
+    if (PyObject_GetBuffer(o[2], &boff, PyBUF_C_CONTIGUOUS) < 0) {
+        PyBuffer_Release(&bs); PyBuffer_Release(&bsrc); return NULL;
+    }
+    if (PyObject_GetBuffer(o[3], &bv, PyBUF_C_CONTIGUOUS) < 0) {
+        PyBuffer_Release(&bs); PyBuffer_Release(&bsrc); PyBuffer_Release(&boff); return NULL;
+    }
+    Py_ssize_t n = bv.len;
+    int bad = bs.len != SALT || boff.len != (n + 1) * 8;
+    const int64_t *so = boff.buf;
+    const unsigned char *v = bv.buf, *src = bsrc.buf, *salt = bs.buf;
+    for (Py_ssize_t i = 0; !bad && i < n; i++)
+        if (v[i] && (so[i] < 0 || so[i] > bsrc.len - SALT)) bad = 1;
+    if (!bad) {
+        Py_BEGIN_ALLOW_THREADS
+        for (Py_ssize_t i = 0; i < n; i++)
+            if (v[i] && memcmp(src + so[i], salt, SALT) != 0) { found = i; break; }
+        Py_END_ALLOW_THREADS
+    }
+    PyBuffer_Release(&bs); PyBuffer_Release(&bsrc); PyBuffer_Release(&boff); PyBuffer_Release(&bv);
+    if (bad) {
+        PyErr_SetString(PyExc_ValueError, "bad salt length, offsets or cell span");
+        return NULL;
+    }
+    return PyLong_FromSsize_t(found);
 }
 
 /* AES-256-SIV (RFC 5297) with one associated-data string; OpenSSL 3.0's "AES-256-SIV".
@@ -159,7 +244,7 @@ static PyObject *siv_run(PyObject *args, int enc) {
     bufs_t b;
     unsigned long long c0;
     Py_ssize_t lo, hi, failed = -1;
-    if (parse(args, 0, &b, &c0, &lo, &hi, 64) < 0) return NULL;
+    if (parse(args, 0, 0, &b, &c0, &lo, &hi, 64) < 0) return NULL;
     const unsigned char *src = b.src.buf, *ad = b.ad.buf, *v = b.valid.buf;
     unsigned char *dst = b.dst.buf;
     const int64_t *so = b.src_off.buf, *dof = b.dst_off.buf;
@@ -221,6 +306,11 @@ static PyMethodDef methods[] = {
     {"gcm_open", gcm_open, METH_VARARGS, "open cells [lo, hi) with AES-256-GCM; -1 or the first failed index"},
     {"siv_seal", siv_seal, METH_VARARGS, "seal cells [lo, hi) with AES-256-SIV; -1 or a failed index"},
     {"siv_open", siv_open, METH_VARARGS, "open cells [lo, hi) with AES-256-SIV; -1 or the first failed index"},
+    {"gcm_seal_salted", gcm_seal_salted, METH_VARARGS,
+     "seal cells [lo, hi) as salt || nonce || ct || tag, nonce 2 * (row0 + i) + 1; -1 or a failed index"},
+    {"gcm_open_salted", gcm_open_salted, METH_VARARGS,
+     "open salted cells [lo, hi) that start with salt; -1 or the first failed index"},
+    {"salt_mismatch", salt_mismatch, METH_VARARGS, "-1 or the first valid cell not starting with salt"},
     {"openssl_version", openssl_version, METH_NOARGS, "the OpenSSL this module runs with"},
     {NULL, NULL, 0, NULL},
 };

@@ -153,3 +153,49 @@ def test_the_compiled_core_refuses_spans_outside_its_buffers() -> None:
     with pytest.raises(ValueError):
         _engine.seal("gcm", bytes(32), b"", src, np.array([0, 11], np.int64), valid, dst,
                      np.array([0, 39], np.int64), use="compiled")
+
+
+def _seal_salted(key: bytes, salt: bytes, src: np.ndarray, off: np.ndarray, valid: np.ndarray, use: str,
+                 first_row: int) -> tuple[np.ndarray, np.ndarray]:
+    out_off = np.zeros(len(off), np.int64)
+    np.cumsum(np.where(valid, np.diff(off) + _engine.SALTED_OVERHEAD, 0), out=out_off[1:])
+    dst = np.empty(int(out_off[-1]), np.uint8)
+    _engine.seal_salted(key, salt, b"ad", src, off, valid, dst, out_off, first_row, use=use)
+    return dst, out_off
+
+
+@pytest.mark.skipif(len(CORES) < 2, reason="the compiled core is not built in this install")
+def test_salted_cells_are_the_same_bytes_in_both_cores_and_open_across_batches() -> None:
+    rng = np.random.default_rng(12)
+    lengths = rng.integers(0, 64, 40_000).tolist()  # past the two-thread threshold
+    src, off = _cells(lengths, seed=6)
+    valid = rng.random(len(lengths)) > 0.1
+    keys = {os.urandom(16): os.urandom(32) for _ in range(3)}
+    (s1, k1), (s2, k2), (s3, k3) = keys.items()
+    pure, o1 = _seal_salted(k1, s1, src, off, valid, "pure", 2**40)
+    compiled, o2 = _seal_salted(k1, s1, src, off, valid, "compiled", 2**40)
+    assert (o1 == o2).all() and pure.tobytes() == compiled.tobytes()
+    i = int(np.flatnonzero(valid)[5])
+    cell = compiled[o1[i] : o1[i + 1]].tobytes()
+    nonce = (2 * (2**40 + i) + 1).to_bytes(12, "big")
+    assert cell[:16] == s1 and cell[16:28] == nonce
+    assert AESGCM(k1).decrypt(nonce, cell[28:], b"ad") == src[off[i] : off[i + 1]].tobytes()
+    # rows of three batches mixed in one run (as a concatenated or filtered table): each opens by its salt
+    parts = [_seal_salted(k, s, src, off, valid, "compiled", 0)[0] for s, k in ((s1, k1), (s2, k2), (s3, k3))]
+    pick = rng.integers(0, 3, len(lengths))
+    mixed = np.concatenate([parts[p][o1[j] : o1[j + 1]] for j, p in enumerate(pick)])
+    mask = np.repeat(valid, lengths)
+    for use in CORES:
+        back = np.zeros(len(src), np.uint8)
+        _engine.open_salted(keys.__getitem__, b"ad", mixed, o1, valid, back, off, use=use)
+        assert (back[mask] == src[mask]).all()
+        back = np.zeros(len(src), np.uint8)
+        _engine.open_salted(keys.__getitem__, b"ad", compiled, o1, valid, back, off, use=use)
+        assert (back[mask] == src[mask]).all()
+        # a cell moved under another salt does not open, and nothing is returned
+        bad = compiled.copy()
+        bad[o1[i] : o1[i] + 16] = np.frombuffer(s2, np.uint8)
+        back = np.zeros(len(src), np.uint8)
+        with pytest.raises(IntegrityError):
+            _engine.open_salted(keys.__getitem__, b"ad", bad, o1, valid, back, off, use=use)
+        assert not back.any()

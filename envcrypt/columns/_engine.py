@@ -209,7 +209,9 @@ def open_(mode: str, key: bytes, ad: bytes, src: np.ndarray, src_off: np.ndarray
 # the batch key ``HKDF(CEK, salt)`` so that cells of many batches (files, partitions) can share
 # one column.  Both cores run over an *interleaved* description of the column: cell 2i is the
 # salt slot of row i (marked null: never sealed or opened), cell 2i + 1 its AES-GCM message.
-# So the core's counter nonce of row i is ``first_counter + 2i + 1``.
+# So the core's counter nonce of row i is ``first_counter + 2i + 1``.  The compiled core also has
+# salted entry points that write and check the salt itself and give the same bytes in one pass
+# (no interleaved offsets to build); a run whose cells all carry one salt opens in place that way.
 
 SALT_SIZE = 16
 SALTED_OVERHEAD = SALT_SIZE + GCM_OVERHEAD  # 44
@@ -230,6 +232,11 @@ def seal_salted(key: bytes, salt: bytes, ad: bytes, src: np.ndarray, src_off: np
         return
     if len(salt) != SALT_SIZE:
         raise ValueError(f"a salt is {SALT_SIZE} bytes")
+    if core(use) == "compiled":  # the same bytes in one pass, without the interleaved description
+        if _run_compiled(_c.gcm_seal_salted, (key, salt, ad, src, src_off, valid.view(np.uint8), dst, dst_off,
+                                              first_row), n) >= 0:  # pragma: no cover - OpenSSL refused
+            raise IntegrityError("internal error: OpenSSL failed to seal a cell")
+        return
     starts = dst_off[:-1]
     # cell 2i: [start_i, start_i + SALT_SIZE) (null); cell 2i + 1: the AES-GCM message
     d2 = np.empty(2 * n + 1, np.int64)
@@ -270,6 +277,19 @@ def open_salted(keys: Callable[[bytes], bytes], ad: bytes, src: np.ndarray, src_
     """Open every valid salted cell, each under ``keys(its salt)``; IntegrityError (``dst`` zeroed)
     if one fails.  The caller has checked that every valid cell is at least SALTED_OVERHEAD long
     and that each output span is the input span minus SALTED_OVERHEAD."""
+    if core(use) == "compiled":
+        first = int(np.argmax(valid)) if len(valid) else 0
+        if not len(valid) or not valid[first]:
+            return
+        start = int(src_off[first])
+        salt = src[start : start + SALT_SIZE].tobytes()
+        # the common case, one batch: every cell opened in place under the one batch key
+        if _c.salt_mismatch(salt, src, src_off, valid.view(np.uint8)) < 0:
+            if _run_compiled(_c.gcm_open_salted, (keys(salt), salt, ad, src, src_off, valid.view(np.uint8), dst,
+                                                  dst_off), len(valid)) >= 0:
+                dst[:] = 0
+                raise IntegrityError()
+            return
     salts, group = salts_of(src, src_off, valid)
     if not salts:
         return
