@@ -299,3 +299,30 @@ def test_rows_of_calls_under_fresh_column_keys_say_how_to_share_one() -> None:
     a, b = (ec.encrypt_table(_people(0, 5), {"ssn": "local:pii"}) for _ in range(2))
     with pytest.raises(IntegrityError, match="new_column_key"):
         ec.decrypt_table(pa.concat_tables([a, b]), {"ssn": "local:pii"})
+
+
+def test_a_decrypted_string_cell_that_is_not_utf8_fails_even_when_the_cells_join_into_utf8() -> None:
+    import numpy as np
+
+    from envcrypt.columns import _cells
+
+    euro = "€".encode()  # 3 bytes: a lead byte and two continuation bytes
+    cases = [
+        ([b"ab", euro, b"", "é".encode()], True),
+        ([b"a" + euro[:1], euro[1:] + b"b"], False),  # split character: the joined bytes are UTF-8
+        ([euro[:2], euro[2:]], False),
+        ([b"ok", b"\xff"], False),
+        ([b"", b"", b"\x80"], False),
+        ([], True),
+    ]
+    for values, ok in cases:
+        data = np.frombuffer(b"".join(values), np.uint8).copy()
+        offsets = np.zeros(len(values) + 1, np.int64)
+        np.cumsum([len(v) for v in values], out=offsets[1:])
+        valid = np.ones(len(values), np.bool_)
+        for t in (pa.string(), pa.large_string()):
+            if ok:
+                assert _cells.from_cells(t, data, offsets, valid).to_pylist() == [v.decode() for v in values]
+            else:
+                with pytest.raises(IntegrityError, match="UTF-8"):
+                    _cells.from_cells(t, data, offsets, valid)
