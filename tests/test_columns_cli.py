@@ -128,3 +128,13 @@ def test_new_key_prints_a_token(_isolated_vault: Path, capsys: pytest.CaptureFix
     assert cli.main(["columns", "new-key", "local:pii"]) == 0
     token = capsys.readouterr().out.strip()
     assert token.startswith("eck1.") and ec.load_column_key(token).token == token
+
+
+@pytest.mark.parametrize("group", ["columns", "parquet"])
+def test_storage_options_are_keyed_by_protocol_as_in_every_file_command(
+    group: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from envcrypt.cli import main
+
+    code = main([group, "inspect", str(tmp_path / "x.parquet"), "-o", '{"endpoint_url": "http://127.0.0.1:1"}'])
+    assert code == 2 and "is not a protocol name" in capsys.readouterr().err

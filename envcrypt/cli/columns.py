@@ -10,6 +10,8 @@ import json
 import sys
 from typing import Any
 
+from ._location import add_target_options, plain_target
+
 
 def register(sub: Any) -> None:
     group = sub.add_parser("columns", help="files with encrypted columns (envcrypt.columns): inspect, rotate",
@@ -21,7 +23,7 @@ def register(sub: Any) -> None:
         epilog="example:\n  envcrypt columns inspect s3://lake/people/part-0.parquet --json",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("url", help="fsspec URL or local path of a Parquet or Arrow IPC (Feather) file")
-    _options(p)
+    add_target_options(p)
     p.set_defaults(func=_inspect)
 
     p = csub.add_parser(
@@ -47,30 +49,14 @@ def register(sub: Any) -> None:
                    help="keys the current column keys may be opened with (default: the --to keys, any "
                         "version; name the old key to move to another one)")
     p.add_argument("--vault", metavar="DIR", help="local vault directory for local: keys (default $ENVCRYPT_VAULT)")
-    _options(p)
+    add_target_options(p)
     p.set_defaults(func=_rotate)
-
-
-def _options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-o", "--storage-options", default=None, metavar="JSON",
-                   help="fsspec storage options of the URL's protocol, as JSON")
-    p.add_argument("--json", action="store_true", help="print a JSON result instead of text")
-
-
-def _fs(args: argparse.Namespace) -> tuple[Any, str]:
-    import fsspec
-
-    options = json.loads(args.storage_options) if args.storage_options else {}
-    if not isinstance(options, dict):
-        raise ValueError("-o/--storage-options is a JSON object")
-    fs, path = fsspec.core.url_to_fs(args.url, **options)
-    return fs, path
 
 
 def _inspect(args: argparse.Namespace) -> int:
     from ..columns._rotate import inspect_file
 
-    fs, path = _fs(args)
+    fs, path = plain_target(args)
     info = inspect_file(path, fs)
     if args.json:
         print(json.dumps(info, indent=2, sort_keys=True))
@@ -89,7 +75,7 @@ def _inspect(args: argparse.Namespace) -> int:
 def _rotate(args: argparse.Namespace) -> int:
     from ..columns._rotate import rotate_file
 
-    fs, path = _fs(args)
+    fs, path = plain_target(args)
     options = {"vault": args.vault} if args.vault else {}
     names = rotate_file(path, args.to, fs, trusted_keys=args.trust, **options)
     if args.json:

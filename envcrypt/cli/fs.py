@@ -18,20 +18,19 @@ from typing import Any
 
 from ..envelope import inspect as inspect_blob
 from ..envelope import normalize_key_uris
-from ..errors import EnvcryptError, IsAPrefixError, StorageOptionsError
+from ..errors import EnvcryptError, IsAPrefixError
 from ..fs import trees
 from ..fs._sinks import open_sink
 from ..fs._slots import rewrite_slots
 from ..fs.progress import Progress
-from ..fs.urls import check_storage_options, encrypted_fs
+from ..fs.urls import encrypted_fs
+from ._location import STORAGE_OPTIONS_HELP, parse_storage_options
 
 COPY_BUFFER = 8 * 1024 * 1024
 
 
 def _common(p: argparse.ArgumentParser, json_flag: bool = True) -> None:
-    p.add_argument("-o", "--storage-options", default=None, metavar="JSON",
-                   help='fsspec storage options keyed by protocol, as JSON, e.g. '
-                        '\'{"s3": {"endpoint_url": "http://127.0.0.1:9000"}}\'')
+    p.add_argument("-o", "--storage-options", default=None, metavar="JSON", help=STORAGE_OPTIONS_HELP)
     p.add_argument("--plaintext", choices=("error", "allow"), default=None,
                    help="how to treat objects that are not envcrypt objects (default error)")
     p.add_argument("--trust", action="append", dest="trust", default=None, metavar="KEY_URI",
@@ -41,17 +40,6 @@ def _common(p: argparse.ArgumentParser, json_flag: bool = True) -> None:
                    help="local vault directory for local: keys (default $ENVCRYPT_VAULT); never created by a read")
     if json_flag:
         p.add_argument("--json", action="store_true", help="print a JSON result instead of text")
-
-
-def _parse_options(text: str | None) -> dict[str, Any]:
-    """``-o`` JSON, checked: an object keyed by protocol (one clear line otherwise)."""
-    if not text:
-        return {}
-    try:
-        value = json.loads(text)
-    except ValueError as exc:
-        raise StorageOptionsError(f"-o/--storage-options is not JSON ({exc}): {text!r}") from None
-    return check_storage_options(value)
 
 
 def _tree(p: argparse.ArgumentParser) -> None:
@@ -176,7 +164,7 @@ def register(sub: Any) -> None:
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
     """The storage options with ``--trust``, ``--plaintext`` and ``--vault`` added to the envcrypt layer."""
-    options = _parse_options(args.storage_options)
+    options = parse_storage_options(args.storage_options)
     layer = options.setdefault("envcrypt", {})
     if getattr(args, "trust", None):
         layer["trusted_keys"] = list(layer.get("trusted_keys") or []) + list(args.trust)

@@ -10,6 +10,8 @@ import json
 import sys
 from typing import Any
 
+from ._location import add_target_options, plain_target
+
 
 def register(sub: Any) -> None:
     group = sub.add_parser("parquet", help="Parquet modular encryption files: inspect, rotate",
@@ -21,7 +23,7 @@ def register(sub: Any) -> None:
         epilog="example:\n  envcrypt parquet inspect s3://lake/pii/part.0.parquet --json",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("url", help="fsspec URL or local path of a Parquet file")
-    _options(p)
+    add_target_options(p)
     p.set_defaults(func=_inspect)
 
     p = psub.add_parser(
@@ -38,30 +40,14 @@ def register(sub: Any) -> None:
     p.add_argument("--vault", metavar="DIR", help="local vault directory for local: keys (default $ENVCRYPT_VAULT)")
     p.add_argument("--single-wrapping", action="store_true",
                    help="wrap data keys directly under the master keys (default: new KEKs, double wrapping)")
-    _options(p)
+    add_target_options(p)
     p.set_defaults(func=_rotate)
-
-
-def _options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-o", "--storage-options", default=None, metavar="JSON",
-                   help="fsspec storage options of the URL's protocol, as JSON")
-    p.add_argument("--json", action="store_true", help="print a JSON result instead of text")
-
-
-def _fs(args: argparse.Namespace) -> tuple[Any, str]:
-    import fsspec
-
-    options = json.loads(args.storage_options) if args.storage_options else {}
-    if not isinstance(options, dict):
-        raise ValueError("-o/--storage-options is a JSON object")
-    fs, path = fsspec.core.url_to_fs(args.url, **options)
-    return fs, path
 
 
 def _inspect(args: argparse.Namespace) -> int:
     from ..parquet import inspect
 
-    fs, path = _fs(args)
+    fs, path = plain_target(args)
     info = inspect(path, filesystem=fs)
     if args.json:
         print(json.dumps(info, indent=2, sort_keys=True))
@@ -94,7 +80,7 @@ def _key(described: dict[str, Any] | None) -> str:
 def _rotate(args: argparse.Namespace) -> int:
     from ..parquet import rotate
 
-    fs, path = _fs(args)
+    fs, path = plain_target(args)
     options = {"vault": args.vault} if args.vault else {}
     result = rotate(path, args.to, trusted_keys=args.trust, filesystem=fs, resolver_options=options,
                     double_wrapping=not args.single_wrapping)
