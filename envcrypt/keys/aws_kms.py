@@ -205,14 +205,6 @@ class AwsKmsResolver:
             KeyId=key, Plaintext=dek, EncryptionContext=dict(encryption_context)))
         return KeySlot(f"aws-kms://{response['KeyId']}", WRAP_AWS_KMS, bytes(response["CiphertextBlob"]))
 
-    def generate_data_key(self, key_uri: str, size: int, encryption_context: Mapping[str, str]) -> tuple[bytes, KeySlot]:
-        """A fresh DEK from KMS ``GenerateDataKey`` and its slot (one call instead of two)."""
-        key = self._key_id(key_uri)
-        response = self._call(key, lambda: self.client.generate_data_key(
-            KeyId=key, NumberOfBytes=size, EncryptionContext=dict(encryption_context)))
-        slot = KeySlot(f"aws-kms://{response['KeyId']}", WRAP_AWS_KMS, bytes(response["CiphertextBlob"]))
-        return bytes(response["Plaintext"]), slot
-
     def unwrap(self, slot: KeySlot, encryption_context: Mapping[str, str]) -> bytes:
         if slot.wrap_algorithm != WRAP_AWS_KMS:
             raise WrongKeyError(f"aws-kms keys cannot open wrap algorithm {slot.wrap_algorithm}")
