@@ -259,12 +259,21 @@ def _key_create(args: argparse.Namespace) -> int:
 
 
 def _key_list(args: argparse.Namespace) -> int:
-    keys = _vault(args).list_keys(include_deleted=args.all)
+    vault = _vault(args)
+    keys = vault.list_keys(include_deleted=args.all)
+    from ..keys.vault_certs import key_warnings  # expiring keys and certificates (30 days)
+
+    warnings = key_warnings(vault, keys)
+    for k in keys:
+        if k["name"] in warnings:
+            k["warning"] = warnings[k["name"]]
+            print(f"envcrypt: warning: {k['uri']}: {k['warning']}", file=sys.stderr)
     if args.json:
         return _out(args, keys)
     for k in keys:
         state = "deleted" if k["deleted"] else ("enabled" if k["enabled"] else "disabled")
-        print(f"{k['uri']:32} {k['kind']:8} v{k['current_version']}  {state:8} {','.join(k['ops'])}")
+        note = f"  ! {k['warning']}" if k.get("warning") else ""
+        print(f"{k['uri']:32} {k['kind']:8} v{k['current_version']}  {state:8} {','.join(k['ops'])}{note}")
     return 0
 
 
