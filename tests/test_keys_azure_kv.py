@@ -294,3 +294,71 @@ def test_no_credential_is_resolver_unavailable(tmp_path: Path, monkeypatch: pyte
     resolver = AzureKeyVaultResolver({VAULT_HOST: "https://127.0.0.1:9"}, azure_kv_retry_total=0)
     with pytest.raises(ResolverUnavailableError):
         resolver.wrap(_uri("k"), os.urandom(32), {})
+
+
+def test_loopback_sign_verify_is_real_through_the_sdk(kv: LoopbackKeyVault, opts: dict[str, Any]) -> None:
+    """The loopback's sign is checked by the SDK's own local verify (public key from GET)."""
+    import hashlib
+
+    from azure.keyvault.keys.crypto import SignatureAlgorithm
+
+    name = _name()
+    kv.create_key(name, ops=["sign", "verify"])
+    resolver = AzureKeyVaultResolver(**opts)
+    client = resolver._key_client(VAULT_HOST).get_cryptography_client(name)
+    digest = hashlib.sha256(b"release").digest()
+    for algorithm in (SignatureAlgorithm.rs256, SignatureAlgorithm.ps256):
+        signed = client.sign(algorithm, digest)
+        assert client.verify(algorithm, digest, signed.signature).is_valid
+        assert not client.verify(algorithm, hashlib.sha256(b"other").digest(), signed.signature).is_valid
+    assert ("POST", f"/keys/{name}/{kv.keys[name][-1].version}/sign") in kv.api_calls()
+
+
+def test_cli_encrypt_and_decrypt_with_an_azure_key(kv: LoopbackKeyVault, opts: dict[str, Any], tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from envcrypt.cli import main
+
+    name = _name()
+    kv.create_key(name)
+    monkeypatch.setenv("ENVCRYPT_AZURE_KV_ENDPOINTS", f"{VAULT_HOST}={kv.url}")
+    (tmp_path / "in.csv").write_bytes(b"id,card\n1,4111\n")
+    assert main(["encrypt", str(tmp_path / "in.csv"), str(tmp_path / "out.envc"), "--key", _uri(name)]) == 0
+    assert main(["decrypt", str(tmp_path / "out.envc"), str(tmp_path / "back.csv"), "--trust", _uri(name)]) == 0
+    assert (tmp_path / "back.csv").read_bytes() == b"id,card\n1,4111\n"
+    assert main(["decrypt", str(tmp_path / "out.envc"), str(tmp_path / "x.csv"), "--trust", _uri("other")]) == 2
+    assert "UntrustedKeyError" in capsys.readouterr().err
+
+
+def test_customer_managed_keys_per_prefix(kv: LoopbackKeyVault, opts: dict[str, Any], tmp_path: Path) -> None:
+    """Each tenant's prefix under the tenant's own Key Vault key (key_policy): writes use it, reads of a
+    prefix trust only it, and a tenant that disables its key cuts off its own data only."""
+    from envcrypt.errors import KeyDisabledError as Disabled
+    from envcrypt.fs import EnvcryptFileSystem
+
+    acme, globex = _name(), _name()
+    kv.create_key(acme)
+    kv.create_key(globex, "oct-HSM")
+    root = tmp_path / "lake"
+    (root / "acme").mkdir(parents=True)
+    (root / "globex").mkdir(parents=True)
+    policy = {f"{root}/acme/": _uri(acme), f"{root}/globex/": _uri(globex, HSM_HOST)}
+    fs = EnvcryptFileSystem(target_protocol="file", key_policy=policy, resolver_options=opts,
+                            skip_instance_cache=True)
+    fs.pipe_file(f"{root}/acme/orders.csv", b"acme rows")
+    fs.pipe_file(f"{root}/globex/orders.csv", b"globex rows")
+    assert envcrypt.inspect((root / "acme" / "orders.csv").read_bytes()).key_uris[0].startswith(_uri(acme) + "/")
+    assert envcrypt.inspect((root / "globex" / "orders.csv").read_bytes()).key_slots[0].wrap_algorithm == 3
+    # an acme object planted under globex's prefix does not open there
+    (root / "globex" / "planted.csv").write_bytes((root / "acme" / "orders.csv").read_bytes())
+    with pytest.raises(UntrustedKeyError):
+        fs.cat_file(f"{root}/globex/planted.csv")
+    kv.set_enabled(acme, False)
+    try:
+        reader = EnvcryptFileSystem(target_protocol="file", key_policy=policy,
+                                    resolver_options={**opts, "dek_cache": False}, skip_instance_cache=True)
+        with pytest.raises(Disabled):
+            reader.cat_file(f"{root}/acme/orders.csv")
+        assert reader.cat_file(f"{root}/globex/orders.csv") == b"globex rows"
+    finally:
+        kv.set_enabled(acme, True)
