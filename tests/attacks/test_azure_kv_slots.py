@@ -66,10 +66,10 @@ def test_forged_slot_naming_an_untrusted_key_makes_no_key_vault_call(kv: Loopbac
     kv.create_key(name)
     dek = os.urandom(32)
     blob = _forged([KeySlot(slot_uri.replace("NAME", name), WRAP_RSA_OAEP_SHA256, os.urandom(256))], dek, b"evil")
-    before = len(kv.api_calls())
+    before, tokens = len(kv.api_calls()), kv.token_requests
     with pytest.raises(UntrustedKeyError):
         envcrypt.decrypt(blob, trusted_keys=f"azure-kv://{VAULT_HOST}/keys/{name}", **opts)
-    assert kv.api_calls()[before:] == []
+    assert kv.api_calls()[before:] == [] and kv.token_requests == tokens  # no request, no token
 
 
 def test_only_the_trusted_slot_is_sent_to_key_vault(kv: LoopbackKeyVault, opts: dict[str, Any]) -> None:
