@@ -253,6 +253,8 @@ def test_trusts_table(trusted: str, slot: str, expected: bool) -> None:
     "azure-kv://user@acme.vault.azure.net/keys/k", "azure-kv://acme.vault.azure.net/secrets/k",
     "azure-kv://acme.vault.azure.net/keys/k_1", "azure-kv://acme.vault.azure.net/keys/k/notaversion",
     "azure-kv:acme.vault.azure.net/keys/k", "azure-kv://acme.vault.azure.net/keys/k/" + "a" * 32 + "/x",
+    "azure-kv://acme.vault.azure.net\n/keys/k", "azure-kv://acme.vault.azure.net/keys/k\n",
+    "azure-kv://acme.vault.azure.net/keys/k/" + "a" * 32 + "\n",
 ])
 def test_invalid_uris_are_refused(uri: str) -> None:
     with pytest.raises(InvalidKeyUriError):

@@ -241,8 +241,9 @@ def test_bad_requests(vault: LocalVault, certs: CertificateStore) -> None:
             certs.create("bad", subject, sans)
     with pytest.raises(KeyNotFoundError):
         certs.show("missing")
-    with pytest.raises(ValueError, match="invalid certificate name"):
-        certs.show("../web")
+    for bad_name in ("../web", "web\n", ""):
+        with pytest.raises(ValueError, match="invalid certificate name"):
+            certs.show(bad_name)
     with pytest.raises(KeyNotFoundError):
         certs.export("web", 7)
 

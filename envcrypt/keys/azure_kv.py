@@ -78,9 +78,10 @@ MISSING_SDK = ("azure-kv:// keys need azure-keyvault-keys and azure-identity, wh
 #: Key Vault and Managed HSM DNS suffixes (public, China, US Government clouds)
 HOST_SUFFIXES = ("vault.azure.net", "vault.azure.cn", "vault.usgovcloudapi.net",
                  "managedhsm.azure.net", "managedhsm.azure.cn", "managedhsm.usgovcloudapi.net")
-_HOST = re.compile(r"^[a-z0-9](?:[a-z0-9-]{1,22})[a-z0-9]\.(?:" + "|".join(map(re.escape, HOST_SUFFIXES)) + r")$")
-_NAME = re.compile(r"^[0-9A-Za-z-]{1,127}$")
-_VERSION = re.compile(r"^[0-9A-Fa-f]{32}$")
+# matched with fullmatch: "$" would accept a trailing newline
+_HOST = re.compile(r"[a-z0-9][a-z0-9-]{1,22}[a-z0-9]\.(?:" + "|".join(map(re.escape, HOST_SUFFIXES)) + ")")
+_NAME = re.compile(r"[0-9A-Za-z-]{1,127}")
+_VERSION = re.compile(r"[0-9A-Fa-f]{32}")
 RSA_TYPES = frozenset({"RSA", "RSA-HSM"})
 OCT_TYPES = frozenset({"oct", "oct-HSM"})
 #: wrap id -> Key Vault algorithm name
@@ -116,13 +117,13 @@ def parse_azure_kv_uri(key_uri: str) -> AzureKeyRef:
             f"not an Azure Key Vault key URI: {key_uri!r} (azure-kv://VAULT.vault.azure.net/keys/NAME[/VERSION])")
     host, name = parts[0].lower(), parts[2]
     version = parts[3].lower() if len(parts) == 4 else None
-    if not _HOST.match(host):
+    if not _HOST.fullmatch(host):
         raise InvalidKeyUriError(
             f"{parts[0]!r} is not a Key Vault or Managed HSM host (*.vault.azure.net, *.managedhsm.azure.net, "
             f"or a sovereign cloud's): {key_uri!r}")
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise InvalidKeyUriError(f"invalid Key Vault key name {name!r} in {key_uri!r}")
-    if version is not None and not _VERSION.match(version):
+    if version is not None and not _VERSION.fullmatch(version):
         raise InvalidKeyUriError(f"invalid Key Vault key version {version!r} in {key_uri!r}")
     return AzureKeyRef(host, name, version)
 
@@ -154,7 +155,8 @@ def map_azure_error(exc: Exception, key: str, *, unwrapping: bool = False) -> En
     status = getattr(exc, "status_code", None)
     if isinstance(exc, HttpResponseError) and status is not None:
         code, inner, message = _error_body(exc)
-        said = f"Azure Key Vault {status} {code or ''} for {key}: {message}".replace("  ", " ").rstrip(": ")
+        said = " ".join(p for p in ("Azure Key Vault", str(status), code, "for", key) if p)
+        said = f"{said}: {message}" if message else said
         if status == 404:
             return KeyNotFoundError(said)
         if status == 403:
@@ -205,7 +207,7 @@ def _endpoint_map(value: Mapping[str, str] | str | None) -> dict[str, str]:
         value = {h.strip(): u.strip() for h, u in pairs}
     out: dict[str, str] = {}
     for host, url in dict(value).items():
-        if not _HOST.match(host.lower()):
+        if not _HOST.fullmatch(host.lower()):
             raise ValueError(f"azure_kv_endpoints maps Key Vault hosts: {host!r} is not one")
         if not isinstance(url, str) or not url.startswith("https://"):
             raise ValueError(f"azure_kv_endpoints: the endpoint for {host!r} must be an https:// URL")
@@ -359,7 +361,7 @@ class AzureKeyVaultResolver:
         key = self._call(ref, lambda: self._key_client(ref.host).get_key(ref.name, version=ref.version))
         props = key.properties
         version = str(props.version or "").lower()
-        if not _VERSION.match(version) or str(props.name or "").lower() != ref.name.lower():
+        if not _VERSION.fullmatch(version) or str(props.name or "").lower() != ref.name.lower():
             raise ResolverUnavailableError(f"Azure Key Vault answered for another key than {ref.uri}")
         exact = AzureKeyRef(ref.host, ref.name, version)
         now = datetime.datetime.now(datetime.UTC)

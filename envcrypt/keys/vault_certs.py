@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import base64
 import builtins
-import datetime
 import hashlib
-import ipaddress
 import json
 import re
 import time
@@ -34,141 +32,44 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.serialization import pkcs12
-from cryptography.x509.oid import ExtendedKeyUsageOID
+from cryptography.hazmat.primitives import serialization
 
 from ..errors import KeyNotFoundError, KeyStateError, KeyUsageError, VaultError
 from . import vault_crypto as vc
 from .audit import outcome_of
+from .cert_x509 import (
+    EXPIRY_WARNING_DAYS,
+    build_csr,
+    expiry_note,
+    issued_by,
+    load_bundle,
+    ordered_chain,
+    parse_sans,
+    parse_validity,
+    pkcs8,
+    private_kind,
+    public_kind,
+    san_text,
+    self_signed,
+    spki,
+    subject_name,
+)
 from .vault import LocalVault
 from .vault_secrets import SECRETS_DIR
 
-__all__ = ["CertificateStore", "EXPIRY_WARNING_DAYS", "SECRET_PREFIX", "parse_validity", "expiry_note"]
+__all__ = ["CertificateStore", "EXPIRY_WARNING_DAYS", "SECRET_PREFIX", "parse_validity", "expiry_note",
+           "key_warnings"]
 
 SECRET_PREFIX = "cert."
 DOCUMENT_TYPE = "envcrypt-certificate"
 DOCUMENT_FORMAT = 1
-EXPIRY_WARNING_DAYS = 30
-MAX_VALIDITY_DAYS = 100 * 366
 CERT_OPS = ("sign", "verify")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,122}$")
-_SAN_TYPES = ("DNS", "IP", "URI", "EMAIL")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,122}")  # fullmatch: "$" would accept a trailing newline
 T = TypeVar("T")
 
 
 def _now() -> int:
     return int(time.time())
-
-
-def parse_validity(text: str | int) -> int:
-    """``365d``, ``52w``, ``2y`` or a number of days -> days (1 .. 100 years)."""
-    if isinstance(text, int) and not isinstance(text, bool):
-        days = text
-    else:
-        match = re.fullmatch(r"\s*([0-9]{1,6})\s*([dwy]?)\s*", str(text))
-        if match is None:
-            raise ValueError(f"validity is a number of days, or Nd / Nw / Ny: {text!r}")
-        days = int(match.group(1)) * {"": 1, "d": 1, "w": 7, "y": 365}[match.group(2)]
-    if not 1 <= days <= MAX_VALIDITY_DAYS:
-        raise ValueError(f"validity must be 1 .. {MAX_VALIDITY_DAYS} days")
-    return days
-
-
-def expiry_note(not_after: int, now: int | None = None) -> str | None:
-    """``expired`` or ``expires in N days`` within :data:`EXPIRY_WARNING_DAYS`; None otherwise."""
-    left = not_after - (_now() if now is None else now)
-    if left <= 0:
-        return "expired"
-    if left <= EXPIRY_WARNING_DAYS * 86400:
-        return f"expires in {max(1, left // 86400)} days"
-    return None
-
-
-def _subject(text: str) -> x509.Name:
-    try:
-        name = x509.Name.from_rfc4514_string(text)
-    except ValueError as exc:
-        raise ValueError(f"not an RFC 4514 subject (\"CN=example.com,O=Example\"): {text!r}: {exc}") from None
-    if not list(name):
-        raise ValueError("the subject names nothing")
-    return name
-
-
-def _sans(items: Iterable[str]) -> list[x509.GeneralName]:
-    out: list[x509.GeneralName] = []
-    for item in items:
-        kind, sep, value = item.partition(":")
-        kind = kind.upper()
-        if not sep or not value or kind not in _SAN_TYPES:
-            raise ValueError(f"a SAN is TYPE:VALUE with TYPE one of {', '.join(_SAN_TYPES)}: {item!r}")
-        if kind == "DNS":
-            out.append(x509.DNSName(value))
-        elif kind == "IP":
-            out.append(x509.IPAddress(ipaddress.ip_address(value)))
-        elif kind == "URI":
-            out.append(x509.UniformResourceIdentifier(value))
-        else:
-            out.append(x509.RFC822Name(value))
-    return out
-
-
-def _san_text(cert: x509.Certificate | x509.CertificateSigningRequest) -> list[str]:
-    try:
-        ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return []
-    prefix: dict[type, str] = {x509.DNSName: "DNS", x509.IPAddress: "IP", x509.UniformResourceIdentifier: "URI",
-                               x509.RFC822Name: "EMAIL"}
-    return [f"{prefix[type(n)]}:{n.value}" for n in ext if type(n) in prefix]
-
-
-def _spki(key: Any) -> bytes:
-    return bytes(key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo))
-
-
-def _kind_of(key: Any) -> str:
-    if isinstance(key, rsa.RSAPrivateKey):
-        return vc.RSA
-    if isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP256R1):
-        return vc.EC_P256
-    raise KeyUsageError("a certificate's key is an RSA or EC P-256 private key")
-
-
-def _pkcs8(key: Any) -> bytes:
-    return bytes(key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
-                                   serialization.NoEncryption()))
-
-
-def _ordered_chain(leaf: x509.Certificate, others: Sequence[x509.Certificate]) -> list[x509.Certificate]:
-    """``others`` as the issuer path of ``leaf`` (each certificate issued the one before it);
-    KeyUsageError when one of them is not on that path."""
-    chain: list[x509.Certificate] = []
-    pool = [c for c in others if c != leaf]
-    current = leaf
-    while pool:
-        issuer = next((c for c in pool if _issued(current, c)), None)
-        if issuer is None:
-            break
-        chain.append(issuer)
-        pool.remove(issuer)
-        current = issuer
-    if pool:
-        raise KeyUsageError(f"{len(pool)} certificate(s) in the input are not on the issuer path of "
-                            f"{leaf.subject.rfc4514_string()!r}")
-    return chain
-
-
-def _issued(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-    if cert.issuer != issuer.subject or cert == issuer:
-        return False
-    try:
-        cert.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
-        return False
-    return True
 
 
 def _b64(data: bytes) -> str:
@@ -193,9 +94,9 @@ class CertificateStore:
     # ------------------------------------------------------------ plumbing
 
     def _audited(self, op: str, name: Any, fn: Callable[[], tuple[int | None, T]]) -> T:
-        shown = name if isinstance(name, str) and _NAME.match(name) else (None if name is None else repr(name)[:128])
+        shown = name if isinstance(name, str) and _NAME.fullmatch(name) else (None if name is None else repr(name)[:128])
         try:
-            if name is not None and (not isinstance(name, str) or not _NAME.match(name)):
+            if name is not None and (not isinstance(name, str) or not _NAME.fullmatch(name)):
                 raise ValueError(f"invalid certificate name: {name!r}")
             version, result = fn()
         except Exception as exc:
@@ -254,13 +155,13 @@ class CertificateStore:
             csr = x509.load_pem_x509_csr(doc["csr"].encode("ascii")) if doc.get("csr") else None
         except (ValueError, TypeError, KeyError, AttributeError):
             raise VaultError(f"corrupt {where}") from None
-        key = _spki(self._key_public(name, doc["key_version"]))
+        key = spki(self._key_public(name, doc["key_version"]))
         subject_key = leaf.public_key() if leaf is not None else (csr.public_key() if csr is not None else None)
-        if subject_key is None or _spki(subject_key) != key:
+        if subject_key is None or spki(subject_key) != key:
             raise VaultError(f"the {where} does not certify its key local:{name}/{doc['key_version']}: refusing it")
         current = leaf
         for issuer in chain:
-            if current is None or not _issued(current, issuer):
+            if current is None or not issued_by(current, issuer):
                 raise VaultError(f"the chain of {where} is not an issuer path: refusing it")
             current = issuer
         return leaf, chain, csr
@@ -277,12 +178,12 @@ class CertificateStore:
             out.update(
                 subject=leaf.subject.rfc4514_string(), issuer=leaf.issuer.rfc4514_string(),
                 serial=format(leaf.serial_number, "x"), not_before=int(leaf.not_valid_before_utc.timestamp()),
-                not_after=not_after, sans=_san_text(leaf), self_signed=leaf.issuer == leaf.subject,
+                not_after=not_after, sans=san_text(leaf), self_signed=leaf.issuer == leaf.subject,
                 sha256=hashlib.sha256(leaf.public_bytes(serialization.Encoding.DER)).hexdigest(),
                 warning=expiry_note(not_after),
             )
         elif csr is not None:
-            out.update(subject=csr.subject.rfc4514_string(), sans=_san_text(csr), warning=None)
+            out.update(subject=csr.subject.rfc4514_string(), sans=san_text(csr), warning=None)
         return out
 
     def _save(self, name: str, doc: dict[str, Any]) -> None:
@@ -311,32 +212,6 @@ class CertificateStore:
 
     # ------------------------------------------------------------ issuing
 
-    @staticmethod
-    def _self_signed(key: Any, subject: x509.Name, sans: Sequence[x509.GeneralName], days: int) -> x509.Certificate:
-        now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
-        builder = (
-            x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=days))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
-                                         data_encipherment=False, key_agreement=False, key_cert_sign=False,
-                                         crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
-                           critical=False)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        )
-        if sans:
-            builder = builder.add_extension(x509.SubjectAlternativeName(list(sans)), critical=False)
-        return builder.sign(key, hashes.SHA256())
-
-    @staticmethod
-    def _csr(key: Any, subject: x509.Name, sans: Sequence[x509.GeneralName]) -> x509.CertificateSigningRequest:
-        builder = x509.CertificateSigningRequestBuilder().subject_name(subject)
-        if sans:
-            builder = builder.add_extension(x509.SubjectAlternativeName(list(sans)), critical=False)
-        return builder.sign(key, hashes.SHA256())
-
     def _issue(self, name: str, version: int, kind: str, subject: x509.Name, sans: Sequence[x509.GeneralName],
                days: int, csr: bool, origin: str) -> dict[str, Any]:
         """A new key version (generated here, imported into the vault: sign/verify only) and the
@@ -344,11 +219,11 @@ class CertificateStore:
         material = vc.generate(kind)
         key = vc.load_private(kind, material)
         if csr:
-            request = self._csr(key, subject, sans)
+            request = build_csr(key, subject, sans)
             key_uri = self.vault.import_key(name, material, kind, ops=CERT_OPS)
             doc = self._document(name, version, key_uri, origin + "+csr", None, csr=request)
         else:
-            cert = self._self_signed(key, subject, sans, days)
+            cert = self_signed(key, subject, sans, days)
             key_uri = self.vault.import_key(name, material, kind, ops=CERT_OPS)
             doc = self._document(name, version, key_uri, origin, cert)
         self._save(name, doc)
@@ -361,7 +236,7 @@ class CertificateStore:
         def run() -> tuple[int, dict[str, Any]]:
             if kind not in (vc.RSA, vc.EC_P256):
                 raise KeyUsageError("a certificate's key kind is rsa or ec-p256")
-            parsed, alt, days = _subject(subject), _sans(sans), parse_validity(validity)
+            parsed, alt, days = subject_name(subject), parse_sans(sans), parse_validity(validity)
             with self._locked():
                 if self._exists(name):
                     raise KeyStateError(f"certificate {name!r} already exists (renew it, or import a new version)")
@@ -390,7 +265,7 @@ class CertificateStore:
                     alt = list(leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
                 except x509.ExtensionNotFound:
                     alt = []
-                kind = _kind_of_public(leaf.public_key())
+                kind = public_kind(leaf.public_key())
                 version = max(docs) + 1
                 doc = self._issue(name, version, kind, leaf.subject, alt, days, csr, "renewed")
             return version, {**self._summary(name, doc), "csr": doc["csr"]}
@@ -410,11 +285,11 @@ class CertificateStore:
                 pending = docs[max(docs)]
                 if pending["status"] != "pending":
                     raise KeyStateError(f"certificate {name!r} has no pending version (create or renew with --csr)")
-                key = _spki(self._key_public(name, pending["key_version"]))
-                leaf = next((c for c in certs if _spki(c.public_key()) == key), None)
+                key = spki(self._key_public(name, pending["key_version"]))
+                leaf = next((c for c in certs if spki(c.public_key()) == key), None)
                 if leaf is None:
                     raise KeyUsageError(f"no certificate in the input certifies the pending key of {name!r}")
-                chain = _ordered_chain(leaf, certs)
+                chain = ordered_chain(leaf, certs)
                 doc = self._document(name, pending["version"], f"local:{name}/{pending['key_version']}", "merged",
                                      leaf, chain)
                 self._save(name, doc)
@@ -430,14 +305,14 @@ class CertificateStore:
             password = password.encode("utf-8")
 
         def run() -> tuple[int, dict[str, Any]]:
-            key, leaf, chain = _load_bundle(bytes(data), password)
-            kind = _kind_of(key)
+            key, leaf, chain = load_bundle(bytes(data), password)
+            kind = private_kind(key)
             with self._locked():
                 docs = self._documents(name) if self._exists(name) else {}
                 if not docs and self.vault.key_exists(name):
                     raise KeyStateError(f"a key local:{name} exists: a certificate's key has the certificate's name")
                 version = max(docs, default=0) + 1
-                key_uri = self.vault.import_key(name, _pkcs8(key), kind, ops=CERT_OPS)
+                key_uri = self.vault.import_key(name, pkcs8(key), kind, ops=CERT_OPS)
                 doc = self._document(name, version, key_uri, "imported", leaf, chain)
                 self._save(name, doc)
             return version, self._summary(name, doc)
@@ -493,40 +368,6 @@ class CertificateStore:
         """Key name -> warning, for certificates whose newest issued version expires within
         :data:`EXPIRY_WARNING_DAYS` days or has expired (for ``key list``)."""
         return {c["name"]: f"certificate {c['warning']}" for c in self.list() if c.get("warning")}
-
-
-def _kind_of_public(public: Any) -> str:
-    if isinstance(public, rsa.RSAPublicKey):
-        return vc.RSA
-    if isinstance(public, ec.EllipticCurvePublicKey) and isinstance(public.curve, ec.SECP256R1):
-        return vc.EC_P256
-    raise KeyUsageError("a certificate's key is an RSA or EC P-256 key")
-
-
-def _load_bundle(data: bytes, password: bytes | None) -> tuple[Any, x509.Certificate, builtins.list[x509.Certificate]]:
-    """(private key, leaf, chain) from PEM or PKCS#12; the leaf is the certificate of the key."""
-    try:
-        if data.lstrip().startswith(b"-----BEGIN"):
-            certs = x509.load_pem_x509_certificates(data)
-            key: Any = serialization.load_pem_private_key(data, password)
-            leaf_given: x509.Certificate | None = None
-        else:
-            bundle = pkcs12.load_pkcs12(data, password)
-            key = bundle.key
-            leaf_given = bundle.cert.certificate if bundle.cert is not None else None
-            certs = ([leaf_given] if leaf_given is not None else []) + [c.certificate for c in bundle.additional_certs]
-    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
-        raise KeyUsageError(f"not a PEM bundle or PKCS#12 file with a private key (or a wrong password): {exc}") \
-            from None
-    if key is None:
-        raise KeyUsageError("the input holds no private key (import needs the certificate's key)")
-    spki = _spki(key.public_key())
-    if leaf_given is not None and _spki(leaf_given.public_key()) != spki:
-        raise KeyUsageError("the PKCS#12 certificate does not certify its private key: refusing it")
-    leaf = leaf_given or next((c for c in certs if _spki(c.public_key()) == spki), None)
-    if leaf is None:
-        raise KeyUsageError("no certificate in the input certifies the private key: refusing it")
-    return key, leaf, _ordered_chain(leaf, certs)
 
 
 def key_warnings(vault: LocalVault, keys: Sequence[dict[str, Any]], now: int | None = None) -> dict[str, str]:
