@@ -364,3 +364,23 @@ def test_customer_managed_keys_per_prefix(kv: LoopbackKeyVault, opts: dict[str, 
         assert reader.cat_file(f"{root}/globex/orders.csv") == b"globex rows"
     finally:
         kv.set_enabled(acme, True)
+
+
+def test_why_hsm_wrapping_bypasses_cryptography_client(kv: LoopbackKeyVault, opts: dict[str, Any]) -> None:
+    """The SDK hazard the resolver works around (azure_kv._hsm_operation): for an oct-HSM key,
+    whose JWK carries no key bytes, CryptographyClient.wrap_key wraps locally under a random
+    key, so the result does not unwrap under the HSM's key.  If this starts failing, the SDK
+    was fixed and the workaround may go."""
+    from azure.keyvault.keys.crypto import KeyWrapAlgorithm
+    from cryptography.hazmat.primitives.keywrap import InvalidUnwrap
+
+    name = _name()
+    kv.create_key(name, "oct-HSM")
+    resolver = AzureKeyVaultResolver(**opts)
+    client = resolver._key_client(HSM_HOST).get_cryptography_client(name, key_version=kv.keys[name][-1].version)
+    wrapped = client.wrap_key(KeyWrapAlgorithm.aes_256, os.urandom(32)).encrypted_key
+    assert ("POST", f"/keys/{name}/{kv.keys[name][-1].version}/wrapkey") not in kv.api_calls()  # done locally
+    with pytest.raises(InvalidUnwrap):
+        aes_key_unwrap(kv.keys[name][-1].material, wrapped)  # ...under a key the HSM does not have
+    slot = resolver.wrap(_uri(name, HSM_HOST), os.urandom(32), {})  # the resolver's path is right
+    assert len(aes_key_unwrap(kv.keys[name][-1].material, slot.wrapped_dek)) == 32
