@@ -29,6 +29,8 @@ __all__ = ["parse_validity", "expiry_note", "subject_name", "parse_sans", "san_t
 
 EXPIRY_WARNING_DAYS = 30
 MAX_VALIDITY_DAYS = 100 * 366
+#: certificates in one import or merge input (real chains have a handful)
+MAX_BUNDLE_CERTS = 32
 _SAN_TYPES = ("DNS", "IP", "URI", "EMAIL")
 
 
@@ -118,6 +120,8 @@ def pkcs8(key: Any) -> bytes:
 def ordered_chain(leaf: x509.Certificate, others: Sequence[x509.Certificate]) -> list[x509.Certificate]:
     """``others`` as the issuer path of ``leaf`` (each certificate issued the one before it);
     KeyUsageError when one of them is not on that path."""
+    if len(others) > MAX_BUNDLE_CERTS:  # the path search is quadratic: bound it before it starts
+        raise KeyUsageError(f"{len(others)} certificates in the input: at most {MAX_BUNDLE_CERTS}")
     chain: list[x509.Certificate] = []
     pool = [c for c in others if c != leaf]
     current = leaf

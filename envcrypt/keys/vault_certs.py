@@ -55,7 +55,7 @@ from .cert_x509 import (
     subject_name,
 )
 from .vault import LocalVault
-from .vault_secrets import SECRETS_DIR
+from .vault_secrets import MAX_SECRET_SIZE, SECRETS_DIR
 
 __all__ = ["CertificateStore", "EXPIRY_WARNING_DAYS", "SECRET_PREFIX", "parse_validity", "expiry_note",
            "key_warnings"]
@@ -186,7 +186,14 @@ class CertificateStore:
             out.update(subject=csr.subject.rfc4514_string(), sans=san_text(csr), warning=None)
         return out
 
+    @staticmethod
+    def _check_size(doc: dict[str, Any]) -> None:
+        size = len(json.dumps(doc, sort_keys=True).encode("utf-8"))
+        if size > MAX_SECRET_SIZE:
+            raise KeyUsageError(f"the certificate and its chain take {size} bytes: at most {MAX_SECRET_SIZE}")
+
     def _save(self, name: str, doc: dict[str, Any]) -> None:
+        self._check_size(doc)
         self.vault.secrets.set(SECRET_PREFIX + name, json.dumps(doc, sort_keys=True))
 
     def _exists(self, name: str) -> bool:
@@ -312,6 +319,8 @@ class CertificateStore:
                 if not docs and self.vault.key_exists(name):
                     raise KeyStateError(f"a key local:{name} exists: a certificate's key has the certificate's name")
                 version = max(docs, default=0) + 1
+                # before the key is imported: a chain too large for the document leaves nothing behind
+                self._check_size(self._document(name, version, f"local:{name}/999999999", "imported", leaf, chain))
                 key_uri = self.vault.import_key(name, pkcs8(key), kind, ops=CERT_OPS)
                 doc = self._document(name, version, key_uri, "imported", leaf, chain)
                 self._save(name, doc)

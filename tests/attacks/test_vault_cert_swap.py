@@ -153,3 +153,31 @@ def test_an_unrelated_certificate_slipped_into_a_chain_is_refused(certs: Certifi
         certs.merge("api", leaf.public_bytes(serialization.Encoding.PEM) + stranger.public_bytes(
             serialization.Encoding.PEM))
     assert certs.show("api")["status"] == "pending"
+
+
+def _path(count: int, sans: int = 0) -> bytes:
+    """A PEM bundle: a leaf key and an issuer path of ``count`` certificates (each issued by the
+    next, the last self-signed), each with ``sans`` long DNS names."""
+    now = datetime.datetime.now(datetime.UTC)
+    keys = [ec.generate_private_key(ec.SECP256R1()) for _ in range(count)]
+    names = [x509.Name.from_rfc4514_string(f"CN=c{i}") for i in range(count)]
+    last = count - 1
+    alt = x509.SubjectAlternativeName([x509.DNSName(f"host-{j:04d}.{'x' * 40}.example") for j in range(sans)])
+    path = []
+    for i in range(count):
+        builder = (x509.CertificateBuilder().subject_name(names[i]).issuer_name(names[min(i + 1, last)])
+                   .public_key(keys[i].public_key()).serial_number(i + 1).not_valid_before(now)
+                   .not_valid_after(now + datetime.timedelta(days=9)))
+        if sans:
+            builder = builder.add_extension(alt, critical=False)
+        path.append(builder.sign(keys[min(i + 1, last)], hashes.SHA256()))
+    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in path) + keys[0].private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+
+
+@pytest.mark.parametrize(("count", "sans"), [(200, 0), (20, 60)])  # too many certificates; too many bytes
+def test_an_oversized_input_is_refused_before_anything_is_written(certs: CertificateStore, count: int,
+                                                                 sans: int) -> None:
+    with pytest.raises(KeyUsageError, match="at most"):
+        certs.import_certificate("big", _path(count, sans))
+    assert not certs.vault.key_exists("big") and certs.list() == []
