@@ -18,6 +18,7 @@ from typing import Any
 
 from ..keys.byok import wrap_for_transfer
 from ..keys.vault import LocalVault
+from ..keys.vault_certs import key_warnings
 from ..keys.vault_crypto import ALL_OPS, KINDS
 from ..keys.vault_store import atomic_write
 
@@ -261,9 +262,7 @@ def _key_create(args: argparse.Namespace) -> int:
 def _key_list(args: argparse.Namespace) -> int:
     vault = _vault(args)
     keys = vault.list_keys(include_deleted=args.all)
-    from ..keys.vault_certs import key_warnings  # expiring keys and certificates (30 days)
-
-    warnings = key_warnings(vault, keys)
+    warnings = key_warnings(vault, keys)  # keys and certificates expiring within 30 days, or expired
     for k in keys:
         if k["name"] in warnings:
             k["warning"] = warnings[k["name"]]
