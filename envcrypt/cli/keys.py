@@ -18,6 +18,7 @@ from typing import Any
 
 from ..keys.byok import wrap_for_transfer
 from ..keys.vault import LocalVault
+from ..keys.vault_certs import key_warnings
 from ..keys.vault_crypto import ALL_OPS, KINDS
 from ..keys.vault_store import atomic_write
 
@@ -259,12 +260,19 @@ def _key_create(args: argparse.Namespace) -> int:
 
 
 def _key_list(args: argparse.Namespace) -> int:
-    keys = _vault(args).list_keys(include_deleted=args.all)
+    vault = _vault(args)
+    keys = vault.list_keys(include_deleted=args.all)
+    warnings = key_warnings(vault, keys)  # keys and certificates expiring within 30 days, or expired
+    for k in keys:
+        if k["name"] in warnings:
+            k["warning"] = warnings[k["name"]]
+            print(f"envcrypt: warning: {k['uri']}: {k['warning']}", file=sys.stderr)
     if args.json:
         return _out(args, keys)
     for k in keys:
         state = "deleted" if k["deleted"] else ("enabled" if k["enabled"] else "disabled")
-        print(f"{k['uri']:32} {k['kind']:8} v{k['current_version']}  {state:8} {','.join(k['ops'])}")
+        note = f"  ! {k['warning']}" if k.get("warning") else ""
+        print(f"{k['uri']:32} {k['kind']:8} v{k['current_version']}  {state:8} {','.join(k['ops'])}{note}")
     return 0
 
 

@@ -26,6 +26,7 @@ from ..format import KeySlot
 __all__ = [
     "WRAP_AES256_KWP",
     "WRAP_RSA_OAEP_SHA256",
+    "WRAP_AES256_KW",
     "WRAP_AWS_KMS",
     "DEFAULT_KEY_URI",
     "KeyResolver",
@@ -39,6 +40,7 @@ __all__ = [
 # Wrap algorithm ids stored in key slots (FORMAT.md, "Wrap algorithms").
 WRAP_AES256_KWP = 1  # RFC 5649 AES key wrap with padding under a 256-bit KEK
 WRAP_RSA_OAEP_SHA256 = 2  # RSA-OAEP, SHA-256 and MGF1-SHA-256
+WRAP_AES256_KW = 3  # RFC 3394 AES key wrap under a 256-bit KEK (Azure Key Vault A256KW)
 WRAP_AWS_KMS = 16  # an AWS KMS CiphertextBlob (Encrypt / GenerateDataKey)
 
 DEFAULT_KEY_URI = "local:default"
@@ -94,6 +96,7 @@ ResolverFactory = Callable[..., KeyResolver]
 _BUILTIN: dict[str, str] = {
     "local": "envcrypt.keys.vault:LocalVaultResolver",
     "aws-kms": "envcrypt.keys.aws_kms:AwsKmsResolver",
+    "azure-kv": "envcrypt.keys.azure_kv:AzureKeyVaultResolver",
 }
 _factories: dict[str, ResolverFactory] = {}
 _instances: dict[tuple[str, tuple[tuple[str, Any], ...]], KeyResolver] = {}
