@@ -91,8 +91,8 @@ def _killed(pid: int) -> bool:
     return bool(flags & _PF_EXITING) and (exit_code & 0x7F) != 0
 
 
-def _ns(value: Any) -> int:
-    """A modification time from a target's info (float seconds, datetime, ISO text) in ns."""
+def _ns(value: Any, default: int) -> int:
+    """A modification time from a target's info (float seconds, datetime, ISO text) in ns, else ``default``."""
     if isinstance(value, datetime.datetime):
         return int(value.timestamp() * 1e9)
     if isinstance(value, (int, float)):
@@ -102,7 +102,7 @@ def _ns(value: Any) -> int:
             return int(datetime.datetime.fromisoformat(value).timestamp() * 1e9)
         except ValueError:
             pass
-    return time.time_ns()
+    return default  # stable: tar fails on a directory whose time changes while it reads it
 
 
 class _Node:
@@ -194,7 +194,7 @@ class EnvcryptOperations:
         return mode & ~0o222 if self.read_only else mode
 
     def _attrs_of(self, info: dict[str, Any]) -> dict[str, Any]:
-        mtime = _ns(info.get("mtime", info.get("LastModified", info.get("last_modified"))))
+        mtime = _ns(info.get("mtime", info.get("LastModified", info.get("last_modified"))), self._started)
         raw_mode = info.get("mode")
         if info.get("type") == "directory":
             return self._dir_attrs(mtime, int(raw_mode) if isinstance(raw_mode, int) else 0o755)

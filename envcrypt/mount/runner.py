@@ -47,12 +47,11 @@ def serve(ops: EnvcryptOperations, mountpoint: str, *, read_only: bool = False, 
         "foreground": True, "nothreads": False, "debug": debug, "fsname": "envcrypt", "subtype": "envcrypt",
         "ro": read_only, "allow_other": allow_other,
         "hard_remove": True,  # unlink removes the object at once (no .fuse_hidden rename of open files)
-        "max_read": 1024 * 1024,
     }
     if fuse.fuse_version_major == 2:
         # libfuse 3 does both by default; libfuse 2 would split writes into 4 KiB and turn
         # open(O_TRUNC) into a separate truncate that empties the stored object before the write
-        options.update(big_writes=True, max_write=1024 * 1024, atomic_o_trunc=True)
+        options.update(big_writes=True, max_write=1024 * 1024, max_read=1024 * 1024, atomic_o_trunc=True)
     fuse.FUSE(ops, mountpoint, **{k: v for k, v in options.items() if v is not False})
 
 
