@@ -168,3 +168,16 @@ def test_unmount_waits_for_a_foreground_mount_to_publish(tmp_path: Path, _isolat
     assert mount.proc is not None and mount.proc.returncode == 0  # ended by envcrypt unmount, cleanly
     assert time.monotonic() - start < 15
     assert _store_fs(_isolated_vault).cat_file(f"{store}/f.bin") == b"z" * 3_000_000
+
+
+def test_mount_refuses_what_it_cannot_serve(tmp_path: Path, _isolated_vault: Path) -> None:
+    env = env_for(_isolated_vault)
+    (tmp_path / "mnt").mkdir()
+    (tmp_path / "file.txt").write_bytes(b"x")
+    for url, mountpoint, message in (
+        (str(tmp_path / "missing"), tmp_path / "mnt", b"no such directory"),
+        (str(tmp_path), tmp_path / "no-mountpoint", b"must be an existing directory"),
+    ):
+        done = envcrypt("mount", url, str(mountpoint), env=env, check=False, timeout=30)
+        assert done.returncode == 2 and message in done.stderr
+    assert not is_mounted(tmp_path / "mnt")

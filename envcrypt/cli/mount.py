@@ -23,6 +23,8 @@ import tempfile
 import time
 from typing import Any
 
+from fsspec.implementations.local import LocalFileSystem
+
 from ..fs.urls import encrypted_fs
 from ._location import STORAGE_OPTIONS_HELP, parse_storage_options
 
@@ -115,6 +117,8 @@ def _mount(args: argparse.Namespace) -> int:
     fs, root = encrypted_fs(args.url, _options(args), key_uri=args.keys)
     if fs.isfile(root):
         raise NotADirectoryError(errno.ENOTDIR, "mount a directory or prefix, not one object", args.url)
+    if isinstance(fs.target, LocalFileSystem) and not fs.isdir(root):
+        raise FileNotFoundError(errno.ENOENT, "no such directory", args.url)  # (an object store prefix may be empty)
     if args.background:
         return _background(args, mountpoint)
     _log_to(args.log, bool(getattr(args, "debug", False)))

@@ -368,12 +368,15 @@ class EnvcryptOperations:
         if spool is not None:
             return spool.pread(size, offset)
         try:
-            if handle.reader is None or handle.reader_generation != node.generation:
-                if handle.reader is not None:
-                    handle.reader.close()
-                handle.reader = self.fs.open(node.path, "rb")
-                handle.reader_generation = node.generation
             reader = handle.reader
+            if reader is None or handle.reader_generation != node.generation:
+                with node.lock:  # the file was republished since: read the new object
+                    if handle.reader is None or handle.reader_generation != node.generation:
+                        if handle.reader is not None:
+                            handle.reader.close()
+                        handle.reader = self.fs.open(node.path, "rb")
+                        handle.reader_generation = node.generation
+                    reader = handle.reader
             total = reader.size  # authenticated (the final chunk is opened on first use)
             if offset >= total:
                 return b""
@@ -490,11 +493,11 @@ class EnvcryptOperations:
             children = []
         if [c for c in children if str(c).rstrip("/") != full]:
             raise OSError(errno.ENOTEMPTY, "not empty")
-        virtual = full in self._dirs
         with self._lock:
             self._dirs.discard(full)
-        if self._local or not virtual:
+        if self._local:
             self.fs.rmdir(full)
+        # an object store has no empty directories: one without objects is gone already
 
     @_boundary
     def rename(self, old: str, new: str) -> None:
