@@ -24,7 +24,7 @@ from ..mount_helpers import Mount, env_for, needs_fuse
 
 pytestmark = needs_fuse
 
-SIZE = 8 * 1024 * 1024
+SIZE = 3 * 1024 * 1024
 DATA = bytes(range(256)) * (SIZE // 256)
 
 
@@ -56,7 +56,7 @@ def test_tampered_chunk_is_eio_and_the_open_file_stays_failed(tmp_path: Path, _i
     store.mkdir()
     fs = _fs(_isolated_vault)
     fs.pipe_file(f"{store}/big.bin", DATA)
-    bad_chunk = (4 * 1024 * 1024) // CHUNK_SIZE
+    bad_chunk = (3 * 1024 * 1024 // 2) // CHUNK_SIZE
     with Mount(str(store), tmp_path / "mnt", env_for(_isolated_vault)) as mount:
         on_mount = mount.path / "big.bin"
         fd = os.open(on_mount, os.O_RDONLY)
@@ -64,7 +64,7 @@ def test_tampered_chunk_is_eio_and_the_open_file_stays_failed(tmp_path: Path, _i
             assert os.pread(fd, 4096, 0) == DATA[:4096]
             _flip(store / "big.bin", _stored_offset(fs, f"{store}/big.bin", bad_chunk))
             _eio(lambda: os.pread(fd, 4096, bad_chunk * CHUNK_SIZE))
-            _eio(lambda: os.pread(fd, 4096, 7 * 1024 * 1024))  # untouched chunk, same open file: still EIO
+            _eio(lambda: os.pread(fd, 4096, SIZE - 300_000))  # untouched chunk, same open file: still EIO
         finally:
             os.close(fd)
         # a program reading the whole file gets an error and only bytes before the bad chunk
