@@ -108,11 +108,24 @@ def _log_to(path: str | None, debug: bool) -> None:
     logger.setLevel(logging.DEBUG if debug else logging.INFO)
 
 
+def _prefer_libfuse3() -> None:
+    """This program's choice (not the library's): libfuse 3 where both are installed.
+
+    The binding takes libfuse 2 first; libfuse 3 passes 1 MiB writes (libfuse 2:
+    128 KiB), which makes sequential writes through the mount about 1.7x faster.
+    """
+    from ctypes.util import find_library
+
+    if not ({"FUSE_LIBRARY_PATH", "FUSE_LIBRARY_NAME"} & set(os.environ)) and find_library("fuse3"):
+        os.environ["FUSE_LIBRARY_NAME"] = "fuse3"
+
+
 def _mount(args: argparse.Namespace) -> int:
     from ..mount import EnvcryptOperations, serve
     from ..mount.runner import load_binding
 
     mountpoint = _check_mountpoint(args.mountpoint)
+    _prefer_libfuse3()
     load_binding()  # a missing binding or libfuse fails here, in the foreground
     fs, root = encrypted_fs(args.url, _options(args), key_uri=args.keys)
     if fs.isfile(root):
