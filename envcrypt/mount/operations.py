@@ -415,6 +415,7 @@ class EnvcryptOperations:
                     self._materialize(node, truncate=length == 0)
                 node.spool.truncate(length)  # type: ignore[union-attr]
                 node.dirty = True
+                self._publish(node)  # now, even while a reader holds the path open
         finally:
             self._let_go(node)
 
