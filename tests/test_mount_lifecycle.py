@@ -186,3 +186,16 @@ def test_mount_refuses_what_it_cannot_serve(tmp_path: Path, _isolated_vault: Pat
         done = envcrypt("mount", url, str(mountpoint), env=env, check=False, timeout=30)
         assert done.returncode == 2 and message in done.stderr
     assert not is_mounted(tmp_path / "mnt")
+
+
+def test_ctrl_c_unmounts_a_foreground_mount_cleanly(tmp_path: Path, _isolated_vault: Path) -> None:
+    store = tmp_path / "store"
+    store.mkdir()
+    mount = Mount(str(store), tmp_path / "mnt", env_for(_isolated_vault))
+    with mount:
+        (mount.path / "f.txt").write_bytes(b"written before Ctrl-C")
+        assert mount.proc is not None
+        mount.proc.send_signal(signal.SIGINT)
+        assert mount.proc.wait(timeout=20) == 0
+        assert not is_mounted(mount.path)
+    assert _store_fs(_isolated_vault).cat_file(f"{store}/f.txt") == b"written before Ctrl-C"

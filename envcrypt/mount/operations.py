@@ -155,6 +155,7 @@ class EnvcryptOperations:
         self._dirs: set[str] = set()  # directories made on an object store, where an empty one does not exist
         self._uid, self._gid = os.getuid(), os.getgid()
         self._started = time.time_ns()
+        self.served = False  # set once the kernel has connected (``init``)
 
     def __repr__(self) -> str:
         return f"<EnvcryptOperations root={self.root or '/'!r} read_only={self.read_only}>"
@@ -548,6 +549,9 @@ class EnvcryptOperations:
         full = self._full(path)
         if self._local and os.path.lexists(full):
             os.utime(full, ns=times) if times is not None else os.utime(full)
+
+    def init(self, path: str) -> None:
+        self.served = True
 
     def destroy(self, path: str) -> None:
         """The mount ends: files still open publish nothing (their programs never closed them)."""

@@ -10,6 +10,7 @@ is such a program).  On a thread the loop runs without signal handlers.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import subprocess
@@ -52,7 +53,13 @@ def serve(ops: EnvcryptOperations, mountpoint: str, *, read_only: bool = False, 
         # libfuse 3 does both by default; libfuse 2 would split writes into 4 KiB and turn
         # open(O_TRUNC) into a separate truncate that empties the stored object before the write
         options.update(big_writes=True, max_write=1024 * 1024, max_read=1024 * 1024, atomic_o_trunc=True)
-    fuse.FUSE(ops, mountpoint, **{k: v for k, v in options.items() if v is not False})
+    try:
+        fuse.FUSE(ops, mountpoint, **{k: v for k, v in options.items() if v is not False})
+    except RuntimeError as exc:  # the binding's "fuse_main returned N"
+        if ops.served and not is_mounted(mountpoint):
+            return  # libfuse 3 ends the loop with a non-zero status when a signal (Ctrl-C) unmounts it
+        raise OSError(errno.EIO, f"FUSE could not mount (libfuse status {exc}); is /dev/fuse usable?",
+                      mountpoint) from None
 
 
 def is_mounted(mountpoint: str) -> bool:
