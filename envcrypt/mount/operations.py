@@ -207,7 +207,7 @@ class EnvcryptOperations:
     def getattr(self, path: str, fh: int | None = None) -> dict[str, Any]:
         full = self._full(path)
         node = self._handles[fh].node if fh in self._handles else self._nodes.get(full)
-        if node is not None and node.spool is not None:
+        if node is not None and node.spool is not None and not node.abandoned:
             return self._file_attrs(node.spool.size(), time.time_ns())
         if full.rsplit("/", 1)[-1].startswith(_HIDDEN_PREFIX):
             raise OSError(errno.ENOENT, "not found")
@@ -234,7 +234,7 @@ class EnvcryptOperations:
             if full not in self._dirs and full != (self.root or "/"):
                 raise
         with self._lock:
-            pending = [p for p, n in self._nodes.items() if n.spool is not None]
+            pending = [p for p, n in self._nodes.items() if n.spool is not None and not n.abandoned]
             dirs = list(self._dirs)
         for other, kind in [(p, stat.S_IFREG) for p in pending] + [(d, stat.S_IFDIR) for d in dirs]:
             if self._parent(other) == full:
@@ -430,6 +430,8 @@ class EnvcryptOperations:
             pid = self._context()[2] if self._context is not None else 0
             if node.dirty and _killed(pid):
                 node.abandoned = True
+                if node.handles == 1:  # nobody else has it open: forget the writes now (release is async)
+                    self._drop_spool(node)
                 LOG.warning("flush %s: the writing program (pid %d) was killed: its unpublished writes are "
                             "dropped, the stored object is left as it was", node.path, pid)
                 return
