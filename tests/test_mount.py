@@ -13,6 +13,7 @@ import json
 import os
 import random
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,15 +37,26 @@ class Target:
         self.kind, self.mount, self.fs, self.root, self.cli = kind, mount, fs, root, cli
         self.mp = mount.path
 
+    def _settled(self, read: Any, rel: str) -> bytes:
+        # a file only created (``touch``, tar's empty members) is published when its last handle is
+        # released, which the kernel sends asynchronously after close(): wait briefly for that
+        deadline = time.monotonic() + 5
+        while True:
+            self.fs.invalidate_cache()
+            try:
+                return bytes(read(f"{self.root}/{rel}"))
+            except FileNotFoundError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+
     def stored(self, rel: str) -> bytes:
         """The raw stored bytes (ciphertext) of ``rel``."""
-        self.fs.invalidate_cache()
-        return bytes(self.fs.target.cat_file(f"{self.root}/{rel}"))
+        return self._settled(self.fs.target.cat_file, rel)
 
     def plaintext(self, rel: str) -> bytes:
         """``rel`` decrypted through the filesystem, not through the mount."""
-        self.fs.invalidate_cache()
-        return bytes(self.fs.cat_file(f"{self.root}/{rel}"))
+        return self._settled(self.fs.cat_file, rel)
 
 
 @pytest.fixture(scope="module", params=["local", "s3"])
