@@ -118,3 +118,23 @@ def test_destroy_publishes_nothing_of_files_still_open(store: Path) -> None:
     ops.write("/kept", b"half", 0, fh)
     ops.destroy("/")
     assert fs.cat_file(f"{store}/kept") == b"old"
+
+
+def test_read_write_open_that_only_reads_spools_and_publishes_nothing(store: Path, tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    ops, fs = _ops(store, spool)
+    fs.pipe_file(f"{store}/db", b"pages" * 1000)
+    before = (store / "db").read_bytes()
+    fh = ops.open("/db", os.O_RDWR)
+    assert ops.read("/db", 5, 4995, fh) == b"pages"
+    assert list(spool.iterdir()) == []  # nothing copied for a session that only reads
+    ops.flush("/db", fh)
+    ops.fsync("/db", 0, fh)
+    ops.release("/db", fh)
+    assert (store / "db").read_bytes() == before  # not republished
+    fh = ops.open("/db", os.O_RDWR)
+    ops.truncate("/db", 5)  # a change (ftruncate on the open file): spooled, published on release
+    assert len(list(spool.iterdir())) == 1 and (store / "db").read_bytes() == before
+    ops.release("/db", fh)
+    assert fs.cat_file(f"{store}/db") == b"pages"

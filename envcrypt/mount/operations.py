@@ -13,8 +13,8 @@ fails to authenticate (or an object that is not an envcrypt object) is ``EIO``,
 and so is every later read of that open file: no unauthenticated byte is served.
 
 Writes.  Every path open for writing has one ``_Node`` shared by its handles,
-holding the plaintext in a private ``Spool`` (filled with the old plaintext
-unless opened with ``O_TRUNC`` or created).  The spool is sealed and published
+holding the plaintext in a private ``Spool`` from the first change on (filled
+with the old plaintext, unless opened with ``O_TRUNC`` or created).  The spool is sealed and published
 through ``fs.open(path, "wb")`` (atomic: the old object or the new one) when a
 handle that wrote is closed (``flush``, so ``close()`` reports a failed
 publication), on ``fsync``, and when the last handle is released.  While a
@@ -112,6 +112,7 @@ class _Node:
         self.path = path
         self.lock = threading.RLock()
         self.handles = 0
+        self.writers = 0  # handles open for writing
         self.spool: Spool | None = None
         self.dirty = False  # the spool differs from the stored object
         self.unlinked = False  # removed or replaced while open: nothing more is published
@@ -327,15 +328,20 @@ class EnvcryptOperations:
         try:
             handle = _Handle(node, writable)
             with node.lock:
-                if writable and node.spool is None:
-                    self._materialize(node, truncate=bool(flags & os.O_TRUNC))
-                elif writable and flags & os.O_TRUNC:
-                    node.spool.truncate(0)  # type: ignore[union-attr]
-                    node.dirty = True
+                if writable and flags & os.O_TRUNC:
+                    if node.spool is None:
+                        self._materialize(node, truncate=True)
+                    else:
+                        node.spool.truncate(0)
+                        node.dirty = True
                 elif node.spool is None:
-                    # opened now, so that a refused key or a broken header fails open(), not read()
+                    # opened now, so that a refused key or a broken header fails open(), not read();
+                    # a writer copies the plaintext into a spool only at its first change (sqlite opens
+                    # its database read-write even to query it)
                     handle.reader = self.fs.open(full, "rb")
                     handle.reader_generation = node.generation
+                if writable:
+                    node.writers += 1
         except BaseException:
             self._let_go(node)
             raise
@@ -354,6 +360,7 @@ class EnvcryptOperations:
                 else:
                     node.spool.truncate(0)
                 node.dirty, node.abandoned, node.unlinked = True, False, False
+                node.writers += 1
         except BaseException:
             self._let_go(node)
             raise
@@ -392,8 +399,10 @@ class EnvcryptOperations:
         node = handle.node
         with node.lock:
             if node.spool is None:
-                raise OSError(errno.EBADF, "not open for writing")
-            n = node.spool.pwrite(data, offset)
+                if not handle.writable:
+                    raise OSError(errno.EBADF, "not open for writing")
+                self._materialize(node, truncate=False)  # the first change: the old plaintext into a spool
+            n = node.spool.pwrite(data, offset)  # type: ignore[union-attr]
             node.dirty = handle.wrote = True
         return n
 
@@ -402,12 +411,13 @@ class EnvcryptOperations:
         self._writable()
         full = self._full(path)
         node = self._handles[fh].node if fh in self._handles else self._nodes.get(full)
-        if node is not None and node.spool is not None:
-            with node.lock:
-                if node.spool is not None:
-                    node.spool.truncate(length)
-                    node.dirty = True
-                    return
+        if node is not None and (node.spool is not None or node.writers > 0):
+            with node.lock:  # open for writing: part of that session, published with it
+                if node.spool is None:
+                    self._materialize(node, truncate=length == 0)
+                node.spool.truncate(length)  # type: ignore[union-attr]
+                node.dirty = True
+                return
         # not open for writing: rewrite the stored object at the new length, atomically
         node = self._acquire(full)
         try:
@@ -457,6 +467,9 @@ class EnvcryptOperations:
             return
         if handle.reader is not None:
             handle.reader.close()
+        if handle.writable:
+            with self._lock:
+                handle.node.writers -= 1
         self._let_go(handle.node)
 
     # ------------------------------------------------------------ namespace
