@@ -45,7 +45,7 @@ def register(sub: Any) -> None:
         epilog="example:\n  envcrypt mount s3://lake/raw /mnt/raw --background\n  envcrypt unmount /mnt/raw",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("url", help="fsspec URL or local directory (envcrypt:: is implied)")
-    p.add_argument("mountpoint", help="an existing empty directory")
+    p.add_argument("mountpoint", help="an existing directory (what it holds is hidden while mounted)")
     p.add_argument("--read-only", action="store_true", help="refuse every write (mounted ro)")
     p.add_argument("--key", action="append", dest="keys", metavar="KEY_URI",
                    help="master key for new files (repeatable; default the path's key: key policy / local:default)")
