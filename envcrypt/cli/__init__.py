@@ -20,7 +20,7 @@ from ..errors import EnvcryptError, NotEncryptedError
 
 #: command-group modules, each with register(subparsers)
 GROUPS = ("envcrypt.cli.core", "envcrypt.cli.keys", "envcrypt.cli.fs", "envcrypt.cli.parquet", "envcrypt.cli.columns",
-          "envcrypt.cli.cert")
+          "envcrypt.cli.cert", "envcrypt.cli.mount")
 
 #: argument names that hold the path a command works on, most specific first
 PATH_ARGS = ("url", "src", "file")
