@@ -15,7 +15,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from ..errors import EnvcryptError, NotEncryptedError
+from ..errors import EnvcryptError, InternalError, NotEncryptedError
 
 #: command-group modules, each with register(subparsers)
 GROUPS = ("envcrypt.cli.core", "envcrypt.cli.keys", "envcrypt.cli.fs", "envcrypt.cli.parquet", "envcrypt.cli.columns")
@@ -143,6 +143,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (EnvcryptError, OSError, ValueError, TypeError) as exc:
         if args.debug:
             raise
+        if isinstance(exc, InternalError):  # a bug, not the input: reported like any unexpected error
+            print(error_line(exc, None) + " (--debug shows the traceback)", file=sys.stderr)
+            return 1
         print(error_line(exc, target), file=sys.stderr)
         return 2
     except Exception as exc:

@@ -157,7 +157,7 @@ def get_resolver(scheme: str, **options: Any) -> KeyResolver:
         factory = _factory(scheme)
         accepted = _accepted_options(factory)
         mine = {k: v for k, v in options.items() if accepted is None or k in accepted}
-        cache_key = (scheme, tuple(sorted((k, _hashable(v)) for k, v in mine.items())))
+        cache_key = (scheme, tuple(sorted((k, hashable_options(v)) for k, v in mine.items())))
         resolver = _instances.get(cache_key)
         if resolver is None:
             try:
@@ -198,11 +198,13 @@ def check_options(schemes: set[str], options: Mapping[str, Any]) -> None:
         raise TypeError(f"unknown key resolver option(s): {', '.join(unknown)}")
 
 
-def _hashable(value: Any) -> Any:
+def hashable_options(value: Any) -> Any:
+    """Resolver options (dicts, lists, paths inside) as an equal-if-equal hashable value,
+    for cache keys: the resolver cache here and the DEK cache."""
     if isinstance(value, dict):
-        return tuple(sorted((k, _hashable(v)) for k, v in value.items()))
+        return tuple(sorted((k, hashable_options(v)) for k, v in value.items()))
     if isinstance(value, (list, set)):
-        return tuple(_hashable(v) for v in value)
+        return tuple(hashable_options(v) for v in value)
     if isinstance(value, os.PathLike):
         return os.fspath(value)
     return value
