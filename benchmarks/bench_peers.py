@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, NamedTuple
 
 from _plot import add_plot_option, suffixed, write_plot
 from cryptography.cobblestone import Cobblestone256Decryptor, Cobblestone256Encryptor
@@ -232,22 +232,33 @@ def _size(n: int) -> str:
 #: a child of this small interpreter starts from ~10 MiB (the floor of the RSS figures).
 _SPAWN = """
 import os, sys, time
+fsync = sys.argv[1]
 t0 = time.perf_counter()
-pid = os.posix_spawn(sys.argv[1], sys.argv[1:], os.environ,
+pid = os.posix_spawn(sys.argv[2], sys.argv[2:], os.environ,
                      file_actions=[(os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0)])
 _, status, usage = os.wait4(pid, 0)
-print(os.waitstatus_to_exitcode(status), time.perf_counter() - t0, usage.ru_maxrss)
+if fsync:
+    fd = os.open(fsync, os.O_RDONLY)
+    os.fsync(fd)
+    os.close(fd)
+print(os.waitstatus_to_exitcode(status), time.perf_counter() - t0, usage.ru_maxrss, usage.ru_utime + usage.ru_stime)
 """
 
 
-def run_child(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """Wall seconds (process start included) and peak RSS (MiB) of one process."""
+class Run(NamedTuple):
+    wall: float  # seconds, process start included
+    rss: float  # peak MiB
+    cpu: float  # user + system seconds (less noisy than wall on a shared disk)
+
+
+def run_child(cmd: list[str], env: dict[str, str], fsync: str = "") -> Run:
+    """One process's figures; ``fsync``: a file to fsync after it exits (inside the wall time)."""
     exe = shutil.which(cmd[0]) or cmd[0]
-    out = subprocess.run([sys.executable, "-S", "-c", _SPAWN, exe, *cmd[1:]], env=env, check=True,
+    out = subprocess.run([sys.executable, "-S", "-c", _SPAWN, fsync, exe, *cmd[1:]], env=env, check=True,
                          capture_output=True, text=True).stdout.split()
     if int(out[0]):
         raise SystemExit(f"failed ({out[0]}): {' '.join(cmd)}")
-    return float(out[1]), int(out[2]) / 1024
+    return Run(float(out[1]), int(out[2]) / 1024, float(out[3]))
 
 
 def cli_vs_age(args: argparse.Namespace, tmp: str) -> dict[str, dict[str, float]]:
@@ -264,39 +275,42 @@ def cli_vs_age(args: argparse.Namespace, tmp: str) -> dict[str, dict[str, float]
         tools["age"] = ([age, "-r", recipient, "-o", "{dst}", "{src}"], [age, "-d", "-i", identity, "-o", "{dst}", "{src}"])
     else:
         print("  skipped: age is not installed (apt-get install age)")
+    if "age" in tools:  # like for like: age's output made durable as envcrypt's is
+        tools["age + fsync"] = tools["age"]
     figures: dict[str, dict[str, float]] = {}
     for label, size in (("file", args.cli_mib * MiB), ("start-up", KiB)):
         plain = os.path.join(tmp, f"{label}.bin")
         with open(plain, "wb") as f:
             for _ in range(max(size // MiB, 1)):
                 f.write(os.urandom(min(size, MiB)))
-        runs: dict[tuple[str, str], list[tuple[float, float]]] = {}
+        runs: dict[tuple[str, str], list[Run]] = {}
         for _ in range(args.repeat):
-            for tool, (enc_cmd, dec_cmd) in tools.items():  # interleaved: a noisy moment hits both tools
+            for tool, (enc_cmd, dec_cmd) in tools.items():  # interleaved: a noisy moment hits every tool
                 sealed, back = os.path.join(tmp, f"{label}.{tool[:3]}"), os.path.join(tmp, f"{label}.{tool[:3]}.out")
                 for op, cmd, src, dst in (("encrypt", enc_cmd, plain, sealed), ("decrypt", dec_cmd, sealed, back)):
                     os.sync()  # earlier runs' dirty pages are not this run's write-back
                     argv = [a.format(src=src, dst=dst) for a in cmd]
-                    runs.setdefault((tool, op), []).append(run_child(argv, env))
+                    runs.setdefault((tool, op), []).append(run_child(argv, env, dst if "fsync" in tool else ""))
                 if not _same_file(plain, back):
                     raise SystemExit(f"{tool} did not round-trip {plain}")
         for (tool, op), samples in runs.items():
-            wall = statistics.median(s for s, _ in samples)
-            figures.setdefault(f"{label} {op}", {})[tool] = wall
-            figures.setdefault(f"{label} {op} rss", {})[tool] = max(r for _, r in samples)
+            figures.setdefault(f"{label} {op}", {})[tool] = statistics.median(r.wall for r in samples)
+            figures.setdefault(f"{label} {op} cpu", {})[tool] = statistics.median(r.cpu for r in samples)
+            figures.setdefault(f"{label} {op} rss", {})[tool] = max(r.rss for r in samples)
         if label == "file":
             print(f"2. CLI file -> file, {_size(size)} on local disk, process start included "
-                  f"(envcrypt publishes with fsync + rename; age writes in place)")
+                  f"(envcrypt publishes with fsync + rename; age writes in place, without fsync)")
             for tool in tools:
                 e, d = figures["file encrypt"][tool], figures["file decrypt"][tool]
                 print(f"  {tool:<14} encrypt {size / e / 1e9:5.2f} GB/s  decrypt {size / d / 1e9:5.2f} GB/s  "
+                      f"CPU {figures['file encrypt cpu'][tool]:5.2f} / {figures['file decrypt cpu'][tool]:5.2f} s  "
                       f"peak RSS {max(figures['file encrypt rss'][tool], figures['file decrypt rss'][tool]):5.1f} MiB")
         else:
             print("3. start-up: the same commands on a 1 KiB file (median wall time; envcrypt target < 100 ms)")
             for tool in tools:
                 print(f"  {tool:<14} encrypt {figures['start-up encrypt'][tool] * 1e3:6.1f} ms  "
                       f"decrypt {figures['start-up decrypt'][tool] * 1e3:6.1f} ms")
-            bare = statistics.median(run_child([sys.executable, "-c", "pass"], env)[0] for _ in range(args.repeat))
+            bare = statistics.median(run_child([sys.executable, "-c", "pass"], env).wall for _ in range(args.repeat))
             print(f"  {'python -c pass':<14}         {bare * 1e3:6.1f} ms  (the interpreter alone)")
     return figures
 
@@ -408,6 +422,9 @@ def main() -> int:
             cli = cli_vs_age(args, tmp)
         for op in ("encrypt", "decrypt"):
             checks.append((f"CLI / age, file {op} (wall time)", ratio(cli[f"file {op}"], "envcrypt CLI", "age", invert=True), 1.0))
+        for op in ("encrypt", "decrypt"):
+            checks.append((f"CLI / age + fsync, file {op} (wall)", ratio(cli[f"file {op}"], "envcrypt CLI", "age + fsync",
+                                                                         invert=True), 1.0))
         cli_size = args.cli_mib * MiB
         write_plot(suffixed(args.plot, "cli"), {
             tool: {f"{op} GB/s": cli_size / cli[f"file {op}"][tool] / 1e9 for op in ("encrypt", "decrypt")}
