@@ -15,9 +15,10 @@ from typing import IO, Any
 
 from .. import CHUNK_SIZE, open_reader, open_writer
 
-#: one reused buffer per copy, a whole number of the streams' 4 MiB sealing batches, so the
-#: writer seals straight from it (no staging copy) and the input file fills it with one readinto
-COPY_BUFFER = 4 * 1024 * 1024
+#: one reused buffer per copy; the writer's sealing batch is set to the same size, so it seals
+#: straight from this buffer (no staging copy) and the input file fills it with one readinto.
+#: 2 MiB: as fast as 4 MiB here (file -> file on tmpfs, in one run) and ~6 MiB less peak RSS
+COPY_BUFFER = 2 * 1024 * 1024
 
 
 VAULT_HELP = "local vault directory for local: keys (default $ENVCRYPT_VAULT); never created by a read"
