@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from types import ModuleType
 from typing import Any, NamedTuple
@@ -79,8 +80,8 @@ def optional(name: str) -> ModuleType | None:
         return None
 
 
-def seconds_per_call(fn: Callable[[], object], repeat: int, min_sample: float = 0.02) -> float:
-    """Median seconds per call over ``repeat`` samples, each at least ``min_sample`` long."""
+def loops_for(fn: Callable[[], object], min_sample: float = 0.02) -> int:
+    """How many calls make one sample last at least ``min_sample`` seconds."""
     loops = 1
     while True:
         t0 = time.perf_counter()
@@ -88,15 +89,33 @@ def seconds_per_call(fn: Callable[[], object], repeat: int, min_sample: float = 
             fn()
         spent = time.perf_counter() - t0
         if spent >= min_sample:
-            break
+            return loops
         loops = max(loops * 2, int(loops * min_sample / max(spent, 1e-9)))
-    samples = [spent / loops]
-    for _ in range(repeat - 1):
-        t0 = time.perf_counter()
-        for _ in range(loops):
-            fn()
-        samples.append((time.perf_counter() - t0) / loops)
-    return statistics.median(samples)
+
+
+def sample(fn: Callable[[], object], loops: int) -> float:
+    """Seconds per call, over ``loops`` calls."""
+    t0 = time.perf_counter()
+    for _ in range(loops):
+        fn()
+    return (time.perf_counter() - t0) / loops
+
+
+def seconds_per_call(fn: Callable[[], object], repeat: int) -> float:
+    """Median seconds per call over ``repeat`` samples."""
+    loops = loops_for(fn)
+    return statistics.median(sample(fn, loops) for _ in range(repeat))
+
+
+def interleaved(fns: dict[str, Callable[[], object]], repeat: int) -> dict[str, float]:
+    """Median seconds per call of each function, sampled in turns: a noisy moment on a shared
+    machine hits every contender of a round, so the ratios hold better than the absolutes."""
+    loops = {name: loops_for(fn) for name, fn in fns.items()}
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            samples[name].append(sample(fn, loops[name]))
+    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 # ---------------------------------------------------------------- part 1: codecs
@@ -206,17 +225,22 @@ def throughput(args: argparse.Namespace) -> dict[str, dict[str, dict[int, float]
     result: dict[str, dict[str, dict[int, float]]] = {"encrypt": {}, "decrypt": {}}
     width = max(map(len, codecs))
     print(f"  {'':<{width}}  " + "  ".join(f"{_size(s) + ' enc/dec':>18}" for s in sizes))
-    for name, (enc, dec) in codecs.items():
-        cells = []
-        for size in sizes:
-            data = os.urandom(size)
-            ct = enc(data)
-            e = size / seconds_per_call(lambda: enc(data), args.repeat) / 1e9  # noqa: B023
-            d = size / seconds_per_call(lambda: dec(ct), args.repeat) / 1e9  # noqa: B023
-            result["encrypt"].setdefault(name, {})[size] = e
-            result["decrypt"].setdefault(name, {})[size] = d
-            cells.append(f"{e:8.2f} /{d:6.2f}")
-        print(f"  {name:<{width}}  " + "  ".join(f"{c:>18}" for c in cells))
+    cells: dict[str, list[str]] = {name: [] for name in codecs}
+    for size in sizes:
+        data = os.urandom(size)
+        sealed = {name: enc(data) for name, (enc, _) in codecs.items()}
+        fns: dict[str, Callable[[], object]] = {}
+        for name, (enc, dec) in codecs.items():
+            fns[f"{name}\0encrypt"] = partial(enc, data)
+            fns[f"{name}\0decrypt"] = partial(dec, sealed[name])
+        for key, seconds in interleaved(fns, args.repeat).items():
+            name, op = key.split("\0")
+            result[op].setdefault(name, {})[size] = size / seconds / 1e9
+        for name in codecs:
+            cells[name].append(f"{result['encrypt'][name][size]:8.2f} /{result['decrypt'][name][size]:6.2f}")
+        del data, sealed, fns
+    for name in codecs:
+        print(f"  {name:<{width}}  " + "  ".join(f"{c:>18}" for c in cells[name]))
     return result
 
 
@@ -227,22 +251,17 @@ def _size(n: int) -> str:
 # ---------------------------------------------------------------- parts 2, 3: the CLI against age
 
 
-#: started per run by ``run_child``: spawns the command, prints its wall time and peak RSS.  A
+#: the fallback of ``run_child`` without GNU time: spawns the command and prints its figures.  A
 #: child of this big benchmark process would inherit its RSS high-water mark across fork/exec;
-#: a child of this small interpreter starts from ~10 MiB (the floor of the RSS figures).
+#: a child of this small interpreter starts from its ~10 MiB (then the floor of the RSS figures).
 _SPAWN = """
-import os, sys, time
-fsync = sys.argv[1]
-t0 = time.perf_counter()
-pid = os.posix_spawn(sys.argv[2], sys.argv[2:], os.environ,
+import os, sys
+pid = os.posix_spawn(sys.argv[1], sys.argv[1:], os.environ,
                      file_actions=[(os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0)])
 _, status, usage = os.wait4(pid, 0)
-if fsync:
-    fd = os.open(fsync, os.O_RDONLY)
-    os.fsync(fd)
-    os.close(fd)
-print(os.waitstatus_to_exitcode(status), time.perf_counter() - t0, usage.ru_maxrss, usage.ru_utime + usage.ru_stime)
+print(os.waitstatus_to_exitcode(status), usage.ru_maxrss, usage.ru_utime + usage.ru_stime)
 """
+GNU_TIME = "/usr/bin/time"  # its own exec leaves a fresh RSS high-water mark for the child
 
 
 class Run(NamedTuple):
@@ -254,11 +273,22 @@ class Run(NamedTuple):
 def run_child(cmd: list[str], env: dict[str, str], fsync: str = "") -> Run:
     """One process's figures; ``fsync``: a file to fsync after it exits (inside the wall time)."""
     exe = shutil.which(cmd[0]) or cmd[0]
-    out = subprocess.run([sys.executable, "-S", "-c", _SPAWN, fsync, exe, *cmd[1:]], env=env, check=True,
-                         capture_output=True, text=True).stdout.split()
-    if int(out[0]):
-        raise SystemExit(f"failed ({out[0]}): {' '.join(cmd)}")
-    return Run(float(out[1]), int(out[2]) / 1024, float(out[3]))
+    with tempfile.NamedTemporaryFile("r", suffix=".time") as report:
+        gnu = os.access(GNU_TIME, os.X_OK)
+        argv = ([GNU_TIME, "-q", "-f", "%x %M %U %S", "-o", report.name, exe, *cmd[1:]] if gnu
+                else [sys.executable, "-S", "-c", _SPAWN, exe, *cmd[1:]])
+        t0 = time.perf_counter()
+        out = subprocess.run(argv, env=env, check=False, stdout=subprocess.PIPE, text=True).stdout
+        if fsync:
+            fd = os.open(fsync, os.O_RDONLY)
+            os.fsync(fd)
+            os.close(fd)
+        wall = time.perf_counter() - t0
+        fields = report.read().split() if gnu else out.split()
+    code, rss_kib, cpu = int(fields[0]), int(fields[1]), sum(float(f) for f in fields[2:])
+    if code:
+        raise SystemExit(f"failed ({code}): {' '.join(cmd)}")
+    return Run(wall, rss_kib / 1024, cpu)
 
 
 def cli_vs_age(args: argparse.Namespace, tmp: str) -> dict[str, dict[str, float]]:
