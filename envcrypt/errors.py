@@ -38,6 +38,7 @@ __all__ = [
     "IsAPrefixError",
     "VaultNotFoundError",
     "UnsupportedTypeError",
+    "InternalError",
 ]
 
 
@@ -189,3 +190,15 @@ class UnsupportedTypeError(EnvcryptError, TypeError):
     """A column type that ``envcrypt.columns`` cannot encrypt cell by cell (nested types: list,
     struct, map, union; extension and run-end encoded types), or a mode that would be useless
     for it (deterministic encryption of a boolean column).  A TypeError too."""
+
+
+class InternalError(EnvcryptError, RuntimeError):
+    """An internal invariant does not hold: a bug in envcrypt, never a property of the input.
+
+    Raised where an ``assert`` would vanish under ``python -O``; nothing is returned
+    past it (no plaintext, no partial object).  The message names the invariant and
+    never carries data or key material.  The CLI reports it as a bug (exit 1).
+    """
+
+    def __init__(self, invariant: str) -> None:
+        super().__init__(f"internal error (a bug in envcrypt): {invariant}")

@@ -25,7 +25,7 @@ from typing import IO, Any
 from . import _buffers
 from .chunked import ChunkCipher, new_message, open_span
 from .envelope import KeyUris, check_context, claim_stream_charge, new_header, open_body, read_header
-from .errors import ClosedError, IntegrityError, UnpublishedWriteWarning
+from .errors import ClosedError, IntegrityError, InternalError, UnpublishedWriteWarning
 from .format import (
     BODY_PREFIX_SIZE,
     CHUNK_SIZE,
@@ -268,7 +268,8 @@ class DecryptingReader(io.RawIOBase):
     def size(self) -> int:
         """Plaintext length, authenticated (opens the final chunk once)."""
         self._authenticate_length()
-        assert self._size is not None
+        if self._size is None:
+            raise InternalError("plaintext size unknown after authenticating it")
         return self._size
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
@@ -297,7 +298,8 @@ class DecryptingReader(io.RawIOBase):
             n = self.readinto(buf)
             del buf[n:]
             return bytes(buf)
-        assert self._size is not None
+        if self._size is None:
+            raise InternalError("a seekable reader without a plaintext size")
         remaining = self._size - self._pos
         want = remaining if size is None or size < 0 else min(size, remaining)
         if want <= 0:
@@ -357,7 +359,8 @@ class DecryptingReader(io.RawIOBase):
             return
         if self._size is None:  # sequential: read through to the end
             raise io.UnsupportedOperation("the plaintext length of a non-seekable stream is known only at its end")
-        assert self._final_index is not None and self._size is not None
+        if self._final_index is None or self._size is None:
+            raise InternalError("a seekable reader without a plaintext size")
         try:
             at = self._final_index * CHUNK_SIZE
             self._open_span(self._final_index, self._final_index, at, at, memoryview(self._edge)[:0])
@@ -366,7 +369,8 @@ class DecryptingReader(io.RawIOBase):
             raise
 
     def _readinto_random(self, out: memoryview) -> int:
-        assert self._size is not None and self._final_index is not None
+        if self._size is None or self._final_index is None:
+            raise InternalError("random access without a plaintext size")
         pos, want = self._pos, len(out)
         if want == 0:
             return 0
@@ -388,7 +392,8 @@ class DecryptingReader(io.RawIOBase):
 
     def _open_span(self, first: int, last: int, start: int, end: int, out: memoryview) -> None:
         """Fetch sealed chunks first..last in one read; place plaintext [start, end) into ``out``."""
-        assert self._size is not None
+        if self._size is None:
+            raise InternalError("random access without a plaintext size")
         body = self._body + BODY_PREFIX_SIZE
         stop = body + sealed_chunk_end(last, self._size)
         sealed = self._fetch(body + first * SEALED_CHUNK_SIZE, stop - body - first * SEALED_CHUNK_SIZE)

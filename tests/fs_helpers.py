@@ -1,9 +1,10 @@
-"""Helpers shared by the fs tests: a memory filesystem that records what it serves."""
+"""Helpers shared by the fs tests: memory and local filesystems that record what they serve."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from fsspec.implementations.local import LocalFileSystem
 from fsspec.implementations.memory import MemoryFileSystem
 
 from envcrypt.fs import EnvcryptFileSystem
@@ -31,6 +32,18 @@ class RecordingMemoryFileSystem(MemoryFileSystem):
             size = self.store[path].size if path in self.store else 0
             total += (size if end is None else min(end, size)) - (start or 0)
         return total
+
+
+class CountingLocalFileSystem(LocalFileSystem):
+    """A real local filesystem that counts head probes (``cat_ranges`` batches)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.range_batches = 0
+
+    def cat_ranges(self, paths: Any, starts: Any, ends: Any, **kwargs: Any) -> Any:
+        self.range_batches += 1
+        return super().cat_ranges(paths, starts, ends, **kwargs)
 
 
 def memory_envcrypt(**options: Any) -> tuple[EnvcryptFileSystem, RecordingMemoryFileSystem]:

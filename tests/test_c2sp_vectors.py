@@ -41,7 +41,7 @@ from envcrypt.format import (
     KeySlot,
 )
 from envcrypt.streams import DecryptingReader
-from tests.test_streams import pipe
+from tests.stream_helpers import pipe
 
 WYCHEPROOF = Path(__file__).resolve().parent / "vectors" / "wycheproof"
 FILES = {

@@ -24,7 +24,7 @@ from envcrypt.errors import WrongKeyError
 from envcrypt.format import BODY_PREFIX_SIZE, CHUNK_SIZE, body_size, parse_header
 from envcrypt.keys.vault import LocalVault
 from envcrypt.slots import open_slots
-from tests.test_streams import pipe
+from tests.stream_helpers import pipe
 
 SIZES = [0, 1, CHUNK_SIZE - 1, CHUNK_SIZE, CHUNK_SIZE + 1, 3 * CHUNK_SIZE + 100, 70 * CHUNK_SIZE + 3]
 CONTEXTS: list[dict[str, str]] = [{}, {"tenant": "acme", "table": "orders", "é": "ü\x00"}]

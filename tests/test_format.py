@@ -43,6 +43,8 @@ from envcrypt.format import (
     plaintext_size,
 )
 
+from .vector_files import case_id, load
+
 SLOT = KeySlot("local:k/1", 1, bytes(range(40)))
 
 
@@ -325,23 +327,12 @@ def test_key_slot_repr_hides_wrapped_key() -> None:
 
 # ---------------------------------------------------------------- size arithmetic
 
-MIB = 1 << 20
-SIZE_TABLE = [  # p, chunks, body_size: FORMAT.md
-    (0, 1, 72),
-    (1, 1, 73),
-    (16_383, 1, 16_455),
-    (16_384, 2, 16_472),
-    (16_385, 2, 16_473),
-    (2 * 16_384 - 1, 2, 56 + 32_767 + 32),
-    (2 * 16_384, 3, 56 + 32_768 + 48),
-    (5 * 16_384 + 7, 6, 56 + 5 * 16_384 + 7 + 96),
-    (MIB, 65, 1_049_672),
-    (MAX_PLAINTEXT_SIZE, MAX_CHUNKS, 56 + MAX_PLAINTEXT_SIZE + MAX_CHUNKS * 16),
-]
+SIZES = load("size_arithmetic.json")  # FORMAT.md's table, as data
 
 
-@pytest.mark.parametrize(("p", "chunks", "body"), SIZE_TABLE)
-def test_size_table_both_ways(p: int, chunks: int, body: int) -> None:
+@pytest.mark.parametrize("case", SIZES["sizes"], ids=case_id)
+def test_size_table_both_ways(case: dict[str, Any]) -> None:
+    p, chunks, body = case["plaintextSize"], case["chunks"], case["bodySize"]
     assert chunk_count(p) == chunks
     assert body_size(p) == body
     assert plaintext_size(body) == p
@@ -349,22 +340,26 @@ def test_size_table_both_ways(p: int, chunks: int, body: int) -> None:
     assert object_plaintext_size(100, 100 + body) == p
 
 
-@pytest.mark.parametrize(
-    "body",
-    [0, 55, 56, 57, 71, 56 + SEALED_CHUNK_SIZE, 56 + SEALED_CHUNK_SIZE + 15, 56 + 3 * SEALED_CHUNK_SIZE + 1,
-     body_size(MAX_PLAINTEXT_SIZE) + 1, 56 + MAX_CHUNKS * SEALED_CHUNK_SIZE + TAG_SIZE],
-)
-def test_impossible_body_sizes(body: int) -> None:
+@pytest.mark.parametrize("case", SIZES["impossibleBodySizes"], ids=case_id)
+def test_impossible_body_sizes(case: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
-        plaintext_size(body)
+        plaintext_size(case["bodySize"])
 
 
-@pytest.mark.parametrize("p", [-1, MAX_PLAINTEXT_SIZE + 1])
-def test_plaintext_size_bounds(p: int) -> None:
+@pytest.mark.parametrize("case", SIZES["outOfRangePlaintextSizes"], ids=case_id)
+def test_plaintext_size_bounds(case: dict[str, Any]) -> None:
+    p = case["plaintextSize"]
     with pytest.raises(ValueError):
         chunk_count(p)
     with pytest.raises(ValueError):
         body_size(p)
+
+
+def test_size_vectors_reach_the_bounds() -> None:
+    """The table keeps its edge cases: the empty object and the largest plaintext."""
+    sizes = {case["plaintextSize"] for case in SIZES["sizes"]}
+    assert {0, CHUNK_SIZE, MAX_PLAINTEXT_SIZE} <= sizes
+    assert {case["plaintextSize"] for case in SIZES["outOfRangePlaintextSizes"]} == {-1, MAX_PLAINTEXT_SIZE + 1}
 
 
 @given(st.integers(min_value=0, max_value=MAX_PLAINTEXT_SIZE))

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import envcrypt
 from envcrypt.cli import main
 
 from .fs_helpers import make_key
@@ -198,3 +200,58 @@ def test_put_json_summary_and_progress_lines(tmp_path: Path, capsys: pytest.Capt
     assert "put" not in captured.out
     last = captured.err.strip().splitlines()[-1]
     assert last.startswith("encrypt-tree: 3/3 files, 6.0 KiB of 6.0 KiB, ") and "/s" in last and "done in" in last
+
+
+def test_cross_store_cli_copy_publishes_nothing_on_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    import uuid
+
+    import fsspec
+
+    from envcrypt.cli import fs as cli_fs
+    from envcrypt.cli import main
+
+    src = f"memory://cp-{uuid.uuid4().hex[:8]}/obj"
+    efs, path = fsspec.core.url_to_fs("envcrypt::" + src)
+    efs.pipe_file(path, os.urandom(100_000))
+    (tmp_path / "dst").mkdir()
+    dst = tmp_path / "dst" / "obj"
+    dst.write_bytes(b"the old copy")
+    real = cli_fs.shutil.copyfileobj
+
+    def half_then_fail(s: Any, d: Any, length: int = 0) -> None:
+        d.write(s.read(1000))
+        raise OSError("connection reset")
+
+    monkeypatch.setattr(cli_fs.shutil, "copyfileobj", half_then_fail)
+    assert main(["cp", src, f"file://{dst}"]) == 2  # the CLI: one line, no traceback
+    assert "connection reset" in capsys.readouterr().err
+    assert dst.read_bytes() == b"the old copy" and os.listdir(tmp_path / "dst") == ["obj"]
+    monkeypatch.setattr(cli_fs.shutil, "copyfileobj", real)
+    assert main(["cp", src, f"file://{dst}"]) == 0
+    assert dst.read_bytes() == efs.target.cat_file(path)
+    efs.target.rm(path)
+
+
+def test_cross_store_cli_copy_takes_the_destination_policys_key(tmp_path: Path) -> None:
+    import json
+    import uuid
+
+    import fsspec
+
+    from envcrypt.cli import main
+
+    make_key("tenant-b")
+    src = f"memory://cp-{uuid.uuid4().hex[:8]}/obj"
+    efs, path = fsspec.core.url_to_fs("envcrypt::" + src)
+    data = os.urandom(50_000)
+    efs.pipe_file(path, data)
+    (tmp_path / "lake" / "b").mkdir(parents=True)
+    options = json.dumps({"envcrypt": {"key_policy": {f"file://{tmp_path}/lake/b/": "local:tenant-b"}}})
+    assert main(["cp", src, f"file://{tmp_path}/lake/b/obj", "-o", options]) == 0
+    assert main(["cp", src, f"file://{tmp_path}/lake/plain-copy", "-o", options]) == 0
+    copied = (tmp_path / "lake" / "b" / "obj").read_bytes()
+    assert envcrypt.inspect(copied).key_uris == ["local:tenant-b/1"]
+    assert (tmp_path / "lake" / "plain-copy").read_bytes() == efs.target.cat_file(path)  # no rule: as it is
+    assert envcrypt.decrypt(copied, trusted_keys="local:tenant-b") == data
+    efs.target.rm(path)

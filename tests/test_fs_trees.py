@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import fsspec
 import pytest
 
 from envcrypt import EnvcryptError, inspect
 from envcrypt.format import CHUNK_SIZE
-from envcrypt.fs import EnvcryptFileSystem, KeyPolicy, trees
+from envcrypt.fs import EnvcryptFileSystem, trees
 from envcrypt.fs import manifest as mf
 from envcrypt.keys.vault import LocalVault
 
@@ -24,25 +25,6 @@ def _tree(root: Path) -> dict[str, bytes]:
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_bytes(data)
     return files
-
-
-def test_key_policy_longest_prefix() -> None:
-    policy = KeyPolicy({"tenants/a/": "local:a", "tenants/": "local:t", "": "local:default"})
-    assert policy.for_path("/lake/tenants/a/x", anchor="/lake") == "local:a"
-    assert policy.for_path("bucket/tenants/a/deep/x", anchor="bucket") == "local:a"
-    assert policy.for_path("/lake/tenants/ab/x", anchor="/lake") == "local:t"
-    assert policy.for_path("/lake/other/atenants/a/x", anchor="/lake") == "local:default"
-    # anchored: a prefix never matches deeper inside a path
-    assert policy.for_path("/lake/tenants/b/uploads/tenants/a/x", anchor="/lake") == "local:t"
-    assert policy.for_path("/lake/tenants/a/x") == "local:default"  # anchored at "/": lake/tenants/...
-    assert policy.for_path("/lake/tenants/a/x", anchor="/elsewhere") == "local:default"
-    assert KeyPolicy({"tenants/a/": "local:a"}).for_path("/lake/x", anchor="/lake") is None
-    assert KeyPolicy({"/lake/tenants/a/": "local:a"}).for_path("/lake/tenants/a/x") == "local:a"
-    assert KeyPolicy({"/lake/tenants/a/": "local:a"}).for_path("/up/lake/tenants/a/x") is None
-    full = KeyPolicy({"memory://lake/t/": "local:m"})
-    assert full.for_path("/lake/t/x", fsspec.filesystem("memory")._strip_protocol) == "local:m"
-    with pytest.raises(ValueError):
-        KeyPolicy({"x/": "not-a-uri"})
 
 
 def test_per_tenant_keys_and_crypto_shredding() -> None:
@@ -205,3 +187,44 @@ def test_manifest_reports_rollback_to_a_signed_version() -> None:
     fs.target.pipe_file(f"{root}/x", v1)
     assert mf.verify_manifest(fs, root).rolled_back == ["x"]
     fs.target.rm(root, recursive=True)
+
+
+def test_tree_reruns_redo_files_edited_in_place_with_the_same_size(tmp_path: Path) -> None:
+    from envcrypt.fs import trees
+
+    src, enc, dec = tmp_path / "src", tmp_path / "enc", tmp_path / "dec"
+    src.mkdir()
+    (src / "acct.csv").write_bytes(b"name,balance\nalice,100\n")
+    assert trees.encrypt_tree(str(src), f"file://{enc}", progress=False).done
+    assert trees.decrypt_tree(f"file://{enc}", str(dec), progress=False).done
+    assert trees.encrypt_tree(str(src), f"file://{enc}", progress=False).done == []  # unchanged: skipped
+    (src / "acct.csv").write_bytes(b"name,balance\nalice,999\n")  # same size
+    newer = os.stat(enc / "acct.csv").st_mtime + 5
+    os.utime(src / "acct.csv", (newer, newer))
+    assert trees.encrypt_tree(str(src), f"file://{enc}", progress=False).done == [str(src / "acct.csv")]
+    later = os.stat(dec / "acct.csv").st_mtime + 5
+    os.utime(enc / "acct.csv", (later, later))  # as if written after the plain copy was made
+    assert trees.decrypt_tree(f"file://{enc}", str(dec), progress=False).done == [str(enc / "acct.csv")]
+    assert (dec / "acct.csv").read_bytes() == b"name,balance\nalice,999\n"
+    forced = trees.encrypt_tree(str(src), f"file://{enc}", progress=False, force=True)
+    assert forced.done == [str(src / "acct.csv")]
+
+
+def test_migrate_leaves_a_concurrent_write_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from envcrypt.fs import trees
+
+    (tmp_path / "m").mkdir()
+    plain = tmp_path / "m" / "p.csv"
+    plain.write_bytes(b"v1 plain")
+    fs = EnvcryptFileSystem(key_uri="local:default", skip_instance_cache=True)
+    copy = trees._copy
+
+    def copy_and_race(src: Any, dst: Any) -> None:
+        fs.pipe_file(str(plain), b"v2 written encrypted by an application meanwhile")
+        copy(src, dst)
+
+    monkeypatch.setattr(trees, "_copy", copy_and_race)
+    report = trees.migrate(f"file://{tmp_path / 'm'}", progress=False)
+    assert [p for p, _ in report.failed] == [str(plain)] and "ConcurrentModification" in report.failed[0][1]
+    monkeypatch.undo()
+    assert fs.cat_file(str(plain)) == b"v2 written encrypted by an application meanwhile"

@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import boto3
 import pytest
 
 import envcrypt
@@ -23,6 +22,8 @@ from envcrypt.errors import (
 from envcrypt.format import KeySlot
 from envcrypt.keys.aws_kms import AwsKmsResolver
 from envcrypt.keys.base import WRAP_AWS_KMS
+
+boto3 = pytest.importorskip("boto3")  # every test here talks to KMS through boto3
 
 pytestmark = pytest.mark.cloud
 CTX = {"tenant": "acme", "dataset": "orders"}

@@ -7,7 +7,6 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
 
 import envcrypt
@@ -147,6 +146,7 @@ def test_local_dek_cache_skips_vault_unwraps(_isolated_vault: Any) -> None:
 
 @pytest.fixture(scope="module")
 def kms_alias(moto_server: str) -> str:
+    boto3 = pytest.importorskip("boto3")
     kms = boto3.client("kms", endpoint_url=moto_server, region_name="us-east-1")
     key_id = kms.create_key()["KeyMetadata"]["KeyId"]
     kms.create_alias(AliasName="alias/cache-test", TargetKeyId=key_id)

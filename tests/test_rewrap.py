@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import boto3
 import pytest
 
 import envcrypt
@@ -134,6 +133,7 @@ def test_rewrap_header_refuses_a_foreign_slot(vault: LocalVault) -> None:
 
 @pytest.mark.cloud
 def test_rewrap_local_to_kms(vault: LocalVault, moto_server: str) -> None:
+    boto3 = pytest.importorskip("boto3")
     kms = boto3.client("kms", endpoint_url=moto_server, region_name="us-east-1")
     arn = kms.create_key()["KeyMetadata"]["Arn"]
     opts = {"endpoint_url": moto_server, "region_name": "us-east-1"}

@@ -18,7 +18,7 @@ from envcrypt.chunked import set_threads
 from envcrypt.errors import KeyNotFoundError, WrongKeyError
 from envcrypt.format import CHUNK_SIZE, body_size, object_size, parse_header
 from envcrypt.keys.vault import KEYS_DIR, LocalVault
-from tests.test_streams import pipe
+from tests.stream_helpers import pipe
 
 C = CHUNK_SIZE
 SIZES = [0, 1, C - 1, C, C + 1, 2 * C - 1, 2 * C, 2 * C + 1, 5 * C + 7]

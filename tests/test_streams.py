@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import io
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -16,6 +16,8 @@ from envcrypt.chunked import ChunkCipher
 from envcrypt.errors import ClosedError, IntegrityError
 from envcrypt.format import BODY_PREFIX_SIZE, CHUNK_SIZE, SEALED_CHUNK_SIZE, parse_header
 from envcrypt.streams import DecryptingReader
+
+from .stream_helpers import pipe
 
 C = CHUNK_SIZE
 SIZES = [0, 1, C - 1, C, C + 1, 2 * C - 1, 2 * C, 2 * C + 1, 5 * C + 7]
@@ -51,24 +53,6 @@ def flip(blob: bytes, offset: int, mask: int = 0x01) -> bytes:
     out = bytearray(blob)
     out[offset] ^= mask
     return bytes(out)
-
-
-class Pipe(io.RawIOBase):
-    """A non-seekable source with short reads."""
-
-    def __init__(self, data: bytes, step: int = 6007) -> None:
-        self._src, self._step = io.BytesIO(data), step
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        return self._src.readinto(memoryview(buffer)[: self._step])
-
-
-def pipe(data: bytes, step: int = 6007) -> IO[bytes]:
-    """A :class:`Pipe`, typed as the binary file object the API takes."""
-    return cast(IO[bytes], Pipe(data, step))
 
 
 class ReadLog(io.BytesIO):

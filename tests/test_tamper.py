@@ -14,8 +14,6 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 import envcrypt
@@ -43,7 +41,7 @@ from envcrypt.format import (
     parse_header,
 )
 from envcrypt.keys.vault import LocalVault
-from tests.test_streams import pipe
+from tests.stream_helpers import pipe
 
 C = CHUNK_SIZE
 S = SEALED_CHUNK_SIZE
@@ -355,6 +353,8 @@ def test_absurd_declared_lengths_in_a_real_object(offset: int, value: int, error
 
 
 def parquet_bytes() -> bytes:
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
     sink = io.BytesIO()
     pq.write_table(pa.table({"x": [1, 2, 3]}), sink)
     assert sink.getvalue()[:4] == b"PAR1"

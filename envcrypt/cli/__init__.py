@@ -14,13 +14,27 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
-from importlib.metadata import PackageNotFoundError, version
 
-from ..errors import EnvcryptError, NotEncryptedError
+from ..errors import EnvcryptError, InternalError, NotEncryptedError
 
 #: command-group modules, each with register(subparsers)
 GROUPS = ("envcrypt.cli.core", "envcrypt.cli.keys", "envcrypt.cli.fs", "envcrypt.cli.parquet", "envcrypt.cli.columns",
           "envcrypt.cli.cert", "envcrypt.cli.mount")
+
+#: top-level command -> the group that registers it.  ``main`` imports only that group, so
+#: ``envcrypt encrypt`` starts without fsspec, the vault CLI or Arrow (tests/test_cli_startup.py
+#: checks this table against what the groups register).  A command missing here still works:
+#: it just builds the whole parser.
+COMMAND_GROUPS = {
+    **dict.fromkeys(("encrypt", "decrypt", "demo"), "envcrypt.cli.core"),
+    **dict.fromkeys(("key", "secret", "vault", "audit"), "envcrypt.cli.keys"),
+    **dict.fromkeys(("ls", "cat", "cp", "put", "get", "rm", "inspect", "rewrap", "migrate", "encrypt-tree",
+                     "decrypt-tree", "manifest"), "envcrypt.cli.fs"),
+    "parquet": "envcrypt.cli.parquet",
+    "columns": "envcrypt.cli.columns",
+    "cert": "envcrypt.cli.cert",
+    **dict.fromkeys(("mount", "unmount"), "envcrypt.cli.mount"),
+}
 
 #: argument names that hold the path a command works on, most specific first
 PATH_ARGS = ("url", "src", "file")
@@ -30,21 +44,33 @@ CLI_SPELLINGS = {"pass plaintext='allow'": "pass --plaintext allow", "plaintext=
 
 
 def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version  # ~15 ms: only for --version
+
     try:
         return version("envcrypt")
     except PackageNotFoundError:  # pragma: no cover - running from a bare source tree
         return "unknown"
 
 
-def build_parser() -> argparse.ArgumentParser:
+class _VersionAction(argparse.Action):
+    """``--version``, looked up only when asked for (argparse's own action needs it up front)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        print(f"envcrypt {_version()}")
+        parser.exit()
+
+
+def build_parser(groups: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser with every group of ``GROUPS`` (or only ``groups``) registered."""
     parser = argparse.ArgumentParser(
         prog="envcrypt", description="Envelope encryption for files, data lakes and table columns.",
         epilog="example: envcrypt encrypt data.csv data.csv.envc   (envcrypt COMMAND -h: each command's help)",
     )
-    parser.add_argument("--version", action="version", version=f"envcrypt {_version()}")
+    parser.add_argument("--version", action=_VersionAction, nargs=0, help="show the version and exit")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in GROUPS:
+    for name in GROUPS if groups is None else groups:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
@@ -92,9 +118,16 @@ def error_line(exc: BaseException, target: str | None) -> str:
     return f"envcrypt: {type(exc).__name__}: {message}"
 
 
+def _groups_for(argv: Sequence[str]) -> tuple[str, ...] | None:
+    """The one group that registers the command in ``argv``, or None (build all: help, typos)."""
+    command = next((a for a in argv if not a.startswith("-")), None)  # top-level options take no value
+    group = COMMAND_GROUPS.get(command or "")
+    return (group,) if group in GROUPS else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(_groups_for(argv))
     debug = "--debug" in argv  # accepted anywhere on the line, not only before the command
     args = parser.parse_args([a for a in argv if a != "--debug"])
     args.debug = debug
@@ -113,6 +146,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (EnvcryptError, OSError, ValueError, TypeError) as exc:
         if args.debug:
             raise
+        if isinstance(exc, InternalError):  # a bug, not the input: reported like any unexpected error
+            print(error_line(exc, None) + " (--debug shows the traceback)", file=sys.stderr)
+            return 1
         print(error_line(exc, target), file=sys.stderr)
         return 2
     except Exception as exc:

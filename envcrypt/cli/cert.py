@@ -17,7 +17,7 @@ from typing import Any
 from ..errors import KeyUsageError
 from ..keys.vault_certs import CertificateStore
 from ..keys.vault_crypto import EC_P256, RSA
-from .keys import _a, _common, _out, _read, _table, _vault, _when
+from ._vault_common import arg, iso_time, open_vault, output, read_bytes, table, vault_options
 
 PASSWORD_ENV = "ENVCRYPT_CERT_PASSWORD"
 
@@ -39,39 +39,39 @@ def _add(sub: Any, name: str, func: Any, helptext: str, *args: tuple[tuple[str, 
     for names, kwargs in args:
         kwargs.setdefault("help", "certificate name (its key is local:NAME)" if names[0] == "name" else names[0])
         p.add_argument(*names, **kwargs)
-    _common(p)
+    vault_options(p)
     p.set_defaults(func=func)
 
 
 def register(sub: Any) -> None:
     cert = sub.add_parser("cert", help="certificates in the local vault").add_subparsers(
         dest="cert_command", metavar="ACTION", required=True)
-    validity = _a("--validity", metavar="DAYS", help="validity: Nd, Nw, Ny or days (default 365d; renew: as before)")
-    csr = _a("--csr", action="store_true", help="make a CSR to be signed elsewhere (then: cert merge)")
-    out = _a("--out", metavar="FILE", help="write the PEM here instead of stdout")
-    _add(cert, "create", _create, "create a certificate (self-signed, or a CSR with --csr)", _a("name"),
-         _a("--subject", required=True, help='RFC 4514 subject, e.g. "CN=www.example.com,O=Example"'),
-         _a("--san", action="append", default=[], metavar="TYPE:VALUE",
+    validity = arg("--validity", metavar="DAYS", help="validity: Nd, Nw, Ny or days (default 365d; renew: as before)")
+    csr = arg("--csr", action="store_true", help="make a CSR to be signed elsewhere (then: cert merge)")
+    out = arg("--out", metavar="FILE", help="write the PEM here instead of stdout")
+    _add(cert, "create", _create, "create a certificate (self-signed, or a CSR with --csr)", arg("name"),
+         arg("--subject", required=True, help='RFC 4514 subject, e.g. "CN=www.example.com,O=Example"'),
+         arg("--san", action="append", default=[], metavar="TYPE:VALUE",
             help="subject alternative name: DNS:, IP:, URI: or EMAIL: (repeatable)"),
-         _a("--validity", metavar="DAYS", default="365d", help="Nd, Nw, Ny or days (default 365d)"),
-         _a("--kind", choices=(RSA, EC_P256), default=RSA, help="key kind (default rsa)"), csr, out)
+         arg("--validity", metavar="DAYS", default="365d", help="Nd, Nw, Ny or days (default 365d)"),
+         arg("--kind", choices=(RSA, EC_P256), default=RSA, help="key kind (default rsa)"), csr, out)
     _add(cert, "merge", _merge, "complete a pending certificate with the signed certificate (PEM, then chain)",
-         _a("name"), _a("file", help="PEM file: the signed certificate and its chain"))
-    _add(cert, "import", _import, "import a certificate with its private key (PEM or PKCS#12)", _a("name"),
-         _a("file", help="PEM bundle or PKCS#12 (.p12/.pfx) file"),
-         _a("--password-env", metavar="VAR", help=f"read the file's password from $VAR (default ${PASSWORD_ENV})"))
-    _add(cert, "renew", _renew, "add a new version with a new key", _a("name"), validity, csr, out)
-    _add(cert, "show", _show, "show a certificate version", _a("name"),
-         _a("--version", type=int, help="version (default: newest)"))
+         arg("name"), arg("file", help="PEM file: the signed certificate and its chain"))
+    _add(cert, "import", _import, "import a certificate with its private key (PEM or PKCS#12)", arg("name"),
+         arg("file", help="PEM bundle or PKCS#12 (.p12/.pfx) file"),
+         arg("--password-env", metavar="VAR", help=f"read the file's password from $VAR (default ${PASSWORD_ENV})"))
+    _add(cert, "renew", _renew, "add a new version with a new key", arg("name"), validity, csr, out)
+    _add(cert, "show", _show, "show a certificate version", arg("name"),
+         arg("--version", type=int, help="version (default: newest)"))
     _add(cert, "list", _list, "list certificates (with expiry warnings)")
-    _add(cert, "versions", _versions, "list a certificate's versions", _a("name"))
-    _add(cert, "export", _export, "export the certificate and chain (never the private key) as PEM", _a("name"),
-         _a("--version", type=int, help="version (default: newest)"),
-         _a("--no-chain", action="store_true", help="only the certificate"), out)
+    _add(cert, "versions", _versions, "list a certificate's versions", arg("name"))
+    _add(cert, "export", _export, "export the certificate and chain (never the private key) as PEM", arg("name"),
+         arg("--version", type=int, help="version (default: newest)"),
+         arg("--no-chain", action="store_true", help="only the certificate"), out)
 
 
 def _store(args: argparse.Namespace, create: bool = False) -> CertificateStore:
-    return CertificateStore(_vault(args, create=create))
+    return CertificateStore(open_vault(args, create=create))
 
 
 def _write_pem(args: argparse.Namespace, pem: str) -> None:
@@ -86,11 +86,11 @@ def _warn(rows: list[dict[str, Any]]) -> None:
     for row in rows:
         if row.get("warning"):
             print(f"envcrypt: warning: certificate {row['name']} version {row['version']} {row['warning']} "
-                  f"(not after {_when(row['not_after'])})", file=sys.stderr)
+                  f"(not after {iso_time(row['not_after'])})", file=sys.stderr)
 
 
 def _text(row: dict[str, Any]) -> str:
-    shown = {k: (_when(v) if k in ("created", "not_before", "not_after") else v) for k, v in row.items() if k != "csr"}
+    shown = {k: (iso_time(v) if k in ("created", "not_before", "not_after") else v) for k, v in row.items() if k != "csr"}
     width = max(len(k) for k in shown)
     lines = []
     for k, v in shown.items():
@@ -107,7 +107,7 @@ def _issued(args: argparse.Namespace, row: dict[str, Any]) -> int:
               f"envcrypt cert merge {row['name']} signed.pem", file=sys.stderr)
         return 0
     _warn([row])
-    return _out(args, row, _text(row))
+    return output(args, row, _text(row))
 
 
 def _create(args: argparse.Namespace) -> int:
@@ -121,7 +121,7 @@ def _renew(args: argparse.Namespace) -> int:
 
 
 def _merge(args: argparse.Namespace) -> int:
-    return _issued(args, _store(args).merge(args.name, _read(args.file)))
+    return _issued(args, _store(args).merge(args.name, read_bytes(args.file)))
 
 
 def _password(args: argparse.Namespace) -> bytes | None:
@@ -135,7 +135,7 @@ def _password(args: argparse.Namespace) -> bytes | None:
 
 
 def _import(args: argparse.Namespace) -> int:
-    data, password = _read(args.file), _password(args)
+    data, password = read_bytes(args.file), _password(args)
     store = _store(args, create=True)
     try:
         row = store.import_certificate(args.name, data, password)
@@ -145,26 +145,26 @@ def _import(args: argparse.Namespace) -> int:
         prompted = getpass.getpass(f"password for {args.file}: ").encode("utf-8")
         row = store.import_certificate(args.name, data, prompted)
     _warn([row])
-    return _out(args, row, _text(row))
+    return output(args, row, _text(row))
 
 
 def _show(args: argparse.Namespace) -> int:
     row = _store(args).show(args.name, args.version)
     _warn([row])
-    return _out(args, row, _text(row))
+    return output(args, row, _text(row))
 
 
 def _list(args: argparse.Namespace) -> int:
     rows = _store(args).list()
     _warn(rows)
-    shown = [{**r, "not_after": _when(r.get("not_after")), "warning": r.get("warning") or ""} for r in rows]
-    return _out(args, rows, _table(shown, ["name", "version", "status", "subject", "not_after", "warning"]))
+    shown = [{**r, "not_after": iso_time(r.get("not_after")), "warning": r.get("warning") or ""} for r in rows]
+    return output(args, rows, table(shown, ["name", "version", "status", "subject", "not_after", "warning"]))
 
 
 def _versions(args: argparse.Namespace) -> int:
     rows = _store(args).versions(args.name)
-    shown = [{**r, "not_after": _when(r.get("not_after"))} for r in rows]
-    return _out(args, rows, _table(shown, ["version", "key", "status", "origin", "serial", "not_after"]))
+    shown = [{**r, "not_after": iso_time(r.get("not_after"))} for r in rows]
+    return output(args, rows, table(shown, ["version", "key", "status", "origin", "serial", "not_after"]))
 
 
 def _export(args: argparse.Namespace) -> int:

@@ -4,22 +4,21 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import io
 import os
-import random
-import shutil
+import stat
 import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from .. import decrypt, encrypt, inspect, open_reader, open_writer
-from ..keys.base import default_key_uri
-from ..keys.vault import default_vault_path
+from .. import CHUNK_SIZE, open_reader, open_writer
 
-COPY_BUFFER = 4 * 1024 * 1024
+#: one reused buffer per copy; the writer's sealing batch is set to the same size, so it seals
+#: straight from this buffer (no staging copy) and the input file fills it with one readinto.
+#: 2 MiB: as fast as 4 MiB here (file -> file on tmpfs, in one run) and ~6 MiB less peak RSS
+COPY_BUFFER = 2 * 1024 * 1024
 
 
 VAULT_HELP = "local vault directory for local: keys (default $ENVCRYPT_VAULT); never created by a read"
@@ -81,7 +80,8 @@ def _vault(args: argparse.Namespace) -> dict[str, Any]:
 @contextlib.contextmanager
 def _streams(src_path: str, dst_path: str) -> Iterator[tuple[IO[bytes], IO[bytes]]]:
     """Input and output streams (``-`` for stdin/stdout); a file output appears only on success."""
-    src = sys.stdin.buffer if src_path == "-" else open(src_path, "rb")
+    # unbuffered file input: readinto fills the caller's buffer with no intermediate copy
+    src: IO[bytes] = sys.stdin.buffer if src_path == "-" else open(src_path, "rb", buffering=0)
     tmp: str | None = None
     if dst_path == "-":
         out = sys.stdout.buffer
@@ -109,24 +109,54 @@ def _streams(src_path: str, dst_path: str) -> Iterator[tuple[IO[bytes], IO[bytes
             src.close()
 
 
+def _copy_size(src: IO[bytes]) -> int:
+    """The copy buffer for ``src``: COPY_BUFFER, or less for a small regular file.
+
+    Zero-filling 4 MiB buffers the copy will never use is a visible share of a
+    small file's run time; a file that grows while read is still copied whole.
+    """
+    with contextlib.suppress(OSError, ValueError, io.UnsupportedOperation):
+        st = os.fstat(src.fileno())
+        if stat.S_ISREG(st.st_mode):
+            return max(CHUNK_SIZE, min(COPY_BUFFER, -(-(st.st_size + 1) // CHUNK_SIZE) * CHUNK_SIZE))
+    return COPY_BUFFER
+
+
 def _encrypt(args: argparse.Namespace) -> int:
-    with _streams(args.src, args.dst) as (src, out), \
-            open_writer(out, args.keys, encryption_context=_pairs(args.context), **_vault(args)) as writer:
-        shutil.copyfileobj(src, writer, COPY_BUFFER)
+    with _streams(args.src, args.dst) as (src, out):
+        size = _copy_size(src)
+        with open_writer(out, args.keys, encryption_context=_pairs(args.context),
+                         batch_chunks=size // CHUNK_SIZE, **_vault(args)) as writer:
+            _copy_into(src, writer, size)
     return 0
+
+
+def _copy_into(src: IO[bytes], writer: io.RawIOBase, size: int) -> None:
+    buf = bytearray(size)
+    view = memoryview(buf)
+    while n := src.readinto(buf):  # type: ignore[attr-defined]  # FileIO / BufferedReader
+        writer.write(view[:n])
 
 
 def _decrypt(args: argparse.Namespace) -> int:
     with _streams(args.src, args.dst) as (src, out):
         reader = open_reader(src, trusted_keys=args.trust, encryption_context=_pairs(args.context), **_vault(args))
-        buf = bytearray(COPY_BUFFER)
+        buf = bytearray(_copy_size(src))  # the stored size bounds the plaintext
+        view = memoryview(buf)
         while n := reader.readinto(buf):
-            out.write(memoryview(buf)[:n])
+            out.write(view[:n])
     return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
     """Encrypt a generated CSV with the default key on the local vault; prove it is ciphertext."""
+    import csv  # the demo's imports stay off the encrypt/decrypt start-up path
+    import random
+
+    from .. import decrypt, encrypt, inspect
+    from ..keys.base import default_key_uri
+    from ..keys.vault import default_vault_path
+
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rng = random.Random(7)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import base64
 import datetime as dt
-import json
 import os
 import sys
 from pathlib import Path
@@ -21,17 +20,14 @@ from ..keys.vault import LocalVault
 from ..keys.vault_certs import key_warnings
 from ..keys.vault_crypto import ALL_OPS, KINDS
 from ..keys.vault_store import atomic_write
+from ._vault_common import TIME_FIELDS, arg, iso_time, open_vault, output, read_bytes, table, vault_options
 
 BACKUP_PASSPHRASE_ENV = "ENVCRYPT_BACKUP_PASSPHRASE"
 KIND_HELP = ("aes256 (default: wraps data keys), ec-p256 (signs: manifest signers), rsa (signs, or wraps "
              "with --ops wrapKey,unwrapKey,encrypt,decrypt)")
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--vault", metavar="DIR", help="vault directory (default $ENVCRYPT_VAULT, else "
-                   "~/.local/share/envcrypt/vault); only key create/import/restore, secret set and vault init "
-                   "create a missing vault")
-    p.add_argument("--json", action="store_true", help="print JSON (machine fields: times in Unix seconds)")
+
 
 
 def _add(sub: Any, name: str, func: Any, helptext: str, *args: tuple[tuple[str, ...], dict[str, Any]]) -> None:
@@ -43,7 +39,7 @@ def _add(sub: Any, name: str, func: Any, helptext: str, *args: tuple[tuple[str, 
         default_help = "secret name" if (group, names[0]) == ("secret", "name") else ARG_HELP.get(names[0], names[0])
         kwargs.setdefault("help", default_help)
         p.add_argument(*names, **kwargs)
-    _common(p)
+    vault_options(p)
     p.set_defaults(func=func)
 
 
@@ -87,119 +83,79 @@ ARG_HELP = {
 }
 
 
-def _a(*names: str, **kwargs: Any) -> tuple[tuple[str, ...], dict[str, Any]]:
-    return names, kwargs
-
-
 def register(sub: Any) -> None:
     key = sub.add_parser("key", help="manage keys in the local vault").add_subparsers(
         dest="key_command", metavar="ACTION", required=True)
-    validity = (_a("--not-before", metavar="TIME", help="ISO 8601 time or Unix seconds"),
-                _a("--expires", metavar="TIME", help="ISO 8601 time or Unix seconds"))
-    ops = _a("--ops", metavar="OP,OP", help=(
+    validity = (arg("--not-before", metavar="TIME", help="ISO 8601 time or Unix seconds"),
+                arg("--expires", metavar="TIME", help="ISO 8601 time or Unix seconds"))
+    ops = arg("--ops", metavar="OP,OP", help=(
         f"permitted operations, from {','.join(ALL_OPS)}; default for aes256: wrapKey,unwrapKey,encrypt,decrypt; "
         "for rsa and ec-p256: sign,verify.  An rsa key either signs or encrypts: for RSA-OAEP key wrapping "
         "create it with --kind rsa --ops wrapKey,unwrapKey,encrypt,decrypt (a separate key from the signing one)"))
-    _add(key, "create", _key_create, "create a key", _a("name"),
-         _a("--kind", choices=KINDS, default="aes256", help=KIND_HELP), ops, *validity)
-    _add(key, "list", _key_list, "list keys", _a("--all", action="store_true", help="include soft-deleted keys"))
-    _add(key, "show", _key_show, "show a key's metadata and versions", _a("name"))
-    _add(key, "rotate", _key_rotate, "add a new key version", _a("name"))
-    _add(key, "disable", _key_disable, "disable a key or one version (NAME/V)", _a("name"))
-    _add(key, "enable", _key_enable, "enable a key or one version (NAME/V)", _a("name"))
-    _add(key, "update", _key_update, "change permitted operations or validity", _a("name"), ops, *validity,
-         _a("--clear-validity", action="store_true", help="remove not-before and expiry"))
-    _add(key, "delete", _key_delete, "soft-delete a key (recoverable)", _a("name"),
-         _a("--retention-days", type=int, default=7, help="days before purge-due may purge it (default 7)"))
-    _add(key, "recover", _key_recover, "recover a soft-deleted key", _a("name"))
+    _add(key, "create", _key_create, "create a key", arg("name"),
+         arg("--kind", choices=KINDS, default="aes256", help=KIND_HELP), ops, *validity)
+    _add(key, "list", _key_list, "list keys", arg("--all", action="store_true", help="include soft-deleted keys"))
+    _add(key, "show", _key_show, "show a key's metadata and versions", arg("name"))
+    _add(key, "rotate", _key_rotate, "add a new key version", arg("name"))
+    _add(key, "disable", _key_disable, "disable a key or one version (NAME/V)", arg("name"))
+    _add(key, "enable", _key_enable, "enable a key or one version (NAME/V)", arg("name"))
+    _add(key, "update", _key_update, "change permitted operations or validity", arg("name"), ops, *validity,
+         arg("--clear-validity", action="store_true", help="remove not-before and expiry"))
+    _add(key, "delete", _key_delete, "soft-delete a key (recoverable)", arg("name"),
+         arg("--retention-days", type=int, default=7, help="days before purge-due may purge it (default 7)"))
+    _add(key, "recover", _key_recover, "recover a soft-deleted key", arg("name"))
     _add(key, "purge", _key_purge, "destroy a soft-deleted key (data under it becomes unreadable)",
-         _a("name"), _a("--yes", action="store_true", required=True, help="confirm crypto-shredding"))
+         arg("name"), arg("--yes", action="store_true", required=True, help="confirm crypto-shredding"))
     _add(key, "purge-due", _key_purge_due, "purge soft-deleted keys whose retention period has ended")
     _add(key, "init", _key_init, "initialise a vault (a key file, or a passphrase from an environment variable)",
-         _a("--passphrase-env", metavar="VAR", help="protect the master key with the passphrase in $VAR"),
-         _a("--memory-mib", type=int, default=64, help="Argon2id memory (MiB)"),
-         _a("--iterations", type=int, default=3, help="Argon2id iterations"),
-         _a("--lanes", type=int, default=4, help="Argon2id lanes"))
-    _add(key, "import", _key_import, "import key material (raw, PEM/DER, or a BYOK package)", _a("name"),
-         _a("--file", required=True, help="material file (32 raw bytes, a private key, or a BYOK package)"),
-         _a("--kind", choices=KINDS, default="aes256", help=KIND_HELP), ops,
-         _a("--byok", metavar="TRANSFER_KEY", help="the file is a BYOK package for this transfer key"))
+         arg("--passphrase-env", metavar="VAR", help="protect the master key with the passphrase in $VAR"),
+         arg("--memory-mib", type=int, default=64, help="Argon2id memory (MiB)"),
+         arg("--iterations", type=int, default=3, help="Argon2id iterations"),
+         arg("--lanes", type=int, default=4, help="Argon2id lanes"))
+    _add(key, "import", _key_import, "import key material (raw, PEM/DER, or a BYOK package)", arg("name"),
+         arg("--file", required=True, help="material file (32 raw bytes, a private key, or a BYOK package)"),
+         arg("--kind", choices=KINDS, default="aes256", help=KIND_HELP), ops,
+         arg("--byok", metavar="TRANSFER_KEY", help="the file is a BYOK package for this transfer key"))
     _add(key, "transfer-key", _key_transfer, "create an RSA transfer key for BYOK; prints its public key",
-         _a("name"))
+         arg("name"))
     _add(key, "byok-pack", _key_byok_pack, "pack material for BYOK import (run by the key owner)",
-         _a("--public-key", required=True, help="transfer public key PEM file"),
-         _a("--file", required=True, help="material file"), _a("--out", required=True))
+         arg("--public-key", required=True, help="transfer public key PEM file"),
+         arg("--file", required=True, help="material file"), arg("--out", required=True))
     _add(key, "backup", _key_backup, f"encrypted backup of one key (portable with ${BACKUP_PASSPHRASE_ENV})",
-         _a("name"), _a("--out", required=True))
-    _add(key, "restore", _key_restore, "restore a key from a backup", _a("file"),
-         _a("--force", action="store_true",
+         arg("name"), arg("--out", required=True))
+    _add(key, "restore", _key_restore, "restore a key from a backup", arg("file"),
+         arg("--force", action="store_true",
             help="restore over a purged key (brings crypto-shredded material back)"))
-    _add(key, "sign", _key_sign, "sign a file (base64 signature on stdout)", _a("name"), _a("file"))
-    _add(key, "verify", _key_verify, "verify a base64 signature of a file", _a("name"), _a("file"),
-         _a("signature"))
+    _add(key, "sign", _key_sign, "sign a file (base64 signature on stdout)", arg("name"), arg("file"))
+    _add(key, "verify", _key_verify, "verify a base64 signature of a file", arg("name"), arg("file"),
+         arg("signature"))
 
     secret = sub.add_parser("secret", help="the vault's secrets store").add_subparsers(
         dest="secret_command", metavar="ACTION", required=True)
-    _add(secret, "set", _secret_set, "store a new version (value from --file or stdin)", _a("name"),
-         _a("--file", help="read the value from a file (default: stdin)"))
-    _add(secret, "get", _secret_get, "print a secret", _a("name"), _a("--version", type=int, help="a version (default the newest)"))
+    _add(secret, "set", _secret_set, "store a new version (value from --file or stdin)", arg("name"),
+         arg("--file", help="read the value from a file (default: stdin)"))
+    _add(secret, "get", _secret_get, "print a secret", arg("name"), arg("--version", type=int, help="a version (default the newest)"))
     _add(secret, "list", _secret_list, "list secrets (never values)")
-    _add(secret, "versions", _secret_versions, "list a secret's versions", _a("name"))
-    _add(secret, "delete", _secret_delete, "delete a secret and all its versions", _a("name"))
+    _add(secret, "versions", _secret_versions, "list a secret's versions", arg("name"))
+    _add(secret, "delete", _secret_delete, "delete a secret and all its versions", arg("name"))
 
     vault = sub.add_parser("vault", help="create or locate the local vault").add_subparsers(
         dest="vault_command", metavar="ACTION", required=True)
     _add(vault, "init", _key_init, "create a vault (a 0600 key file, or a passphrase through Argon2id)",
-         _a("--passphrase-stdin", action="store_true", help="read the passphrase from the first line of stdin"),
-         _a("--passphrase-env", metavar="VAR", help="protect the master key with the passphrase in $VAR"),
-         _a("--memory-mib", type=int, default=64, help="Argon2id memory (MiB)"),
-         _a("--iterations", type=int, default=3, help="Argon2id iterations"),
-         _a("--lanes", type=int, default=4, help="Argon2id lanes"))
+         arg("--passphrase-stdin", action="store_true", help="read the passphrase from the first line of stdin"),
+         arg("--passphrase-env", metavar="VAR", help="protect the master key with the passphrase in $VAR"),
+         arg("--memory-mib", type=int, default=64, help="Argon2id memory (MiB)"),
+         arg("--iterations", type=int, default=3, help="Argon2id iterations"),
+         arg("--lanes", type=int, default=4, help="Argon2id lanes"))
     _add(vault, "path", _vault_path, "print the vault directory in use and whether it exists")
 
     audit = sub.add_parser("audit", help="the vault audit log").add_subparsers(
         dest="audit_command", metavar="ACTION", required=True)
     _add(audit, "verify", _audit_verify, "check the hash chain (exit 1 when broken)")
-    _add(audit, "tail", _audit_tail, "show the last entries", _a("-n", type=int, default=20, help="how many entries (default 20)"))
+    _add(audit, "tail", _audit_tail, "show the last entries", arg("-n", type=int, default=20, help="how many entries (default 20)"))
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def _vault(args: argparse.Namespace, create: bool = False) -> LocalVault:
-    """The vault of ``--vault`` / ``$ENVCRYPT_VAULT``; it must exist unless the command creates one
-    (``key create``, ``key import``, ``vault init`` ...): a mistyped path is reported, not created."""
-    vault = LocalVault(args.vault)
-    if not create:
-        vault.store.require()
-    return vault
-
-
-def _when(value: Any) -> Any:
-    """Unix seconds as an ISO 8601 UTC time (text output; ``--json`` keeps the seconds)."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        return value
-    return dt.datetime.fromtimestamp(value, dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-TIME_FIELDS = ("created", "updated", "not_before", "expires", "deleted", "scheduled_purge")
-
-
-def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    """A plain aligned table (times in ISO 8601, lists joined by commas, None as -)."""
-    def cell(row: dict[str, Any], column: str) -> str:
-        value = row.get(column)
-        if column in TIME_FIELDS:
-            value = _when(value)
-        if isinstance(value, (list, tuple)):
-            value = ",".join(str(v) for v in value)
-        return "-" if value is None else str(value)
-
-    cells = [[cell(r, c) for c in columns] for r in rows]
-    widths = [max([len(c)] + [len(line[i]) for line in cells]) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip() for line in cells]
-    return "\n".join(lines)
 
 
 def _time(text: str | None) -> int | None:
@@ -220,25 +176,6 @@ def _ops(text: str | None) -> list[str] | None:
     return None if text is None else [op.strip() for op in text.split(",") if op.strip()]
 
 
-def _out(args: argparse.Namespace, data: Any, text: str | None = None) -> int:
-    if args.json:
-        print(json.dumps(data, indent=2, sort_keys=True))
-    elif text is not None:
-        print(text)
-    elif isinstance(data, list):
-        for row in data:
-            print("  ".join(f"{k}={v}" for k, v in row.items()))
-    elif isinstance(data, dict):
-        for k, v in data.items():
-            print(f"{k:16} {v}")
-    return 0
-
-
-def _read(path: str) -> bytes:
-    with open(path, "rb") as f:
-        return f.read()
-
-
 def _write_private(path: str, data: bytes) -> None:
     """Write a 0600 file: a fresh temp file (mkstemp: O_CREAT|O_EXCL|O_NOFOLLOW, fchmod 0600)
     renamed over ``path``, so an existing file's mode is not kept and a symlink is not followed."""
@@ -254,13 +191,13 @@ def _backup_passphrase() -> bytes | None:
 
 
 def _key_create(args: argparse.Namespace) -> int:
-    uri = _vault(args, create=True).create_key(args.name, args.kind, ops=_ops(args.ops),
+    uri = open_vault(args, create=True).create_key(args.name, args.kind, ops=_ops(args.ops),
                                   not_before=_time(args.not_before), expires=_time(args.expires))
-    return _out(args, {"uri": uri}, uri)
+    return output(args, {"uri": uri}, uri)
 
 
 def _key_list(args: argparse.Namespace) -> int:
-    vault = _vault(args)
+    vault = open_vault(args)
     keys = vault.list_keys(include_deleted=args.all)
     warnings = key_warnings(vault, keys)  # keys and certificates expiring within 30 days, or expired
     for k in keys:
@@ -268,7 +205,7 @@ def _key_list(args: argparse.Namespace) -> int:
             k["warning"] = warnings[k["name"]]
             print(f"envcrypt: warning: {k['uri']}: {k['warning']}", file=sys.stderr)
     if args.json:
-        return _out(args, keys)
+        return output(args, keys)
     for k in keys:
         state = "deleted" if k["deleted"] else ("enabled" if k["enabled"] else "disabled")
         note = f"  ! {k['warning']}" if k.get("warning") else ""
@@ -277,39 +214,39 @@ def _key_list(args: argparse.Namespace) -> int:
 
 
 def _key_show(args: argparse.Namespace) -> int:
-    shown = _vault(args).show_key(args.name)
+    shown = open_vault(args).show_key(args.name)
     if args.json:
-        return _out(args, shown)
+        return output(args, shown)
     fields = [k for k in shown if k != "versions"]
     width = max(len(k) for k in fields)
     for k in fields:
-        value = _when(shown[k]) if k in TIME_FIELDS else shown[k]
+        value = iso_time(shown[k]) if k in TIME_FIELDS else shown[k]
         if isinstance(value, list):
             value = ",".join(str(v) for v in value)
         print(f"{k:{width}}  {'-' if value is None else value}")
     print()
-    print(_table([{**v, "public": "yes" if v.get("public") else "no"} for v in shown.get("versions") or []],
+    print(table([{**v, "public": "yes" if v.get("public") else "no"} for v in shown.get("versions") or []],
                  ["version", "created", "enabled", "origin", "public"]))
     return 0
 
 
 def _key_rotate(args: argparse.Namespace) -> int:
-    uri = _vault(args).rotate_key(args.name)
-    return _out(args, {"uri": uri}, uri)
+    uri = open_vault(args).rotate_key(args.name)
+    return output(args, {"uri": uri}, uri)
 
 
 def _key_disable(args: argparse.Namespace) -> int:
-    _vault(args).disable_key(args.name)
-    return _out(args, {"disabled": args.name}, f"disabled {args.name}")
+    open_vault(args).disable_key(args.name)
+    return output(args, {"disabled": args.name}, f"disabled {args.name}")
 
 
 def _key_enable(args: argparse.Namespace) -> int:
-    _vault(args).enable_key(args.name)
-    return _out(args, {"enabled": args.name}, f"enabled {args.name}")
+    open_vault(args).enable_key(args.name)
+    return output(args, {"enabled": args.name}, f"enabled {args.name}")
 
 
 def _key_update(args: argparse.Namespace) -> int:
-    vault = _vault(args)
+    vault = open_vault(args)
     if args.ops is not None:
         vault.set_ops(args.name, _ops(args.ops) or [])
     if args.clear_validity:
@@ -321,33 +258,33 @@ def _key_update(args: argparse.Namespace) -> int:
             not_before=_time(args.not_before) if args.not_before else current["not_before"],
             expires=_time(args.expires) if args.expires else current["expires"],
         )
-    return _out(args, vault.show_key(args.name))
+    return output(args, vault.show_key(args.name))
 
 
 def _key_delete(args: argparse.Namespace) -> int:
-    _vault(args).delete_key(args.name, args.retention_days)
-    return _out(args, {"deleted": args.name}, f"deleted {args.name} (recoverable until purged)")
+    open_vault(args).delete_key(args.name, args.retention_days)
+    return output(args, {"deleted": args.name}, f"deleted {args.name} (recoverable until purged)")
 
 
 def _key_recover(args: argparse.Namespace) -> int:
-    _vault(args).recover_key(args.name)
-    return _out(args, {"recovered": args.name}, f"recovered {args.name}")
+    open_vault(args).recover_key(args.name)
+    return output(args, {"recovered": args.name}, f"recovered {args.name}")
 
 
 def _key_purge(args: argparse.Namespace) -> int:
-    _vault(args).purge_key(args.name)
-    return _out(args, {"purged": args.name}, f"purged {args.name}: data under it is unrecoverable")
+    open_vault(args).purge_key(args.name)
+    return output(args, {"purged": args.name}, f"purged {args.name}: data under it is unrecoverable")
 
 
 def _key_purge_due(args: argparse.Namespace) -> int:
-    purged = _vault(args).purge_due()
-    return _out(args, {"purged": purged}, "purged: " + (", ".join(purged) or "nothing due"))
+    purged = open_vault(args).purge_due()
+    return output(args, {"purged": purged}, "purged: " + (", ".join(purged) or "nothing due"))
 
 
 def _vault_path(args: argparse.Namespace) -> int:
     vault = LocalVault(args.vault)
     exists = vault.store.initialised()
-    return _out(args, {"vault": str(vault.path), "exists": exists},
+    return output(args, {"vault": str(vault.path), "exists": exists},
                 f"{vault.path} ({'exists' if exists else 'not created yet: envcrypt vault init'})")
 
 
@@ -361,99 +298,99 @@ def _key_init(args: argparse.Namespace) -> int:
         passphrase = os.environ.get(args.passphrase_env)
         if not passphrase:
             raise ValueError(f"${args.passphrase_env} is not set")
-    vault = _vault(args, create=True)
+    vault = open_vault(args, create=True)
     vault.init(passphrase, memory_cost=args.memory_mib * 1024, iterations=args.iterations, lanes=args.lanes)
     mode = "argon2id passphrase" if passphrase else "key file"
-    return _out(args, {"vault": str(vault.path), "master": mode}, f"initialised {vault.path} ({mode})")
+    return output(args, {"vault": str(vault.path), "master": mode}, f"initialised {vault.path} ({mode})")
 
 
 def _key_import(args: argparse.Namespace) -> int:
-    vault, data = _vault(args, create=True), _read(args.file)
+    vault, data = open_vault(args, create=True), read_bytes(args.file)
     if args.byok:
         uri = vault.import_byok(args.name, args.byok, data, args.kind, ops=_ops(args.ops))
     else:
         uri = vault.import_key(args.name, data, args.kind, ops=_ops(args.ops))
-    return _out(args, {"uri": uri}, uri)
+    return output(args, {"uri": uri}, uri)
 
 
 def _key_transfer(args: argparse.Namespace) -> int:
-    uri, pem = _vault(args, create=True).create_transfer_key(args.name)
-    return _out(args, {"uri": uri, "public_key": pem}, pem.rstrip())
+    uri, pem = open_vault(args, create=True).create_transfer_key(args.name)
+    return output(args, {"uri": uri, "public_key": pem}, pem.rstrip())
 
 
 def _key_byok_pack(args: argparse.Namespace) -> int:
-    package = wrap_for_transfer(_read(args.public_key), _read(args.file))
+    package = wrap_for_transfer(read_bytes(args.public_key), read_bytes(args.file))
     _write_private(args.out, package)
-    return _out(args, {"out": args.out, "size": len(package)}, f"wrote {args.out}")
+    return output(args, {"out": args.out, "size": len(package)}, f"wrote {args.out}")
 
 
 def _key_backup(args: argparse.Namespace) -> int:
     passphrase = _backup_passphrase()
-    _write_private(args.out, _vault(args).backup_key(args.name, passphrase))
+    _write_private(args.out, open_vault(args).backup_key(args.name, passphrase))
     protection = "passphrase" if passphrase else "vault"
-    return _out(args, {"out": args.out, "protection": protection}, f"wrote {args.out} ({protection}-protected)")
+    return output(args, {"out": args.out, "protection": protection}, f"wrote {args.out} ({protection}-protected)")
 
 
 def _key_restore(args: argparse.Namespace) -> int:
-    uri = _vault(args, create=True).restore_key(_read(args.file), _backup_passphrase(), force=args.force)
-    return _out(args, {"uri": uri}, f"restored {uri}")
+    uri = open_vault(args, create=True).restore_key(read_bytes(args.file), _backup_passphrase(), force=args.force)
+    return output(args, {"uri": uri}, f"restored {uri}")
 
 
 def _key_sign(args: argparse.Namespace) -> int:
-    uri, signature = _vault(args).sign(args.name, _read(args.file))
+    uri, signature = open_vault(args).sign(args.name, read_bytes(args.file))
     text = base64.b64encode(signature).decode("ascii")
-    return _out(args, {"key_uri": uri, "signature": text}, text)
+    return output(args, {"key_uri": uri, "signature": text}, text)
 
 
 def _key_verify(args: argparse.Namespace) -> int:
-    uri = _vault(args).verify(args.name, _read(args.file), base64.b64decode(args.signature, validate=True))
-    return _out(args, {"valid": True, "key_uri": uri}, f"valid ({uri})")
+    uri = open_vault(args).verify(args.name, read_bytes(args.file), base64.b64decode(args.signature, validate=True))
+    return output(args, {"valid": True, "key_uri": uri}, f"valid ({uri})")
 
 
 # ---------------------------------------------------------------- secret
 
 
 def _secret_set(args: argparse.Namespace) -> int:
-    value = _read(args.file) if args.file else sys.stdin.buffer.read()
-    version = _vault(args, create=True).secrets.set(args.name, value)
-    return _out(args, {"name": args.name, "version": version}, f"{args.name} version {version}")
+    value = read_bytes(args.file) if args.file else sys.stdin.buffer.read()
+    version = open_vault(args, create=True).secrets.set(args.name, value)
+    return output(args, {"name": args.name, "version": version}, f"{args.name} version {version}")
 
 
 def _secret_get(args: argparse.Namespace) -> int:
-    value = _vault(args).secrets.get(args.name, args.version)
+    value = open_vault(args).secrets.get(args.name, args.version)
     if args.json:
         try:
             shown: dict[str, Any] = {"name": args.name, "value": value.decode("utf-8")}
         except UnicodeDecodeError:
             shown = {"name": args.name, "value_base64": base64.b64encode(value).decode("ascii")}
-        return _out(args, shown)
+        return output(args, shown)
     sys.stdout.buffer.write(value)
     sys.stdout.flush()
     return 0
 
 
 def _secret_list(args: argparse.Namespace) -> int:
-    rows = _vault(args).secrets.list()
-    return _out(args, rows, _table(rows, ["name", "versions", "updated"]))
+    rows = open_vault(args).secrets.list()
+    return output(args, rows, table(rows, ["name", "versions", "updated"]))
 
 
 def _secret_versions(args: argparse.Namespace) -> int:
-    rows = _vault(args).secrets.versions(args.name)
-    return _out(args, rows, _table(rows, ["version", "created"]))
+    rows = open_vault(args).secrets.versions(args.name)
+    return output(args, rows, table(rows, ["version", "created"]))
 
 
 def _secret_delete(args: argparse.Namespace) -> int:
-    _vault(args).secrets.delete(args.name)
-    return _out(args, {"deleted": args.name}, f"deleted {args.name}")
+    open_vault(args).secrets.delete(args.name)
+    return output(args, {"deleted": args.name}, f"deleted {args.name}")
 
 
 # ---------------------------------------------------------------- audit
 
 
 def _audit_verify(args: argparse.Namespace) -> int:
-    report = _vault(args).audit.verify()
+    report = open_vault(args).audit.verify()
     if args.json:
-        _out(args, report.as_dict())
+        output(args, report.as_dict())
     elif report.ok:
         print(f"ok: {report.entries} entries, chain intact")
     else:
@@ -463,9 +400,9 @@ def _audit_verify(args: argparse.Namespace) -> int:
 
 
 def _audit_tail(args: argparse.Namespace) -> int:
-    entries = _vault(args).audit.tail(args.n)
+    entries = open_vault(args).audit.tail(args.n)
     if args.json:
-        return _out(args, entries)
+        return output(args, entries)
     for e in entries:
         version = f"/{e['version']}" if e.get("version") else ""
         print(f"{e['seq']:6} {e['time']} {e['who'].get('user')}@{e['who'].get('host')} "

@@ -27,7 +27,7 @@ from ..slots import TrustedKeysArg
 from ._keys import TOKEN_PREFIX, new_key
 from ._meta import META_KEY, meta_of
 from ._policy import ColumnPolicy, ColumnPolicyError, PolicyArg
-from ._table import _policy, decrypt_table, encrypt_table
+from ._table import decrypt_table, encrypt_table, policy_from_args
 
 __all__ = ["encrypt_frame", "decrypt_frame", "frame_schema", "dask_encrypt", "dask_decrypt", "FRAME_ATTR",
            "PANDAS_DTYPE"]
@@ -69,7 +69,7 @@ def encrypt_frame(df: Any, columns: PolicyArg | None = None, deterministic: Sequ
 
     if not isinstance(df, pd.DataFrame):
         raise TypeError(f"encrypt_frame takes a pandas.DataFrame, not {type(df).__name__}")
-    policy = _policy(columns, deterministic, encryption_context, trusted_keys, resolver_options)
+    policy = policy_from_args(columns, deterministic, encryption_context, trusted_keys, resolver_options)
     pinned = _types(types)
     arrays, fields = [], []
     for name in policy.columns:
@@ -164,7 +164,7 @@ def dask_encrypt(ddf: Any, columns: PolicyArg | None = None, deterministic: Sequ
     partition shares it); each column's Arrow type is pinned from the frame's dtypes (or
     ``types``), so every partition writes the same metadata.  The result's ``attrs`` and
     :func:`frame_schema` hold that metadata (``to_parquet(..., schema=frame_schema(enc))``)."""
-    policy = _policy(columns, deterministic, encryption_context, trusted_keys, resolver_options)
+    policy = policy_from_args(columns, deterministic, encryption_context, trusted_keys, resolver_options)
     shared = {name: spec if spec.startswith(TOKEN_PREFIX)
               else new_key(spec, policy.encryption_context, policy.resolver_options).token
               for name, spec in policy.columns.items()}

@@ -17,13 +17,16 @@ from ._keys import TOKEN_PREFIX, ColumnKey, blob_of, new_key, open_key, own_trus
 from ._meta import DETERMINISTIC, META_KEY, RANDOMIZED, ColumnMeta, associated_data, meta_of
 from ._policy import ColumnPolicy, ColumnPolicyError, PolicyArg
 
-__all__ = ["encrypt_table", "decrypt_table", "encrypt_value", "load_column_key", "encrypted_columns"]
+__all__ = ["encrypt_table", "decrypt_table", "encrypt_value", "load_column_key", "encrypted_columns",
+           "policy_from_args"]
 
 _OVERHEAD = {RANDOMIZED: _engine.SALTED_OVERHEAD, DETERMINISTIC: _engine.SIV_OVERHEAD}
 
 
-def _policy(columns: PolicyArg | None, deterministic: Sequence[str], encryption_context: Mapping[str, str] | None,
-            trusted_keys: TrustedKeysArg, options: Mapping[str, Any]) -> ColumnPolicy:
+def policy_from_args(columns: PolicyArg | None, deterministic: Sequence[str],
+                     encryption_context: Mapping[str, str] | None, trusted_keys: TrustedKeysArg,
+                     options: Mapping[str, Any]) -> ColumnPolicy:
+    """The ColumnPolicy of encrypt_table/encrypt_frame's keyword arguments (they override the policy's)."""
     if columns is None:
         raise ColumnPolicyError("encrypt_table needs columns={column: key URI or column key token}")
     policy = ColumnPolicy.from_any(columns)
@@ -60,7 +63,7 @@ def encrypt_table(table: pa.Table, columns: PolicyArg | None = None, determinist
     """
     if not isinstance(table, pa.Table):
         raise TypeError(f"encrypt_table takes a pyarrow.Table, not {type(table).__name__}")
-    policy = _policy(columns, deterministic, encryption_context, trusted_keys, resolver_options)
+    policy = policy_from_args(columns, deterministic, encryption_context, trusted_keys, resolver_options)
     names = table.schema.names
     for name in policy.columns:
         if names.count(name) != 1:

@@ -72,9 +72,9 @@ def resolver_options_only(options: Mapping[str, Any]) -> dict[str, Any]:
 
 def options_key(options: Mapping[str, Any]) -> tuple[Any, ...]:
     """Resolver options as a hashable part of a cache key (same options, same key)."""
-    from .base import _hashable
+    from .base import hashable_options
 
-    return tuple(sorted((k, _hashable(v)) for k, v in options.items()))
+    return tuple(sorted((k, hashable_options(v)) for k, v in options.items()))
 
 
 #: every live DekCache, so that a key state change reaches all of them (forget_key)
