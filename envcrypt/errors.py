@@ -38,6 +38,7 @@ __all__ = [
     "IsAPrefixError",
     "VaultNotFoundError",
     "UnsupportedTypeError",
+    "InternalError",
 ]
 
 
@@ -189,3 +190,8 @@ class UnsupportedTypeError(EnvcryptError, TypeError):
     """A column type that ``envcrypt.columns`` cannot encrypt cell by cell (nested types: list,
     struct, map, union; extension and run-end encoded types), or a mode that would be useless
     for it (deterministic encryption of a boolean column).  A TypeError too."""
+
+
+class InternalError(EnvcryptError):
+    """An internal invariant of envcrypt does not hold (a bug, never bad input): the
+    operation stops loudly instead of going on with inconsistent state."""
