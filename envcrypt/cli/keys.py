@@ -19,7 +19,7 @@ from typing import Any
 from ..keys.byok import wrap_for_transfer
 from ..keys.vault import LocalVault
 from ..keys.vault_crypto import ALL_OPS, KINDS
-from ..keys.vault_store import atomic_write
+from ..keys.vault_files import atomic_write
 
 BACKUP_PASSPHRASE_ENV = "ENVCRYPT_BACKUP_PASSPHRASE"
 KIND_HELP = ("aes256 (default: wraps data keys), ec-p256 (signs: manifest signers), rsa (signs, or wraps "

@@ -41,14 +41,14 @@ import json
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import AuditLogError, EnvcryptError, VaultError
 from .vault_store import SECTIONS, VaultStore, canonical, check_private
 
-__all__ = ["AuditLog", "AuditReport", "outcome_of"]
+__all__ = ["AuditLog", "AuditReport", "AuditScope", "outcome_of"]
 
 LOG_FILE = "audit.log"
 HEAD_FILE = "audit.head"
@@ -76,6 +76,46 @@ def outcome_of(exc: BaseException) -> str:
     ``error:<Type>`` for anything else."""
     name = type(exc).__name__
     return name if isinstance(exc, EnvcryptError) else f"error:{name}"
+
+
+def shown(ref: Any) -> str:
+    """An invalid key reference as the audit log shows it (bounded, printable)."""
+    return repr(ref)[:128]
+
+
+class AuditScope:
+    """One audited operation, written once for every vault operation (as Tink's
+    ``use_tink_errors`` writes its error boundary once): parse the reference, run the
+    body, and audit ``ok`` (with ``extra``, which the body may fill) or the failure, of
+    any exception type (with ``tags`` either way).  A reference that does not parse is
+    audited as shown by :func:`shown`.  The body may set ``key`` and ``version`` (e.g. to
+    the version it found)."""
+
+    __slots__ = ("log", "op", "key", "version", "extra", "tags", "audit_ok", "_ref", "_parse")
+
+    def __init__(self, log: AuditLog, op: str, ref: Any, parse: Callable[[Any], tuple[str, int | None]] | None,
+                 version: int | None, tags: dict[str, Any], audit_ok: bool = True) -> None:
+        self.log, self.op, self.version, self.tags, self.audit_ok = log, op, version, tags, audit_ok
+        self.key: str | None = ref
+        self.extra: dict[str, Any] = {}
+        self._ref, self._parse = ref, parse
+
+    def __enter__(self) -> AuditScope:
+        if self._parse is not None and self._ref is not None:
+            try:
+                self.key, version = self._parse(self._ref)
+            except Exception as exc:
+                self.log.record(self.op, shown(self._ref), self.version, outcome_of(exc), **self.tags)
+                raise
+            self.version = self.version if version is None else version
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        if exc is None:
+            if self.audit_ok:
+                self.log.record(self.op, self.key, self.version, "ok", **self.tags, **self.extra)
+        elif isinstance(exc, Exception):
+            self.log.record(self.op, self.key, self.version, outcome_of(exc), **self.tags)
 
 
 def _who() -> dict[str, Any]:
@@ -118,6 +158,12 @@ class AuditLog:
 
     def _mac(self, entry: dict[str, Any]) -> str:
         return self.store.audit_mac(entry)
+
+    def scope(self, op: str, ref: Any = None, *, parse: Callable[[Any], tuple[str, int | None]] | None = None,
+              version: int | None = None, audit_ok: bool = True, **tags: Any) -> AuditScope:
+        """``with log.scope(op, ref, parse=...) as line:`` audits the block (:class:`AuditScope`);
+        ``audit_ok=False`` audits a failure only (the block leads to audited operations)."""
+        return AuditScope(self, op, ref, parse, version, tags, audit_ok)
 
     def record(self, op: str, key: str | None, version: int | None, outcome: str, **extra: Any) -> None:
         """Append one line (never pass key material in ``extra``)."""

@@ -12,6 +12,7 @@ Every call is audited (the value never is).
 from __future__ import annotations
 
 import builtins
+import copy
 import re
 import time
 from collections.abc import Callable
@@ -34,6 +35,17 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _checked(record: dict[str, Any]) -> dict[str, Any]:
+    """A stored secret record (the store checked that it names its file) if well formed."""
+    versions = record.get("versions")
+    if not isinstance(versions, list) or not all(
+        isinstance(v, dict) and _is_int(v.get("version")) and _is_int(v.get("created"))
+        and isinstance(v.get("value"), str) for v in versions
+    ):
+        raise VaultError(f"corrupt secret record for {record.get('name')!r}")
+    return record
+
+
 class SecretStore:
     def __init__(self, store: VaultStore, audit: AuditLog) -> None:
         self.store, self.audit = store, audit
@@ -47,21 +59,16 @@ class SecretStore:
         return self.store.ensure_dir(SECRETS_DIR) / f"{name}.json"
 
     def _load(self, name: str) -> dict[str, Any]:
+        self._path(name)
         try:
-            record = self.store.load_record(SECRETS_DIR, name, self._path(name))
+            record = self.store.load_record(SECRETS_DIR, name, _checked)
         except FileNotFoundError:
             raise KeyNotFoundError(f"no secret {name!r} in the vault") from None
-        versions = record.get("versions")
-        if record.get("name") != name or not isinstance(versions, list) or not all(
-            isinstance(v, dict) and _is_int(v.get("version")) and _is_int(v.get("created"))
-            and isinstance(v.get("value"), str) for v in versions
-        ):
-            raise VaultError(f"corrupt secret record for {name!r}")
-        return record
+        return copy.deepcopy(record)  # kept by the store between calls: callers change their copy
 
     def _save(self, name: str, record: dict[str, Any] | None) -> int:
         """Write (or, with None, delete) a record at the next generation; the caller holds the lock."""
-        return self.store.write_record(SECRETS_DIR, name, self._path(name), record)
+        return self.store.write_record(SECRETS_DIR, name, record)
 
     def _audited(self, op: str, name: str | None, fn: Callable[[], tuple[int | None, T]],
                  extra: dict[str, Any] | None = None) -> T:
