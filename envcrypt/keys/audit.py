@@ -53,6 +53,7 @@ from .audit_commit import (
     LOG_FILE,
     MAX_LINE_SIZE,
     MAX_PENDING_LINES,
+    Committer,
     committer_for,
     flush_all,
     parse_head,
@@ -130,6 +131,7 @@ class AuditLog:
 
     def __init__(self, store: VaultStore) -> None:
         self.store = store
+        self._committer: Committer | None = None  # of this vault directory: shared in the process
         store.init_hooks.append(self._genesis)
         store.upgrade_hooks.append(self._upgraded)
 
@@ -156,9 +158,10 @@ class AuditLog:
         """Queue one line (never pass key material in ``extra``): committed before this call
         returns unless ``op`` is a use or a read (GROUPED_OPS), whose lines are group-committed
         within a bounded window (audit_commit.py)."""
-        self.store.audit_key()  # before any lock: may derive the master key
-        committer = committer_for(self.store.path)
-        mac = self.store.audit_mac
+        mac = self.store.audit_key_mac()  # before any lock: may derive the master key
+        committer = self._committer
+        if committer is None:
+            committer = self._committer = committer_for(self.store.path)
         if outcome == "ok" and op in ("wrapKey", "unwrapKey") and version is not None:
             committer.own(f"local:{key}/{version}", mac)  # DEK-cache hits under it are counted here
         committer.add(_new_entry(op, key, version, outcome, extra), mac, commit_now=op not in GROUPED_OPS)

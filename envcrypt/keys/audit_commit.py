@@ -166,6 +166,10 @@ class Committer:
         else:
             _flusher.wake()
 
+    def after_fork(self) -> None:
+        self._lock, self._commit_lock = threading.Lock(), threading.Lock()
+        self._pending, self._mac, self._hits = [], None, {}
+
     def own(self, key_uri: str, mac: MacFn) -> None:
         """This vault's log counts the cache hits of ``key_uri`` (it wrapped or unwrapped under it)."""
         if _owners.get(key_uri) is not self:
@@ -310,10 +314,11 @@ _flusher = _Flusher()
 
 
 def _after_fork_in_child() -> None:
-    """The parent commits its queued lines; the child starts empty, with fresh locks."""
+    """The parent commits its queued lines; the child's queues start empty, with fresh locks
+    (the same Committer objects: AuditLogs hold them)."""
     global _registry_lock
-    _committers.clear()
-    _owners.clear()
+    for committer in _committers.values():
+        committer.after_fork()
     _registry_lock = threading.Lock()
     _flusher.after_fork()
 

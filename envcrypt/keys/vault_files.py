@@ -56,18 +56,22 @@ def b64d(text: Any) -> bytes:
 
 
 
-def _check_stat(path: Path, st: os.stat_result, want_dir: bool) -> None:
-    if stat.S_ISLNK(st.st_mode):
+_UID = os.getuid() if hasattr(os, "getuid") else None
+
+
+def _check_stat(path: str | Path, st: os.stat_result, want_dir: bool) -> None:
+    mode = st.st_mode
+    if stat.S_ISLNK(mode):
         raise VaultError(f"refusing to use a symlink in the vault: {path}")
-    if want_dir != stat.S_ISDIR(st.st_mode):
+    if want_dir != stat.S_ISDIR(mode):
         raise VaultError(f"unexpected file type in the vault: {path}")
-    if st.st_mode & 0o077:
+    if mode & 0o077:
         raise VaultError(f"insecure permissions on {path} (must not be group/other accessible)")
-    if hasattr(os, "getuid") and st.st_uid != os.getuid():
+    if _UID is not None and st.st_uid != _UID:
         raise VaultError(f"{path} is owned by another user")
 
 
-def check_private(path: Path, want_dir: bool) -> None:
+def check_private(path: str | Path, want_dir: bool) -> None:
     """Refuse symlinks, wrong file types and group/other permissions."""
     _check_stat(path, os.lstat(path), want_dir)
 
@@ -92,7 +96,7 @@ class Stamp:
         return time.time_ns() - max(self.ctime_ns, self.mtime_ns) < RACY_NS
 
 
-def private_stamp(path: Path, want_dir: bool = False) -> Stamp:
+def private_stamp(path: str | Path, want_dir: bool = False) -> Stamp:
     """The stamp of a vault file after :func:`check_private`'s checks; FileNotFoundError when missing."""
     st = os.lstat(path)
     _check_stat(path, st, want_dir)

@@ -125,6 +125,7 @@ class VaultStore:
         self._keys_lock = threading.Lock()
         #: parsed records kept between operations (vault_index.RecordCache)
         self._records: RecordCache = RecordCache()
+        self._root, self._index_path = "", ""
         #: called (with the genesis fields) when this object creates the vault, before
         #: vault.json is published: the audit log writes its ``vault-init`` line
         self.init_hooks: list[Callable[[dict[str, Any]], None]] = []
@@ -422,6 +423,10 @@ class VaultStore:
     def audit_key(self) -> bytes:
         return self._derived().audit
 
+    def audit_key_mac(self) -> Callable[[dict[str, Any]], str]:
+        """The MAC function of audit lines (derives the master key first if need be)."""
+        return self._derived().audit_mac
+
     def audit_mac(self, entry: dict[str, Any]) -> str:
         """The MAC of an audit line (every field but ``mac``)."""
         return self._derived().audit_mac(entry)
@@ -458,20 +463,27 @@ class VaultStore:
         index changed: then four ``lstat`` calls (the directory and file checks) are the
         whole cost; a change by any process is seen on the next call."""
         keys = self._derived()
-        path = self.record_path(section, name)
-        check_private(self.path, want_dir=True)
-        check_private(path.parent, want_dir=True)
+        root = self._root or self._set_root()
+        check_private(root, want_dir=True)
+        directory = os.path.join(root, section)
+        check_private(directory, want_dir=True)
         try:
-            index_stamp = private_stamp(self.path / INDEX_FILE)
+            index_stamp = private_stamp(self._index_path)
         except FileNotFoundError:
             index_stamp = None
+        path = os.path.join(directory, f"{name}.json")
         stamps = (index_stamp, private_stamp(path))  # before reading: a later change shows
         where = (section, name)
         value: T | None = self._records.get(where, stamps, parse)
         if value is None:
-            value = parse(self._read_record(section, name, path, keys))
+            value = parse(self._read_record(section, name, Path(path), keys))
             self._records.put(where, stamps, parse, value)
         return value
+
+    def _set_root(self) -> str:
+        self._root = os.fspath(self.path)
+        self._index_path = os.path.join(self._root, INDEX_FILE)
+        return self._root
 
     def _read_record(self, section: str, name: str, path: Path, keys: MasterKeys) -> dict[str, Any]:
         """Lock-free: the index is read before and after the record; a write in between
