@@ -60,10 +60,15 @@ def test_queued_lines_reach_the_disk_within_the_window(vault: LocalVault) -> Non
         time.sleep(audit_commit.WINDOW_SECONDS / 4)
 
 
-def test_a_full_queue_commits_at_once(vault: LocalVault) -> None:
-    for _ in range(audit_commit.MAX_PENDING_LINES):
+def test_a_full_queue_commits_at_once(vault: LocalVault, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(audit_commit, "MAX_PENDING_LINES", 10)
+    audit_commit.flush_all()
+    time.sleep(2 * audit_commit.WINDOW_SECONDS)  # the daemon thread idle: our first line starts its window
+    for _ in range(9):
         vault.wrap_key("k", os.urandom(32))
-    assert _ops(_on_disk(vault)).count("wrapKey") >= audit_commit.MAX_PENDING_LINES - 1
+    assert _ops(_on_disk(vault)).count("wrapKey") == 0
+    vault.wrap_key("k", os.urandom(32))  # the tenth fills the queue: committed before it returns
+    assert _ops(_on_disk(vault)).count("wrapKey") == 10
 
 
 def test_a_clean_exit_commits_the_queue(vault: LocalVault) -> None:

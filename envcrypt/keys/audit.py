@@ -158,13 +158,13 @@ class AuditLog:
         """Queue one line (never pass key material in ``extra``): committed before this call
         returns unless ``op`` is a use or a read (GROUPED_OPS), whose lines are group-committed
         within a bounded window (audit_commit.py)."""
-        mac = self.store.audit_key_mac()  # before any lock: may derive the master key
+        mac, mac_of = self.store.audit_macs()  # before any lock: may derive the master key
         committer = self._committer
         if committer is None:
             committer = self._committer = committer_for(self.store.path)
         if outcome == "ok" and op in ("wrapKey", "unwrapKey") and version is not None:
-            committer.own(f"local:{key}/{version}", mac)  # DEK-cache hits under it are counted here
-        committer.add(_new_entry(op, key, version, outcome, extra), mac, commit_now=op not in GROUPED_OPS)
+            committer.own(f"local:{key}/{version}", mac, mac_of)  # DEK-cache hits under it are counted here
+        committer.add(_new_entry(op, key, version, outcome, extra), mac, mac_of, commit_now=op not in GROUPED_OPS)
 
     def flush(self) -> None:
         """Commit this vault's queued lines now."""
@@ -172,8 +172,7 @@ class AuditLog:
 
     def entries(self) -> Iterator[dict[str, Any]]:
         """The parsed lines, oldest first (unverified); this process's queued lines are committed first."""
-        if committer_for(self.store.path).pending:
-            self.flush()
+        self.flush()  # also waits for a commit in flight (the daemon thread's)
         if not self.path.exists():
             return
         check_private(self.path, want_dir=False)

@@ -58,7 +58,7 @@ HEAD_SIZE = 20 + 1 + 64 + 1
 #: a queued line is committed at most this long after it was queued (by the daemon thread)
 WINDOW_SECONDS = 0.2
 #: a process never holds more queued lines than this: the line that reaches it commits them
-MAX_PENDING_LINES = 256
+MAX_PENDING_LINES = 1024
 #: operations whose lines are group-committed (uses and reads); every other line is
 #: committed before its operation returns
 GROUPED_OPS = frozenset({
@@ -116,7 +116,7 @@ def _chain_end(head_fd: int, log_fd: int, mac: MacFn) -> tuple[int, str]:
     return head if head is not None else (0, GENESIS)
 
 
-def _append(vault: Path, entries: list[dict[str, Any]], mac: MacFn) -> None:
+def _append(vault: Path, entries: list[dict[str, Any]], mac: MacFn, mac_of: Callable[[bytes], str]) -> None:
     """Chain, write and fsync ``entries`` under the audit lock, then move the head."""
     check_private(vault, want_dir=True)
     with flocked(vault / LOCK_FILE):
@@ -129,8 +129,11 @@ def _append(vault: Path, entries: list[dict[str, Any]], mac: MacFn) -> None:
                 for entry in entries:
                     seq += 1
                     entry["seq"], entry["prev"] = seq, prev
-                    entry["mac"] = prev = mac(entry)
-                    out.append(canonical(entry) + b"\n")
+                    body = canonical(entry)
+                    entry["mac"] = prev = mac_of(body)
+                    # the MAC is over the canonical JSON of the line without it (what verify
+                    # recomputes from the parsed line): "mac" goes last, serialised once
+                    out.append(body[:-1] + b',"mac":"' + prev.encode() + b'"}\n')
                 data = memoryview(b"".join(out))
                 while data:
                     data = data[os.write(log_fd, data):]
@@ -153,69 +156,75 @@ class Committer:
         self._commit_lock = threading.Lock()  # commits in order, one at a time
         self._pending: list[dict[str, Any]] = []
         self._mac: MacFn | None = None  # held while lines are queued
+        self._mac_of: Callable[[bytes], str] | None = None
         self._mac_ref: weakref.WeakMethod[MacFn] | None = None  # for hit summaries
+        self._mac_of_ref: weakref.WeakMethod[Callable[[bytes], str]] | None = None
         self._hits: dict[str, int] = {}
 
-    def add(self, entry: dict[str, Any], mac: MacFn, commit_now: bool) -> None:
+    def add(self, entry: dict[str, Any], mac: MacFn, mac_of: Callable[[bytes], str], commit_now: bool) -> None:
         with self._lock:
+            first = not self._pending
             self._pending.append(entry)
-            self._mac = mac
+            self._mac, self._mac_of = mac, mac_of
             full = len(self._pending) >= MAX_PENDING_LINES
         if commit_now or full:
             self.flush()
-        else:
-            _flusher.wake()
+        elif first:
+            _flusher.wake()  # the thread commits this line, and those queued after it, in a window
 
     def after_fork(self) -> None:
         self._lock, self._commit_lock = threading.Lock(), threading.Lock()
-        self._pending, self._mac, self._hits = [], None, {}
+        self._pending, self._mac, self._mac_of, self._hits = [], None, None, {}
 
-    def own(self, key_uri: str, mac: MacFn) -> None:
+    def own(self, key_uri: str, mac: MacFn, mac_of: Callable[[bytes], str]) -> None:
         """This vault's log counts the cache hits of ``key_uri`` (it wrapped or unwrapped under it)."""
         if _owners.get(key_uri) is not self:
-            self._mac_ref = weakref.WeakMethod(mac)
+            self._mac_ref, self._mac_of_ref = weakref.WeakMethod(mac), weakref.WeakMethod(mac_of)
             _owners[key_uri] = self
 
     def count_hits(self, key_uri: str, count: int) -> None:
         with self._lock:
+            first = not self._hits
             self._hits[key_uri] = self._hits.get(key_uri, 0) + count
-        _flusher.wake()
+        if first:
+            _flusher.wake()
 
     @property
     def pending(self) -> bool:
         return bool(self._pending or self._hits)
 
-    def _summaries(self) -> tuple[list[dict[str, Any]], MacFn | None]:
+    def _summaries(self) -> tuple[list[dict[str, Any]], MacFn | None, Callable[[bytes], str] | None]:
         hits, self._hits = self._hits, {}
         mac = self._mac_ref() if self._mac_ref is not None else None
+        mac_of = self._mac_of_ref() if self._mac_of_ref is not None else None
         lines = []
         for uri, count in sorted(hits.items()):
             name, _, version = uri.partition(":")[2].partition("/")
             lines.append(_entry("cache-hits", name, int(version) if version.isdigit() else None, "ok",
                                 {"hits": count}))
-        return lines, mac
+        return lines, mac, mac_of
 
     def flush(self) -> None:
         """Commit every queued line (and the cache-hit summaries) now."""
         with self._commit_lock:
             with self._lock:
-                batch, mac = self._pending, self._mac
-                self._pending, self._mac = [], None
-                summaries, summary_mac = self._summaries()
-            mac = mac or summary_mac
+                batch, mac, mac_of = self._pending, self._mac, self._mac_of
+                self._pending, self._mac, self._mac_of = [], None, None
+                summaries, summary_mac, summary_mac_of = self._summaries()
+            mac, mac_of = mac or summary_mac, mac_of or summary_mac_of
             if mac is not None:
                 batch += summaries
-            if not batch or mac is None:
+            if not batch or mac is None or mac_of is None:
                 return
             if not self.vault.is_dir():
                 return  # the vault (and its log) is gone: nothing to append to
             try:
-                _append(self.vault, batch, mac)
+                _append(self.vault, batch, mac, mac_of)
             except BaseException:
                 with self._lock:  # keep them for the next commit, in order
                     self._pending[:0] = [{k: v for k, v in e.items() if k not in ("seq", "prev", "mac")}
                                          for e in batch]
-                    self._mac = self._mac or mac
+                    self._mac, self._mac_of = self._mac or mac, self._mac_of or mac_of
                 raise
 
 

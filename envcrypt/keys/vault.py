@@ -400,7 +400,9 @@ class LocalVault:
 
     def _usable(self, ref: str, op: str) -> tuple[KeyRecord, KeyVersion]:
         """The record and version entry for ``op`` on ``ref``, after every state check."""
-        name, version = _parse_ref(ref)
+        return self._usable_parsed(*_parse_ref(ref), op)
+
+    def _usable_parsed(self, name: str, version: int | None, op: str) -> tuple[KeyRecord, KeyVersion]:
         record = self._load(name)
         _check_live(record)
         if op not in record.ops:
@@ -444,14 +446,14 @@ class LocalVault:
         """``fn(kind operations, key object)`` for ``op`` on ``ref`` after the state checks,
         audited with the version used; ``(exact URI, result)``."""
         with self._audited(op, ref) as line:
-            record, entry = self._usable(ref, op)
+            record, entry = self._usable_parsed(str(line.key), line.version, op)
             line.version = entry.version
             return f"local:{record.name}/{entry.version}", fn(record.kind_ops, self._key_object(record, entry))
 
     def identity(self, ref: str, op: str = "wrapKey") -> str:
         """The exact URI (``local:NAME/V``) ``op`` on ``ref`` would use now."""
-        with self._audited("identity", ref):
-            record, entry = self._usable(ref, op)
+        with self._audited("identity", ref) as line:
+            record, entry = self._usable_parsed(str(line.key), line.version, op)
             return f"local:{record.name}/{entry.version}"
 
     def wrap_key(self, ref: str, key: bytes, algorithm: str | None = None) -> tuple[str, bytes]:

@@ -126,6 +126,10 @@ class MasterKeys:
     def audit_mac(self, entry: dict[str, Any]) -> str:
         return hmac_sha256(self.audit, canonical({k: v for k, v in entry.items() if k != "mac"}))
 
+    def audit_mac_of(self, body: bytes) -> str:
+        """The MAC of an audit line given the canonical JSON of its fields but ``mac``."""
+        return hmac_sha256(self.audit, body)
+
 
 def mac_matches(given: Any, expected: str) -> bool:
     return isinstance(given, str) and hmac.compare_digest(given.encode(), expected.encode())

@@ -237,6 +237,8 @@ class VaultStore:
 
     def initialised(self) -> bool:
         """Whether the vault exists (has its config or master key file); creates nothing."""
+        if self._keys is not None:
+            return True  # opened (or created) by this object
         return (self.path / CONFIG_FILE).exists() or (self.path / MASTER_KEY_FILE).exists()
 
     def require(self, what: str = "") -> None:
@@ -423,9 +425,11 @@ class VaultStore:
     def audit_key(self) -> bytes:
         return self._derived().audit
 
-    def audit_key_mac(self) -> Callable[[dict[str, Any]], str]:
-        """The MAC function of audit lines (derives the master key first if need be)."""
-        return self._derived().audit_mac
+    def audit_macs(self) -> tuple[Callable[[dict[str, Any]], str], Callable[[bytes], str]]:
+        """The MAC functions of audit lines, of a line and of its canonical JSON (derives the
+        master key first if need be)."""
+        keys = self._derived()
+        return keys.audit_mac, keys.audit_mac_of
 
     def audit_mac(self, entry: dict[str, Any]) -> str:
         """The MAC of an audit line (every field but ``mac``)."""
@@ -460,13 +464,11 @@ class VaultStore:
         older copy is refused, naming it) were checked.  FileNotFoundError when missing.
 
         Kept between calls (vault_index.RecordCache) while neither the record file nor the
-        index changed: then four ``lstat`` calls (the directory and file checks) are the
-        whole cost; a change by any process is seen on the next call."""
+        index changed: then two ``lstat`` calls are the whole cost; a change by any process
+        is seen on the next call."""
         keys = self._derived()
         root = self._root or self._set_root()
-        check_private(root, want_dir=True)
         directory = os.path.join(root, section)
-        check_private(directory, want_dir=True)
         try:
             index_stamp = private_stamp(self._index_path)
         except FileNotFoundError:
@@ -476,6 +478,9 @@ class VaultStore:
         where = (section, name)
         value: T | None = self._records.get(where, stamps, parse)
         if value is None:
+            # the directories are checked when files are read from them (a kept record was)
+            check_private(root, want_dir=True)
+            check_private(directory, want_dir=True)
             value = parse(self._read_record(section, name, Path(path), keys))
             self._records.put(where, stamps, parse, value)
         return value
