@@ -277,12 +277,24 @@ def _who() -> dict[str, Any]:
             user = "?"
         _WHO = (pid, {"user": user, "uid": os.getuid() if hasattr(os, "getuid") else None,
                       "host": socket.gethostname(), "pid": pid})
-    return dict(_WHO[1])
+    return _WHO[1]  # shared by the lines of the process: lines are serialised, never changed
+
+
+_NOW: tuple[int, str] = (-1, "")
+
+
+def _utc_now() -> str:
+    """The time of a line, ISO 8601 UTC to the second (formatted once per second)."""
+    global _NOW
+    second = int(time.time())
+    if _NOW[0] != second:
+        _NOW = (second, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second)))
+    return _NOW[1]
 
 
 def _entry(op: str, key: str | None, version: int | None, outcome: str, extra: dict[str, Any]) -> dict[str, Any]:
     entry: dict[str, Any] = {
-        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "time": _utc_now(),
         "who": _who(), "op": op, "key": key, "version": version, "outcome": outcome,
     }
     for reserved in ("seq", "prev", "mac"):

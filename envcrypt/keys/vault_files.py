@@ -3,7 +3,7 @@
 Every vault file is 0600 in a 0700 directory owned by the user, never a symlink
 (:func:`check_private`); writes go to a temporary file that is fsynced and renamed
 (:func:`atomic_write`), so a file is only ever replaced whole and every write makes a
-new inode.  :class:`Stamp` is what ``lstat`` says about a file: the vault keeps what it
+new inode.  A :data:`Stamp` is what ``lstat`` says about a file: the vault keeps what it
 parsed from a file only while the file's stamp is unchanged (vault_index.py).
 """
 
@@ -18,14 +18,13 @@ import stat
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import VaultError
 
 __all__ = ["default_vault_path", "b64e", "b64d", "check_private", "atomic_write", "read_private",
-           "read_json", "canonical", "write_json", "flocked", "Stamp", "private_stamp"]
+           "read_json", "canonical", "write_json", "flocked", "Stamp", "is_racy", "private_stamp"]
 
 #: a file changed less than this long ago may still change without its stamp changing
 #: (timestamps are taken from a coarse clock: a rewrite in place within one tick, same size,
@@ -76,31 +75,23 @@ def check_private(path: str | Path, want_dir: bool) -> None:
     _check_stat(path, os.lstat(path), want_dir)
 
 
-@dataclass(frozen=True)
-class Stamp:
-    """What ``lstat`` says about a file, enough to tell that it may have changed: every
-    vault write renames a new file in (new inode, new ctime), and nobody but the kernel
-    sets ctime, so content put back in place with its old size and mtime still changes it."""
+#: what ``lstat`` says about a file, enough to tell that it may have changed: (dev, inode,
+#: size, mtime_ns, ctime_ns, mode, uid).  Every vault write renames a new file in (new
+#: inode, new ctime), and nobody but the kernel sets ctime, so content put back in place
+#: with its old size and mtime still changes the stamp.  A plain tuple: built per use.
+Stamp = tuple[int, int, int, int, int, int, int]
 
-    dev: int
-    ino: int
-    size: int
-    mtime_ns: int
-    ctime_ns: int
-    mode: int
-    uid: int
 
-    @property
-    def racy(self) -> bool:
-        """Changed too recently for the stamp to prove that the content did not change since."""
-        return time.time_ns() - max(self.ctime_ns, self.mtime_ns) < RACY_NS
+def is_racy(stamp: Stamp) -> bool:
+    """Changed too recently for the stamp to prove that the content did not change since."""
+    return time.time_ns() - max(stamp[3], stamp[4]) < RACY_NS
 
 
 def private_stamp(path: str | Path, want_dir: bool = False) -> Stamp:
     """The stamp of a vault file after :func:`check_private`'s checks; FileNotFoundError when missing."""
     st = os.lstat(path)
     _check_stat(path, st, want_dir)
-    return Stamp(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode, st.st_uid)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode, st.st_uid)
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -142,9 +133,12 @@ def read_json(path: Path) -> dict[str, Any]:
     return value
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
 def canonical(value: Any) -> bytes:
-    """The canonical JSON every MAC in the vault is computed over."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+    """The canonical JSON every MAC in the vault is computed over (sorted keys, no spaces, ASCII)."""
+    return _CANONICAL.encode(value).encode()
 
 
 def write_json(path: Path, value: dict[str, Any]) -> None:

@@ -6,7 +6,7 @@ index (HMAC under the record key, label ``index``); a record whose generation is
 one its index entry holds is an older copy put back (a rollback) and is refused.  While a
 write is in progress the entry is ``[OLD, NEW]``.
 
-:class:`RecordCache` keeps a parsed record together with the :class:`~.vault_files.Stamp`
+:class:`RecordCache` keeps a parsed record together with the :data:`~.vault_files.Stamp`
 of its file and of the index, taken before they were read.  It serves the record again
 only while both stamps are unchanged (two ``lstat`` calls): any write by any process
 renames new files in (new inode and ctime), and an old copy put back changes the ctime
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import VaultError
-from .vault_files import Stamp, write_json
+from .vault_files import Stamp, is_racy, write_json
 from .vault_master import MasterKeys, mac_matches
 
 __all__ = ["INDEX_FILE", "INDEX_FORMAT", "SECTIONS", "parse_index", "new_index", "build_index",
@@ -137,7 +137,7 @@ class RecordCache:
     def put(self, where: tuple[str, str], stamps: tuple[Stamp | None, ...], parser: Callable[..., Any], value: Any) -> None:
         """Keep ``value`` (parsed from files whose stamps, taken before reading, are
         ``stamps``) unless a file changed too recently for its stamp to be trusted."""
-        if any(stamp is not None and stamp.racy for stamp in stamps):
+        if any(stamp is not None and is_racy(stamp) for stamp in stamps):
             self.drop(where)
             return
         with self._lock:

@@ -86,6 +86,13 @@ def hmac_sha256(key: bytes, data: bytes) -> str:
     return mac.finalize().hex()
 
 
+def _keyed(context: crypto_hmac.HMAC, data: bytes) -> str:
+    """HMAC-SHA256 of ``data`` from a keyed context (copied: the context itself is never finalised)."""
+    mac = context.copy()
+    mac.update(data)
+    return mac.finalize().hex()
+
+
 def _hkdf(raw: bytes, info: bytes) -> bytes:
     return HKDF(hashes.SHA256(), 32, None, info).derive(raw)
 
@@ -99,14 +106,18 @@ class MasterKeys:
     audit: bytes
     record: bytes
     config: bytes
+    #: HMAC contexts keyed once, copied per MAC (cheaper than keying one per line)
+    _audit_hmac: crypto_hmac.HMAC
+    _record_hmac: crypto_hmac.HMAC
 
     @classmethod
     def derive(cls, raw: bytes) -> MasterKeys:
+        audit = _hkdf(raw, b"envcrypt vault audit chain")
+        record = _hkdf(raw, b"envcrypt vault record mac")
         return cls(
-            aead=AESGCM(raw),
-            audit=_hkdf(raw, b"envcrypt vault audit chain"),
-            record=_hkdf(raw, b"envcrypt vault record mac"),
-            config=_hkdf(raw, b"envcrypt vault config mac"),
+            aead=AESGCM(raw), audit=audit, record=record, config=_hkdf(raw, b"envcrypt vault config mac"),
+            _audit_hmac=crypto_hmac.HMAC(audit, hashes.SHA256()),
+            _record_hmac=crypto_hmac.HMAC(record, hashes.SHA256()),
         )
 
     def __repr__(self) -> str:
@@ -121,14 +132,14 @@ class MasterKeys:
 
     def record_mac(self, label: str, record: dict[str, Any]) -> str:
         body = {k: v for k, v in record.items() if k != "mac"}
-        return hmac_sha256(self.record, label.encode() + b"\0" + canonical(body))
+        return _keyed(self._record_hmac, label.encode() + b"\0" + canonical(body))
 
     def audit_mac(self, entry: dict[str, Any]) -> str:
-        return hmac_sha256(self.audit, canonical({k: v for k, v in entry.items() if k != "mac"}))
+        return _keyed(self._audit_hmac, canonical({k: v for k, v in entry.items() if k != "mac"}))
 
     def audit_mac_of(self, body: bytes) -> str:
         """The MAC of an audit line given the canonical JSON of its fields but ``mac``."""
-        return hmac_sha256(self.audit, body)
+        return _keyed(self._audit_hmac, body)
 
 
 def mac_matches(given: Any, expected: str) -> bool:
