@@ -87,11 +87,15 @@ def test_a_crash_loses_at_most_the_queue_and_the_chain_continues(vault: LocalVau
     assert report.ok and report.entries == len(lines) + 1
 
 
-def test_a_crash_between_a_commit_and_the_head_update(vault: LocalVault) -> None:
+def _five_uses_on_disk(vault: LocalVault) -> list[dict[str, object]]:
     for _ in range(5):
         vault.wrap_key("k", os.urandom(32))
     vault.audit.flush()
-    lines = _on_disk(vault)
+    return _on_disk(vault)
+
+
+def test_a_crash_between_a_commit_and_the_head_update(vault: LocalVault) -> None:
+    lines = _five_uses_on_disk(vault)
     stale = lines[-4]  # the head still names a line before the last batch
     (vault.path / "audit.head").write_bytes("{:020d} {}\n".format(stale["seq"], stale["mac"]).encode())
     os.chmod(vault.path / "audit.head", 0o600)
@@ -102,9 +106,7 @@ def test_a_crash_between_a_commit_and_the_head_update(vault: LocalVault) -> None
 
 
 def test_lines_removed_at_the_end_are_still_detected(vault: LocalVault) -> None:
-    for _ in range(5):
-        vault.wrap_key("k", os.urandom(32))
-    vault.audit.flush()
+    _five_uses_on_disk(vault)
     raw = (vault.path / "audit.log").read_bytes().splitlines(keepends=True)
     (vault.path / "audit.log").write_bytes(b"".join(raw[:-2]))
     report = vault.audit.verify()

@@ -63,17 +63,9 @@ from .audit import AuditLog, AuditScope
 from .base import split_key_uri
 from .byok import pack_backup, unpack_backup, unwrap_transfer
 from .cache import forget_key
-from .vault_records import (
-    RECORD_FIELDS,
-    VERSION_FIELDS,
-    KeyRecord,
-    KeyVersion,
-    check_kind,
-    check_name,
-    new_record,
-)
+from .vault_records import KeyRecord, KeyVersion, check_kind, check_name, new_record, restorable
 from .vault_secrets import SecretStore
-from .vault_store import Argon2Params, VaultStore, b64d, b64e, default_vault_path
+from .vault_store import Argon2Params, VaultStore, b64e, default_vault_path
 
 __all__ = [
     "LocalVault", "LocalVaultResolver", "VaultError", "default_vault_path", "parse_local_uri",
@@ -118,45 +110,6 @@ def _now() -> int:
 def _parse_stored(record: dict[str, Any]) -> KeyRecord:
     """A stored key record (the store checked that it names its file) as a KeyRecord."""
     return KeyRecord.parse(record, str(record.get("name")))
-
-
-def _ops_hint(record: KeyRecord, op: str) -> str:
-    """Which key (``--kind``/``--ops``) would allow ``op``, for a KeyAccessDeniedError."""
-    name, kind, ops = record.name, str(record.kind), record.ops
-    have = f"it is {kind} with --ops {','.join(ops) or '(none)'}"
-    if record.transfer:
-        return f"{have}, a BYOK transfer key (it only opens import packages)"
-    if op in vc.SUPPORTED_OPS.get(kind, frozenset()) and not (
-            kind == vc.RSA and (vc.SIGN_OPS if op in vc.ENCRYPT_OPS else vc.ENCRYPT_OPS) & set(ops)):
-        return f"{have}; allow it with: envcrypt key update {name} --ops {','.join([*ops, op])}"
-    if op in vc.SIGN_OPS:
-        return (f"{have}; signing needs a signing key: envcrypt key create NAME --kind ec-p256 "
-                "(or --kind rsa)")
-    return (f"{have}; wrapping data keys needs an aes256 key: envcrypt key create NAME "
-            "(or an RSA wrapping key: --kind rsa --ops wrapKey,unwrapKey,encrypt,decrypt)")
-
-
-def _check_live(record: KeyRecord) -> None:
-    if record.purged:
-        raise KeyDeletedError(f"local:{record.name} was purged: data under it is unrecoverable")
-    if record.deleted:
-        raise KeyDeletedError(f"local:{record.name} is deleted (recoverable until it is purged)")
-
-
-def _summary(record: KeyRecord, versions: bool) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "name": record.name, "kind": record.kind, "ops": list(record.ops), "enabled": record.enabled,
-        "created": record.created, "not_before": record.not_before, "expires": record.expires,
-        "deleted": record.deleted, "scheduled_purge": record.scheduled_purge, "transfer": record.transfer,
-    }
-    live = record.live_versions
-    out["uri"] = record.uri
-    out["current_version"] = live[-1].version if live else None
-    out["version_count"] = len(record.versions)
-    if versions:
-        out["versions"] = [{"version": v.version, "created": v.created, "enabled": v.enabled, "origin": v.origin,
-                            "public": v.public} for v in record.versions]
-    return out
 
 
 class LocalVault:
@@ -289,7 +242,7 @@ class LocalVault:
     def rotate_key(self, name: str) -> str:
         """Add a new version; new writes use it, older versions still unwrap."""
         def change(record: KeyRecord, version: int | None) -> tuple[KeyRecord, str]:
-            _check_live(record)
+            record.check_live()
             return self._new_version(record, vc.generate(record.kind_ops.kind), "generated")
 
         return self._update("rotate", name, change)
@@ -297,7 +250,7 @@ class LocalVault:
     def set_enabled(self, ref: str, enabled: bool) -> None:
         """Enable or disable a key (``NAME``) or one version (``NAME/V``)."""
         def change(record: KeyRecord, version: int | None) -> tuple[KeyRecord, None]:
-            _check_live(record)
+            record.check_live()
             if version is None:
                 return dataclasses.replace(record, enabled=enabled), None
             return record.with_version_enabled(version, enabled), None
@@ -313,7 +266,7 @@ class LocalVault:
     def set_validity(self, name: str, *, not_before: int | None = None, expires: int | None = None) -> None:
         """Set ``not_before``/``expires`` (Unix seconds; None clears)."""
         def change(record: KeyRecord, version: int | None) -> tuple[KeyRecord, None]:
-            _check_live(record)
+            record.check_live()
             return dataclasses.replace(record, not_before=not_before, expires=expires), None
 
         self._update("set-validity", name, change)
@@ -323,7 +276,7 @@ class LocalVault:
         wanted = list(ops)
 
         def change(record: KeyRecord, version: int | None) -> tuple[KeyRecord, None]:
-            _check_live(record)
+            record.check_live()
             checked = vc.check_ops(record.kind_ops.kind, wanted, transfer=record.transfer)
             return dataclasses.replace(record, ops=tuple(checked)), None
 
@@ -332,7 +285,7 @@ class LocalVault:
     def delete_key(self, name: str, retention_days: int = DEFAULT_RETENTION_DAYS) -> None:
         """Soft-delete: every use fails with KeyDeletedError until ``recover``; ``purge`` destroys it."""
         def change(record: KeyRecord, version: int | None) -> tuple[KeyRecord, None]:
-            _check_live(record)
+            record.check_live()
             now = _now()
             return dataclasses.replace(record, deleted=now, scheduled_purge=now + retention_days * 86400), None
 
@@ -386,7 +339,7 @@ class LocalVault:
         with self._audited("list", None):
             directory = self.store.ensure_dir(KEYS_DIR)
             records = [self._load(path.stem) for path in sorted(directory.glob("*.json"))]
-            return [_summary(r, versions=False) for r in records
+            return [r.summary(versions=False) for r in records
                     if not r.purged and (include_deleted or not r.deleted)]
 
     def show_key(self, ref: str) -> dict[str, Any]:
@@ -394,7 +347,7 @@ class LocalVault:
             record = self._load(str(line.key))
             if record.purged:
                 raise KeyDeletedError(f"local:{record.name} was purged")
-            return _summary(record, versions=True)
+            return record.summary(versions=True)
 
     # ------------------------------------------------------------ use
 
@@ -404,9 +357,9 @@ class LocalVault:
 
     def _usable_parsed(self, name: str, version: int | None, op: str) -> tuple[KeyRecord, KeyVersion]:
         record = self._load(name)
-        _check_live(record)
+        record.check_live()
         if op not in record.ops:
-            raise KeyAccessDeniedError(f"local:{name} does not permit {op}: {_ops_hint(record, op)}")
+            raise KeyAccessDeniedError(f"local:{name} does not permit {op}: {record.ops_hint(op)}")
         if not record.enabled:
             raise KeyDisabledError(f"local:{name} is disabled")
         now = _now()
@@ -517,7 +470,7 @@ class LocalVault:
     def public_key_pem(self, ref: str) -> str:
         with self._audited("get-public-key", ref) as line:
             record = self._load(str(line.key))
-            _check_live(record)
+            record.check_live()
             if line.version is None and not record.versions:
                 raise KeyNotFoundError(f"local:{record.name} has no versions")
             entry = record.version_entry(line.version) if line.version else record.versions[-1]
@@ -534,7 +487,7 @@ class LocalVault:
             passphrase = passphrase.encode("utf-8")
         with self._audited("backup", name):
             record = self._load(name)
-            _check_live(record)
+            record.check_live()
             materials = {str(v.version): b64e(self.store.open(self._seal_label(name, v.version), str(v.material)))
                          for v in record.versions}
             stripped = record.to_json()
@@ -579,36 +532,8 @@ class LocalVault:
     def _restorable(self, blob: bytes, passphrase: bytes | None) -> tuple[str, KeyRecord, dict[int, bytes]]:
         """A backup's name, record (without material) and validated material per version."""
         name, payload = unpack_backup(blob, passphrase, self.store.open)
-        raw, packed = payload["record"], payload["materials"]
-        if not isinstance(name, str) or not isinstance(raw, dict) or not isinstance(packed, dict):
-            raise VaultError("the key backup is inconsistent")
-        try:
-            check_name(name)
-        except InvalidKeyUriError:
-            raise VaultError("the key backup is inconsistent") from None
-        raw = {k: v for k, v in raw.items() if k not in ("generation", "mac")}
-        if not set(raw) <= RECORD_FIELDS or not all(
-                isinstance(v, dict) and set(v) <= VERSION_FIELDS for v in raw.get("versions") or ()):
-            raise VaultError("the key backup is inconsistent (unexpected record fields)")
-        record = KeyRecord.parse(raw, name, with_material=False)
-        if record.purged or not record.versions or record.kind is None:
-            raise VaultError("the key backup is inconsistent")
-        kind = record.kind
-        vc.check_ops(kind, record.ops, transfer=record.transfer)
-        if record.transfer and kind != vc.RSA:
-            raise VaultError("the key backup is inconsistent (a transfer key is an rsa key)")
-        materials: dict[int, bytes] = {}
-        versions = []
-        for entry in record.versions:
-            if str(entry.version) not in packed:
-                raise VaultError("the key backup is inconsistent")
-            # the one validator of imported material: size for aes256, type and bits for rsa/ec
-            material = vc.normalize_import(kind, b64d(packed[str(entry.version)]))
-            materials[entry.version] = material
-            versions.append(dataclasses.replace(entry, public=vc.public_pem(kind, vc.load_private(kind, material))))
-        if len(packed) != len(materials):
-            raise VaultError("the key backup is inconsistent")
-        return name, dataclasses.replace(record, versions=tuple(versions)), materials
+        record, materials = restorable(name, payload["record"], payload["materials"])
+        return name, record, materials
 
 
 class LocalVaultResolver:

@@ -17,8 +17,9 @@ from typing import Any
 
 from ..errors import InvalidKeyUriError, KeyDeletedError, KeyNotFoundError, KeyUsageError, VaultError
 from . import vault_crypto as vc
+from .vault_files import b64d
 
-__all__ = ["KeyRecord", "KeyVersion", "NAME", "check_name", "new_record"]
+__all__ = ["KeyRecord", "KeyVersion", "NAME", "check_name", "new_record", "restorable"]
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _TIMES = ("created", "not_before", "expires", "deleted", "scheduled_purge", "purged")
@@ -177,6 +178,42 @@ class KeyRecord:
             raise KeyDeletedError(f"local:{self.name}/{version} was purged: data under it is unrecoverable")
         raise KeyNotFoundError(f"no version {version} of local:{self.name}")
 
+    def check_live(self) -> None:
+        if self.purged:
+            raise KeyDeletedError(f"local:{self.name} was purged: data under it is unrecoverable")
+        if self.deleted:
+            raise KeyDeletedError(f"local:{self.name} is deleted (recoverable until it is purged)")
+
+    def ops_hint(self, op: str) -> str:
+        """Which key (``--kind``/``--ops``) would allow ``op``, for a KeyAccessDeniedError."""
+        name, kind, ops = self.name, str(self.kind), self.ops
+        have = f"it is {kind} with --ops {','.join(ops) or '(none)'}"
+        if self.transfer:
+            return f"{have}, a BYOK transfer key (it only opens import packages)"
+        if op in vc.SUPPORTED_OPS.get(kind, frozenset()) and not (
+                kind == vc.RSA and (vc.SIGN_OPS if op in vc.ENCRYPT_OPS else vc.ENCRYPT_OPS) & set(ops)):
+            return f"{have}; allow it with: envcrypt key update {name} --ops {','.join([*ops, op])}"
+        if op in vc.SIGN_OPS:
+            return (f"{have}; signing needs a signing key: envcrypt key create NAME --kind ec-p256 "
+                    "(or --kind rsa)")
+        return (f"{have}; wrapping data keys needs an aes256 key: envcrypt key create NAME "
+                "(or an RSA wrapping key: --kind rsa --ops wrapKey,unwrapKey,encrypt,decrypt)")
+
+    def summary(self, versions: bool) -> dict[str, Any]:
+        """What ``list`` and ``show`` print (no material)."""
+        live = self.live_versions
+        out: dict[str, Any] = {
+            "name": self.name, "kind": self.kind, "ops": list(self.ops), "enabled": self.enabled,
+            "created": self.created, "not_before": self.not_before, "expires": self.expires,
+            "deleted": self.deleted, "scheduled_purge": self.scheduled_purge, "transfer": self.transfer,
+            "uri": self.uri, "current_version": live[-1].version if live else None,
+            "version_count": len(self.versions),
+        }
+        if versions:
+            out["versions"] = [{"version": v.version, "created": v.created, "enabled": v.enabled,
+                                "origin": v.origin, "public": v.public} for v in self.versions]
+        return out
+
     # ------------------------------------------------------------ changing (new records)
 
     def with_version(self, entry: KeyVersion) -> KeyRecord:
@@ -198,3 +235,34 @@ def new_record(name: str, kind: str, ops: Iterable[str], now: int, *, transfer: 
     checked = vc.check_ops(kind, ops, transfer=transfer)
     return KeyRecord(name, kind, tuple(checked), True, transfer, now, not_before, expires, None, None, None, (),
                      previous.purged_through if previous is not None else 0)
+
+
+def restorable(name: str, raw: Any, packed: Any) -> tuple[KeyRecord, dict[int, bytes]]:
+    """A key backup's record (without material) and its material per version, every version
+    through the one validator of imported material (size for aes256, type and bits for
+    rsa/ec), the record through the shape and operation checks; public keys recomputed."""
+    if not isinstance(name, str) or not NAME.match(name) or not isinstance(raw, dict) \
+            or not isinstance(packed, dict):
+        raise VaultError("the key backup is inconsistent")
+    raw = {k: v for k, v in raw.items() if k not in ("generation", "mac")}
+    if not set(raw) <= RECORD_FIELDS or not all(
+            isinstance(v, dict) and set(v) <= VERSION_FIELDS for v in raw.get("versions") or ()):
+        raise VaultError("the key backup is inconsistent (unexpected record fields)")
+    record = KeyRecord.parse(raw, name, with_material=False)
+    if record.purged or not record.versions or record.kind is None:
+        raise VaultError("the key backup is inconsistent")
+    kind = record.kind
+    vc.check_ops(kind, record.ops, transfer=record.transfer)
+    if record.transfer and kind != vc.RSA:
+        raise VaultError("the key backup is inconsistent (a transfer key is an rsa key)")
+    materials: dict[int, bytes] = {}
+    versions = []
+    for entry in record.versions:
+        if str(entry.version) not in packed:
+            raise VaultError("the key backup is inconsistent")
+        material = vc.normalize_import(kind, b64d(packed[str(entry.version)]))
+        materials[entry.version] = material
+        versions.append(dataclasses.replace(entry, public=vc.public_pem(kind, vc.load_private(kind, material))))
+    if len(packed) != len(materials):
+        raise VaultError("the key backup is inconsistent")
+    return dataclasses.replace(record, versions=tuple(versions)), materials
