@@ -24,6 +24,11 @@ edited, or copied over another key's file, is refused with VaultError; a record
 whose generation is older than the vault index's entry (an old copy put back to
 undo a disable, delete or purge) is refused with VaultError too (vault_store.py).
 Every state change drops the process's cached DEKs under the key (cache.forget_key).
+A record is parsed once into a frozen :class:`~.vault_records.KeyRecord` and kept between
+operations while its file and the index are unchanged (vault_index.RecordCache: two
+``lstat`` per use; a change by any process is seen on the next operation).  The kinds'
+operations come from one table (vault_crypto.OPS); every operation runs in one audited
+scope (audit.AuditScope: parse, use, audit, the failure too).
 
 State rules: ``not_before`` in the future refuses every use; after ``expires`` a
 key still unwraps, decrypts and verifies (old data stays readable) but refuses

@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.keywrap import (
     aes_key_wrap_with_padding,
 )
 
-from ..errors import IntegrityError, InvalidSignatureError, KeyUsageError, WrongKeyError
+from ..errors import IntegrityError, InternalError, InvalidSignatureError, KeyUsageError, WrongKeyError
 from .base import WRAP_AES256_KWP, WRAP_RSA_OAEP_SHA256
 
 __all__ = [
@@ -283,7 +283,10 @@ class KindOps:
     def slot_algorithm(self) -> int:
         """The key slot id of this kind's default wrap."""
         default = self.algorithm(None)
-        return next(i for i, name in self.slot_algorithms.items() if name == default)
+        for slot_id, name in self.slot_algorithms.items():
+            if name == default:
+                return slot_id
+        raise InternalError(f"{self.kind} keys have no key slot algorithm for their default wrap {default}")
 
     def wrap(self, key: Any, data: bytes, algorithm: str) -> bytes:
         raise self._refuse("wrap keys")
