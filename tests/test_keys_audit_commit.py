@@ -129,6 +129,20 @@ def test_a_forked_child_does_not_write_the_parents_queue(vault: LocalVault) -> N
     assert vault.audit.verify().ok
 
 
+def _use_in_worker(path: str) -> None:
+    LocalVault(path).wrap_key("k", os.urandom(32))  # queued; the worker ends with os._exit
+
+
+def test_a_multiprocessing_worker_commits_its_queue(vault: LocalVault) -> None:
+    import multiprocessing
+
+    worker = multiprocessing.get_context("fork").Process(target=_use_in_worker, args=(str(vault.path),))
+    worker.start()
+    worker.join(60)
+    assert worker.exitcode == 0
+    assert _ops(_on_disk(vault)).count("wrapKey") == 1
+
+
 def test_eight_processes_at_once_lose_no_line(vault: LocalVault) -> None:
     """Each child encrypts and decrypts (more lines than one queue holds, so commits interleave
     across processes) and exits cleanly: every line is in the log and the chain verifies."""

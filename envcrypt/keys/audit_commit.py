@@ -11,10 +11,11 @@ Durability promise (also in SECURITY.md):
   committed within :data:`WINDOW_SECONDS` by a daemon thread, at once when
   :data:`MAX_PENDING_LINES` are queued, before any read of the log in this process
   (``entries``/``tail``/``verify``), and at interpreter exit (``atexit``; no signal
-  handler is installed).  A crash, a kill, or ``os._exit`` (e.g. a forked
-  ``multiprocessing`` worker ending) loses at most the lines queued and not yet
-  committed: at most MAX_PENDING_LINES lines, at most WINDOW_SECONDS old;
-  :func:`flush_all` commits them on demand.
+  handler is installed) or, in a ``multiprocessing`` worker (which ends with
+  ``os._exit``), by a multiprocessing finalizer.  A crash, a kill, or another
+  ``os._exit`` loses at most the lines queued and not yet committed: at most
+  MAX_PENDING_LINES lines, at most WINDOW_SECONDS old; :func:`flush_all` commits
+  them on demand.
 
 Each commit takes ``.audit.lock`` (flock: processes append in turn), continues the
 chain from the last line on disk (its MAC checked, so the chain survives a crash
@@ -171,6 +172,7 @@ class Committer:
             self.flush()
         elif first:
             _flusher.wake()  # the thread commits this line, and those queued after it, in a window
+            _finalize_in_multiprocessing_workers()
 
     def after_fork(self) -> None:
         self._lock, self._commit_lock = threading.Lock(), threading.Lock()
@@ -302,6 +304,21 @@ def _entry(op: str, key: str | None, version: int | None, outcome: str, extra: d
             raise AuditLogError(f"an audit line cannot set {reserved!r}")
     entry.update(extra)
     return entry
+
+
+_MP_FINALIZER_PID = 0
+
+
+def _finalize_in_multiprocessing_workers() -> None:
+    """A ``multiprocessing`` worker ends with ``os._exit`` (no atexit) after running the
+    multiprocessing finalizers: register a commit there, once per process, when
+    multiprocessing is in use (never imported here)."""
+    global _MP_FINALIZER_PID
+    mp_util = sys.modules.get("multiprocessing.util")
+    if mp_util is None or _MP_FINALIZER_PID == os.getpid():
+        return
+    _MP_FINALIZER_PID = os.getpid()
+    mp_util.Finalize(None, flush_all, exitpriority=100)
 
 
 class _Flusher:
