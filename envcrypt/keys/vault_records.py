@@ -231,9 +231,9 @@ class KeyRecord:
 def new_record(name: str, kind: str, ops: Iterable[str], now: int, *, transfer: bool = False,
                not_before: int | None = None, expires: int | None = None,
                previous: KeyRecord | None = None) -> KeyRecord:
-    """A key without versions yet (numbers continue after a purged ``previous``)."""
-    checked = vc.check_ops(kind, ops, transfer=transfer)
-    return KeyRecord(name, kind, tuple(checked), True, transfer, now, not_before, expires, None, None, None, (),
+    """A key without versions yet (numbers continue after a purged ``previous``); ``ops`` as
+    :func:`~.vault_crypto.check_ops` returned them (checked before any material is made)."""
+    return KeyRecord(name, kind, tuple(ops), True, transfer, now, not_before, expires, None, None, None, (),
                      previous.purged_through if previous is not None else 0)
 
 
