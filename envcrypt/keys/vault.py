@@ -168,7 +168,7 @@ class LocalVault:
         """Load, change and store a record under the vault lock; audited with the new generation.
         The process's cached DEKs under the key are dropped after the change."""
         with self._audited(op, ref) as line:
-            name, version = _parse_ref(ref)
+            name, version = str(line.key), line.version
             with self.store.locked():
                 record, result = change(self._load(name), version)
                 line.extra["generation"] = self._store(record)
