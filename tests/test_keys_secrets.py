@@ -52,6 +52,7 @@ def test_secret_ops_are_audited_without_values(_isolated_vault: Path) -> None:
     vault = LocalVault(_isolated_vault)
     vault.secrets.set("token", "s3cr3t-value")
     vault.secrets.get("token")
+    vault.audit.flush()
     text = (_isolated_vault / "audit.log").read_text()
     assert "s3cr3t" not in text
     assert [e["op"] for e in vault.audit.tail(5)] == ["vault-init", "secret-set", "secret-get"]

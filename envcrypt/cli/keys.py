@@ -19,7 +19,7 @@ from ..keys.byok import wrap_for_transfer
 from ..keys.vault import LocalVault
 from ..keys.vault_certs import key_warnings
 from ..keys.vault_crypto import ALL_OPS, KINDS
-from ..keys.vault_store import atomic_write
+from ..keys.vault_files import atomic_write
 from ._vault_common import TIME_FIELDS, arg, iso_time, open_vault, output, read_bytes, table, vault_options
 
 BACKUP_PASSPHRASE_ENV = "ENVCRYPT_BACKUP_PASSPHRASE"

@@ -11,9 +11,12 @@ so lines deleted at the end are detected too (unless the head is also set back
 to an older line: an attacker with write access to the vault directory can
 always truncate; keep a copy of the head elsewhere to pin it).
 
-A line is appended under ``.audit.lock`` before the head is updated, so a crash
-between the two leaves the log at most one line ahead of the head, which
-``verify`` accepts.
+Lines are group-committed (audit_commit.py: the durability promise, what a crash
+can lose): a commit appends a batch under ``.audit.lock``, fsyncs, then updates the
+head, so a crash between the two leaves the log at most one batch ahead of the head,
+which ``verify`` accepts, and the next commit continues the chain from the last line
+on disk.  Reading the log in a process (``entries``, ``tail``, ``verify``) commits
+that process's queued lines first.
 
 The chain is anchored at vault creation: creating a vault writes a first
 ``vault-init`` line, so an initialised vault whose log and head are both gone
@@ -35,40 +38,34 @@ other exception as ``error:<Type>``.
 from __future__ import annotations
 
 import contextlib
-import getpass
 import hmac
 import json
-import os
-import socket
-import time
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import AuditLogError, EnvcryptError, VaultError
-from .vault_store import SECTIONS, VaultStore, canonical, check_private
+from .audit_commit import (
+    GENESIS,
+    GROUPED_OPS,
+    HEAD_FILE,
+    LOG_FILE,
+    MAX_LINE_SIZE,
+    MAX_PENDING_LINES,
+    Committer,
+    committer_for,
+    flush_all,
+    new_entry,
+    parse_head,
+    record_cache_hits,
+)
+from .vault_store import SECTIONS, VaultStore, check_private
 
-__all__ = ["AuditLog", "AuditReport", "outcome_of"]
+__all__ = ["AuditLog", "AuditReport", "AuditScope", "outcome_of", "record_cache_hits", "flush_all"]
 
-LOG_FILE = "audit.log"
-HEAD_FILE = "audit.head"
-LOCK_FILE = ".audit.lock"
-GENESIS = "0" * 64
-MAX_LINE_SIZE = 64 * 1024
-_HEAD = "{:020d} {}\n"  # seq and mac of the last line, fixed width
-HEAD_SIZE = 20 + 1 + 64 + 1
-
-
-def _parse_head(raw: bytes) -> tuple[int, str] | None:
-    if len(raw) != HEAD_SIZE:
-        return None
-    seq, _, mac = raw.decode("ascii", "replace").strip().partition(" ")
-    if not seq.isdigit() or len(mac) != 64:
-        return None
-    return int(seq), mac
-
-
-_canonical = canonical
+#: how far a crash can leave the head behind the log (one commit: the queue, its summaries, one more)
+_HEAD_LAG = 4 * MAX_PENDING_LINES
 
 
 def outcome_of(exc: BaseException) -> str:
@@ -78,13 +75,44 @@ def outcome_of(exc: BaseException) -> str:
     return name if isinstance(exc, EnvcryptError) else f"error:{name}"
 
 
-def _who() -> dict[str, Any]:
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "?"
-    return {"user": user, "uid": os.getuid() if hasattr(os, "getuid") else None,
-            "host": socket.gethostname(), "pid": os.getpid()}
+def shown(ref: Any) -> str:
+    """An invalid key reference as the audit log shows it (bounded, printable)."""
+    return repr(ref)[:128]
+
+
+class AuditScope:
+    """One audited operation, written once for every vault operation (as Tink's
+    ``use_tink_errors`` writes its error boundary once): parse the reference, run the
+    body, and audit ``ok`` (with ``extra``, which the body may fill) or the failure, of
+    any exception type (with ``tags`` either way).  A reference that does not parse is
+    audited as shown by :func:`shown`.  The body may set ``key`` and ``version`` (e.g. to
+    the version it found)."""
+
+    __slots__ = ("log", "op", "key", "version", "extra", "tags", "audit_ok", "_ref", "_parse")
+
+    def __init__(self, log: AuditLog, op: str, ref: Any, parse: Callable[[Any], tuple[str, int | None]] | None,
+                 version: int | None, tags: dict[str, Any], audit_ok: bool = True) -> None:
+        self.log, self.op, self.version, self.tags, self.audit_ok = log, op, version, tags, audit_ok
+        self.key: str | None = ref
+        self.extra: dict[str, Any] = {}
+        self._ref, self._parse = ref, parse
+
+    def __enter__(self) -> AuditScope:
+        if self._parse is not None and self._ref is not None:
+            try:
+                self.key, version = self._parse(self._ref)
+            except Exception as exc:
+                self.log.record(self.op, shown(self._ref), self.version, outcome_of(exc), **self.tags)
+                raise
+            self.version = self.version if version is None else version
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        if exc is None:
+            if self.audit_ok:
+                self.log.record(self.op, self.key, self.version, "ok", **self.tags, **self.extra)
+        elif isinstance(exc, Exception):
+            self.log.record(self.op, self.key, self.version, outcome_of(exc), **self.tags)
 
 
 @dataclass(frozen=True)
@@ -103,6 +131,7 @@ class AuditLog:
 
     def __init__(self, store: VaultStore) -> None:
         self.store = store
+        self._committer: Committer | None = None  # of this vault directory: shared in the process
         store.init_hooks.append(self._genesis)
         store.upgrade_hooks.append(self._upgraded)
 
@@ -119,45 +148,31 @@ class AuditLog:
     def _mac(self, entry: dict[str, Any]) -> str:
         return self.store.audit_mac(entry)
 
-    def record(self, op: str, key: str | None, version: int | None, outcome: str, **extra: Any) -> None:
-        """Append one line (never pass key material in ``extra``)."""
-        self.store.audit_key()  # before the lock: may derive the master key
-        with self.store.locked(LOCK_FILE):
-            head_fd = os.open(self.store.path / HEAD_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-            try:
-                seq, prev = self._last(head_fd)
-                entry: dict[str, Any] = {
-                    "seq": seq + 1,
-                    "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                    "who": _who(), "op": op, "key": key, "version": version, "outcome": outcome,
-                    "prev": prev,
-                }
-                entry.update(extra)
-                entry["mac"] = self._mac(entry)
-                log_fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-                try:
-                    os.write(log_fd, _canonical(entry) + b"\n")
-                finally:
-                    os.close(log_fd)
-                # one small in-place write: the head never exists half-renamed
-                os.pwrite(head_fd, _HEAD.format(entry["seq"], entry["mac"]).encode(), 0)
-            finally:
-                os.close(head_fd)
+    def scope(self, op: str, ref: Any = None, *, parse: Callable[[Any], tuple[str, int | None]] | None = None,
+              version: int | None = None, audit_ok: bool = True, **tags: Any) -> AuditScope:
+        """``with log.scope(op, ref, parse=...) as line:`` audits the block (:class:`AuditScope`);
+        ``audit_ok=False`` audits a failure only (the block leads to audited operations)."""
+        return AuditScope(self, op, ref, parse, version, tags, audit_ok)
 
-    def _last(self, head_fd: int) -> tuple[int, str]:
-        head = _parse_head(os.pread(head_fd, HEAD_SIZE, 0))
-        if head is not None:
-            return head
-        if self.path.exists():  # head lost: continue from the last line (verify still reports it)
-            last = None
-            for entry in self.entries():
-                last = entry
-            if last is not None:
-                return int(last["seq"]), str(last["mac"])
-        return 0, GENESIS
+    def record(self, op: str, key: str | None, version: int | None, outcome: str, **extra: Any) -> None:
+        """Queue one line (never pass key material in ``extra``): committed before this call
+        returns unless ``op`` is a use or a read (GROUPED_OPS), whose lines are group-committed
+        within a bounded window (audit_commit.py)."""
+        mac, mac_of = self.store.audit_macs()  # before any lock: may derive the master key
+        committer = self._committer
+        if committer is None:
+            committer = self._committer = committer_for(self.store.path)
+        if outcome == "ok" and op in ("wrapKey", "unwrapKey") and version is not None:
+            committer.own(f"local:{key}/{version}", mac, mac_of)  # DEK-cache hits under it are counted here
+        committer.add(new_entry(op, key, version, outcome, extra), mac, mac_of, commit_now=op not in GROUPED_OPS)
+
+    def flush(self) -> None:
+        """Commit this vault's queued lines now."""
+        committer_for(self.store.path).flush()
 
     def entries(self) -> Iterator[dict[str, Any]]:
-        """The parsed lines, oldest first (unverified)."""
+        """The parsed lines, oldest first (unverified); this process's queued lines are committed first."""
+        self.flush()  # also waits for a commit in flight (the daemon thread's)
         if not self.path.exists():
             return
         check_private(self.path, want_dir=False)
@@ -177,7 +192,8 @@ class AuditLog:
 
     def verify(self) -> AuditReport:
         """Check the chain: every MAC, every ``prev`` link, consecutive ``seq``, and the head."""
-        prev, older, seq, count = GENESIS, GENESIS, 0, 0
+        prev, seq, count = GENESIS, 0, 0
+        recent: deque[tuple[int, str]] = deque([(0, GENESIS)], maxlen=_HEAD_LAG + 1)
         generations: dict[tuple[str, str], int] = {}
         try:
             for count, entry in enumerate(self.entries(), start=1):
@@ -190,7 +206,8 @@ class AuditLog:
                     return AuditReport(False, count - 1, "chain broken (a line was deleted or reordered)", count)
                 if entry.get("seq") != seq + 1:
                     return AuditReport(False, count - 1, "sequence gap", count)
-                older, prev, seq = prev, entry["mac"], entry["seq"]
+                prev, seq = entry["mac"], entry["seq"]
+                recent.append((seq, prev))
                 generation = entry.get("generation")
                 if entry.get("outcome") == "ok" and isinstance(generation, int) and isinstance(entry.get("key"), str):
                     where = ("secrets" if entry.get("kind") == "secret" else "keys", entry["key"])
@@ -205,10 +222,10 @@ class AuditLog:
         head = None
         with contextlib.suppress(FileNotFoundError):
             check_private(head_path, want_dir=False)
-            head = _parse_head(head_path.read_bytes())
+            head = parse_head(head_path.read_bytes())
         if head is None:
             return AuditReport(False, count, "audit head is missing or corrupt")
-        if head != (seq, prev) and head != (seq - 1, older):  # (a crash between the append and the head update)
+        if head not in recent:  # the last line, or (a crash between a commit and the head update) one of its batch
             return AuditReport(False, count, "log does not end where the head says (lines removed at the end)")
         problem = self._index_problem(generations)
         if problem is not None:

@@ -100,6 +100,15 @@ def forget_key(key_uri: str) -> int:
     return sum(cache.forget(key_uri) for cache in caches)
 
 
+def _audit_hit(key_uris: tuple[str, ...]) -> None:
+    """Count a hit in the audit log of the vault that owns the key (a periodic ``cache-hits``
+    summary line; URIs of other resolvers are ignored there)."""
+    from .audit_commit import record_cache_hits
+
+    for uri in key_uris:
+        record_cache_hits(uri)
+
+
 class DekCache:
     """A bounded, thread-safe cache of data keys (never pickled, never shown)."""
 
@@ -163,7 +172,8 @@ class DekCache:
             entry.objects += 1
             entry.nbytes += plaintext_size or 0
             self.hits += 1
-            return entry.dek, entry.slots
+        _audit_hit(entry.key_uris)
+        return entry.dek, entry.slots
 
     def put_encryption(self, key: Hashable, dek: bytes, slots: tuple[KeySlot, ...], plaintext_size: int | None) -> None:
         """Remember a fresh DEK that has already been used for one object."""
@@ -195,7 +205,8 @@ class DekCache:
                 return None
             entry.objects += 1
             self.hits += 1
-            return entry.dek
+        _audit_hit(entry.key_uris)
+        return entry.dek
 
     def put_decryption(self, key: Hashable, dek: bytes, key_uri: str = "") -> None:
         with self._lock:

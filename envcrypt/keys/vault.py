@@ -24,6 +24,11 @@ edited, or copied over another key's file, is refused with VaultError; a record
 whose generation is older than the vault index's entry (an old copy put back to
 undo a disable, delete or purge) is refused with VaultError too (vault_store.py).
 Every state change drops the process's cached DEKs under the key (cache.forget_key).
+A record is parsed once into a frozen :class:`~.vault_records.KeyRecord` and kept between
+operations while its file and the index are unchanged (vault_index.RecordCache: two
+``lstat`` per use; a change by any process is seen on the next operation).  The kinds'
+operations come from one table (vault_crypto.OPS); every operation runs in one audited
+scope (audit.AuditScope: parse, use, audit, the failure too).
 
 State rules: ``not_before`` in the future refuses every use; after ``expires`` a
 key still unwraps, decrypts and verifies (old data stays readable) but refuses
@@ -36,8 +41,8 @@ management methods also take a bare ``NAME``.  Key slots name the exact version.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
-import re
 import threading
 import time
 from collections import OrderedDict
@@ -59,12 +64,13 @@ from ..errors import (
 )
 from ..format import KeySlot
 from . import vault_crypto as vc
-from .audit import AuditLog, outcome_of
-from .base import WRAP_AES256_KWP, WRAP_RSA_OAEP_SHA256, split_key_uri
+from .audit import AuditLog, AuditScope
+from .base import split_key_uri
 from .byok import pack_backup, unpack_backup, unwrap_transfer
 from .cache import forget_key
+from .vault_records import KeyRecord, KeyVersion, check_kind, check_name, new_record, restorable
 from .vault_secrets import SecretStore
-from .vault_store import Argon2Params, VaultStore, b64d, b64e, default_vault_path
+from .vault_store import Argon2Params, VaultStore, b64e, default_vault_path
 
 __all__ = [
     "LocalVault", "LocalVaultResolver", "VaultError", "default_vault_path", "parse_local_uri",
@@ -74,8 +80,9 @@ __all__ = [
 KEYS_DIR = "keys"
 AUTO_CREATED_KEY = "default"
 DEFAULT_RETENTION_DAYS = 7
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _LOADED_CACHE_SIZE = 256
+#: operations refused once a key has expired (no new data under it)
+_PRODUCING_OPS = frozenset({"wrapKey", "encrypt", "sign"})
 T = TypeVar("T")
 
 
@@ -93,8 +100,7 @@ def _parse_ref(ref: str) -> tuple[str, int | None]:
     if ref.startswith("local:"):
         return parse_local_uri(ref)
     name, sep, version = ref.partition("/")
-    if not _NAME.match(name):
-        raise InvalidKeyUriError(f"invalid local key name: {name!r}")
+    check_name(name)
     if not sep:
         return name, None
     if not (version.isascii() and version.isdigit()) or int(version) < 1:
@@ -106,76 +112,9 @@ def _now() -> int:
     return int(time.time())
 
 
-_TIMES = ("created", "not_before", "expires", "deleted", "scheduled_purge", "purged")
-
-
-def _shown(ref: Any) -> str:
-    """An invalid key reference as the audit log shows it (bounded, printable)."""
-    return repr(ref)[:128]
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _check_record(record: dict[str, Any], name: str, *, with_material: bool = True) -> dict[str, Any]:
-    """The record if it has the shape this module writes (and names ``name``); VaultError otherwise."""
-    def corrupt(field: str) -> VaultError:
-        return VaultError(f"corrupt key record for local:{name} (field {field!r})")
-
-    if record.get("name") != name:  # e.g. keys/a.json copied over keys/b.json
-        raise VaultError(f"the key record for local:{name} names another key: refusing to use it")
-    for field in _TIMES:
-        if record.get(field) is not None and not _is_int(record[field]):
-            raise corrupt(field)
-    if not _is_int(record.get("purged_through", 0)) or record.get("purged_through", 0) < 0:
-        raise corrupt("purged_through")
-    versions = record.get("versions")
-    if not isinstance(versions, list):
-        raise corrupt("versions")
-    if record.get("purged"):
-        if versions:
-            raise corrupt("versions")
-        return record
-    if record.get("kind") not in vc.KINDS:
-        raise corrupt("kind")
-    ops = record.get("ops")
-    allowed = vc.TRANSFER_OPS if record.get("transfer") else frozenset(vc.ALL_OPS)
-    if not isinstance(ops, list) or not all(isinstance(op, str) and op in allowed for op in ops):
-        raise corrupt("ops")
-    for field in ("enabled", "transfer"):
-        if not isinstance(record.get(field, False), bool):
-            raise corrupt(field)
-    previous = 0
-    for entry in versions:
-        if not isinstance(entry, dict) or not _is_int(entry.get("version")) or entry["version"] <= previous:
-            raise corrupt("versions")
-        previous = entry["version"]
-        if not isinstance(entry.get("enabled", True), bool) or not isinstance(entry.get("origin", ""), str):
-            raise corrupt("versions")
-        if entry.get("public") is not None and not isinstance(entry["public"], str):
-            raise corrupt("versions")
-        if entry.get("created") is not None and not _is_int(entry["created"]):
-            raise corrupt("versions")
-        if with_material and not isinstance(entry.get("material"), str):
-            raise corrupt("versions")
-    return record
-
-
-def _ops_hint(record: dict[str, Any], op: str) -> str:
-    """Which key (``--kind``/``--ops``) would allow ``op``, for a KeyAccessDeniedError."""
-    name, kind, ops = record["name"], record["kind"], record["ops"]
-    have = f"it is {kind} with --ops {','.join(ops) or '(none)'}"
-    if record.get("transfer"):
-        return f"{have}, a BYOK transfer key (it only opens import packages)"
-    if op in vc.SUPPORTED_OPS.get(kind, frozenset()) and not (
-            kind == vc.RSA and (vc.SIGN_OPS if op in vc.ENCRYPT_OPS else vc.ENCRYPT_OPS) & set(ops)):
-        return f"{have}; allow it with: envcrypt key update {name} --ops {','.join([*ops, op])}"
-    if op in vc.SIGN_OPS:
-        return (f"{have}; signing needs a signing key: envcrypt key create NAME --kind ec-p256 "
-                "(or --kind rsa)")
-    return (f"{have}; wrapping data keys needs an aes256 key: envcrypt key create NAME "
-            "(or an RSA wrapping key: --kind rsa --ops wrapKey,unwrapKey,encrypt,decrypt)")
+def _parse_stored(record: dict[str, Any]) -> KeyRecord:
+    """A stored key record (the store checked that it names its file) as a KeyRecord."""
+    return KeyRecord.parse(record, str(record.get("name")))
 
 
 class LocalVault:
@@ -208,119 +147,67 @@ class LocalVault:
 
     # ------------------------------------------------------------ records
 
-    def _key_path(self, name: str) -> Path:
-        if not isinstance(name, str) or not _NAME.match(name):
-            raise InvalidKeyUriError(f"invalid local key name: {name!r}")
-        return self.store.ensure_dir(KEYS_DIR) / f"{name}.json"
-
-    def _load(self, name: str) -> dict[str, Any]:
-        """The record of ``name``: authenticated (MAC), of the generation the index holds, well formed."""
+    def _load(self, name: str) -> KeyRecord:
+        """The record of ``name``: authenticated (MAC), of the generation the index holds,
+        parsed once (kept while its files are unchanged: vault_index.RecordCache)."""
+        check_name(name)
         try:
-            record = self.store.load_record(KEYS_DIR, name, self._key_path(name))
+            return self.store.load_record(KEYS_DIR, name, _parse_stored)
         except FileNotFoundError:
             raise KeyNotFoundError(f"no key local:{name} in the vault at {self.path}") from None
-        return _check_record(record, name)
 
-    def _store(self, record: dict[str, Any]) -> int:
+    def _store(self, record: KeyRecord) -> int:
         """Write a record at the next generation (the caller holds the vault lock); the generation."""
-        return self.store.write_record(KEYS_DIR, record["name"], self._key_path(record["name"]), record)
+        return self.store.write_record(KEYS_DIR, record.name, record.to_json())
 
-    def _update(self, op: str, ref: str, change: Callable[[dict[str, Any], int | None], T]) -> T:
+    def _audited(self, op: str, ref: Any, version: int | None = None) -> AuditScope:
+        """Parse ``ref``, run the block, audit it (the failure too): one boundary for every operation."""
+        return self.audit.scope(op, ref, parse=_parse_ref, version=version)
+
+    def _update(self, op: str, ref: str, change: Callable[[KeyRecord, int | None], tuple[KeyRecord, T]]) -> T:
         """Load, change and store a record under the vault lock; audited with the new generation.
         The process's cached DEKs under the key are dropped after the change."""
-        extra: dict[str, Any] = {}
-
-        def run() -> T:
-            name, version = _parse_ref(ref)
+        with self._audited(op, ref) as line:
+            name, version = str(line.key), line.version
             with self.store.locked():
-                record = self._load(name)
-                result = change(record, version)
-                extra["generation"] = self._store(record)
+                record, result = change(self._load(name), version)
+                line.extra["generation"] = self._store(record)
             forget_key(f"local:{name}")
             return result
-
-        return self._audited(op, ref, None, run, extra)
-
-    def _audited(self, op: str, ref: str | None, version: int | None, fn: Callable[[], T],
-                 extra: dict[str, Any] | None = None) -> T:
-        """Run ``fn`` and audit it: ``ok`` (with ``extra``, which ``fn`` may fill) or the failure,
-        of any exception type.  ``ref`` is parsed here, inside the audited section, so an
-        invalid name is audited too."""
-        name = ref
-        if ref is not None:
-            try:
-                name, parsed = _parse_ref(ref)
-                version = version if parsed is None else parsed
-            except Exception as exc:
-                self.audit.record(op, _shown(ref), version, outcome_of(exc))
-                raise
-        try:
-            result = fn()
-        except Exception as exc:
-            self.audit.record(op, name, version, outcome_of(exc))
-            raise
-        self.audit.record(op, name, version, "ok", **(extra or {}))
-        return result
 
     def _seal_label(self, name: str, version: int) -> str:
         return f"key:{name}/{version}"
 
-    def _new_version(self, record: dict[str, Any], material: bytes, origin: str) -> str:
-        version = max([v["version"] for v in record["versions"]] + [record.get("purged_through", 0)]) + 1
-        key = vc.load_private(record["kind"], material)
-        record["versions"].append({
-            "version": version, "created": _now(), "enabled": True, "origin": origin,
-            "material": self.store.seal(self._seal_label(record["name"], version), material),
-            "public": vc.public_pem(record["kind"], key),
-        })
-        return f"local:{record['name']}/{version}"
-
-    @staticmethod
-    def _fresh_record(name: str, kind: str, ops: Iterable[str] | None, previous: dict[str, Any] | None,
-                      transfer: bool = False) -> dict[str, Any]:
-        if kind not in vc.KINDS:
-            raise KeyUsageError(f"unknown key kind {kind!r} (one of {', '.join(vc.KINDS)})")
-        checked = vc.check_ops(kind, vc.DEFAULT_OPS[kind] if ops is None else ops, transfer=transfer)
-        return {
-            "name": name, "kind": kind, "ops": checked, "enabled": True, "created": _now(),
-            "not_before": None, "expires": None, "deleted": None, "scheduled_purge": None,
-            "purged": None, "transfer": False, "versions": [],
-            "purged_through": (previous or {}).get("purged_through", 0),
-        }
+    def _new_version(self, record: KeyRecord, material: bytes, origin: str) -> tuple[KeyRecord, str]:
+        version = record.last_version + 1
+        kind = record.kind_ops
+        entry = KeyVersion(version, _now(), True, origin, self.store.seal(self._seal_label(record.name, version), material),
+                           kind.public_pem(vc.load_private(kind.kind, material)))
+        return record.with_version(entry), f"local:{record.name}/{version}"
 
     def _create(self, op: str, name: str, kind: str, material: bytes | None, origin: str,
                 ops: Iterable[str] | None, not_before: int | None, expires: int | None,
                 transfer: bool = False) -> str:
-        if not isinstance(name, str) or not _NAME.match(name):
-            raise InvalidKeyUriError(f"invalid local key name: {name!r}")
-        if kind not in vc.KINDS:
-            raise KeyUsageError(f"unknown key kind {kind!r} (one of {', '.join(vc.KINDS)})")
-        if ops is not None and not isinstance(ops, (list, tuple, set, frozenset)):
-            ops = list(ops)
-        if ops is not None:
-            vc.check_ops(kind, ops, transfer=transfer)  # before generating material
-        material = vc.generate(kind) if material is None else material
-        extra: dict[str, Any] = {}
-
-        def run() -> str:
-            with self.store.locked():
-                previous = None
-                with contextlib.suppress(KeyNotFoundError):
-                    previous = self._load(name)
-                if previous is not None and not previous.get("purged"):
-                    if previous.get("deleted"):
-                        raise KeyStateError(f"local:{name} is soft-deleted: recover or purge it first")
-                    if op == "create" or previous["kind"] != kind:
-                        raise KeyStateError(f"key local:{name} already exists")
-                    record = previous  # import into an existing key adds a version
-                else:
-                    record = self._fresh_record(name, kind, ops, previous, transfer)
-                    record.update(not_before=not_before, expires=expires, transfer=transfer)
-                uri = self._new_version(record, material, origin)
-                extra["generation"] = self._store(record)
-                return uri
-
-        return self._audited(op, name, None, run, extra)
+        check_name(name)
+        check_kind(kind)
+        wanted = vc.check_ops(kind, vc.DEFAULT_OPS[kind] if ops is None else list(ops), transfer=transfer)
+        material = vc.generate(kind) if material is None else material  # after the checks
+        with self._audited(op, name) as line, self.store.locked():
+            previous = None
+            with contextlib.suppress(KeyNotFoundError):
+                previous = self._load(name)
+            if previous is not None and not previous.purged:
+                if previous.deleted:
+                    raise KeyStateError(f"local:{name} is soft-deleted: recover or purge it first")
+                if op == "create" or previous.kind != kind:
+                    raise KeyStateError(f"key local:{name} already exists")
+                record = previous  # import into an existing key adds a version
+            else:
+                record = new_record(name, kind, wanted, _now(), transfer=transfer, not_before=not_before,
+                                    expires=expires, previous=previous)
+            record, uri = self._new_version(record, material, origin)
+            line.extra["generation"] = self._store(record)
+            return uri
 
     # ------------------------------------------------------------ lifecycle
 
@@ -350,31 +237,28 @@ class LocalVault:
     def import_byok(self, name: str, transfer_key_uri: str, package: bytes, kind: str = vc.AES256, *,
                     ops: Iterable[str] | None = None) -> str:
         """Import material wrapped with :func:`envcrypt.keys.byok.wrap_for_transfer`."""
-        def unpack() -> bytes:
+        with self._audited("byok-unwrap", transfer_key_uri):
             record, entry = self._usable(transfer_key_uri, vc.IMPORT_OP)
-            if not record.get("transfer"):
-                raise KeyAccessDeniedError(f"local:{record['name']} is not a transfer key")
-            return vc.normalize_import(kind, unwrap_transfer(self._key_object(record, entry), package))
-
-        material = self._audited("byok-unwrap", transfer_key_uri, None, unpack)
+            if not record.transfer:
+                raise KeyAccessDeniedError(f"local:{record.name} is not a transfer key")
+            material = vc.normalize_import(kind, unwrap_transfer(self._key_object(record, entry), package))
         return self._create("import-byok", name, kind, material, "byok", ops, None, None)
 
     def rotate_key(self, name: str) -> str:
         """Add a new version; new writes use it, older versions still unwrap."""
-        def change(record: dict[str, Any], version: int | None) -> str:
-            self._check_live(record)
-            return self._new_version(record, vc.generate(record["kind"]), "generated")
+        def change(record: KeyRecord, version: int | None) -> tuple[KeyRecord, str]:
+            record.check_live()
+            return self._new_version(record, vc.generate(record.kind_ops.kind), "generated")
 
         return self._update("rotate", name, change)
 
     def set_enabled(self, ref: str, enabled: bool) -> None:
         """Enable or disable a key (``NAME``) or one version (``NAME/V``)."""
-        def change(record: dict[str, Any], version: int | None) -> None:
-            self._check_live(record)
+        def change(record: KeyRecord, version: int | None) -> tuple[KeyRecord, None]:
+            record.check_live()
             if version is None:
-                record["enabled"] = enabled
-            else:
-                self._version_entry(record, version)["enabled"] = enabled
+                return dataclasses.replace(record, enabled=enabled), None
+            return record.with_version_enabled(version, enabled), None
 
         self._update("enable" if enabled else "disable", ref, change)
 
@@ -386,9 +270,9 @@ class LocalVault:
 
     def set_validity(self, name: str, *, not_before: int | None = None, expires: int | None = None) -> None:
         """Set ``not_before``/``expires`` (Unix seconds; None clears)."""
-        def change(record: dict[str, Any], version: int | None) -> None:
-            self._check_live(record)
-            record["not_before"], record["expires"] = not_before, expires
+        def change(record: KeyRecord, version: int | None) -> tuple[KeyRecord, None]:
+            record.check_live()
+            return dataclasses.replace(record, not_before=not_before, expires=expires), None
 
         self._update("set-validity", name, change)
 
@@ -396,44 +280,42 @@ class LocalVault:
         """Replace the permitted operations of a key."""
         wanted = list(ops)
 
-        def change(record: dict[str, Any], version: int | None) -> None:
-            self._check_live(record)
-            record["ops"] = vc.check_ops(record["kind"], wanted, transfer=bool(record.get("transfer")))
+        def change(record: KeyRecord, version: int | None) -> tuple[KeyRecord, None]:
+            record.check_live()
+            checked = vc.check_ops(record.kind_ops.kind, wanted, transfer=record.transfer)
+            return dataclasses.replace(record, ops=tuple(checked)), None
 
         self._update("set-ops", name, change)
 
     def delete_key(self, name: str, retention_days: int = DEFAULT_RETENTION_DAYS) -> None:
         """Soft-delete: every use fails with KeyDeletedError until ``recover``; ``purge`` destroys it."""
-        def change(record: dict[str, Any], version: int | None) -> None:
-            self._check_live(record)
-            record["deleted"] = _now()
-            record["scheduled_purge"] = record["deleted"] + retention_days * 86400
+        def change(record: KeyRecord, version: int | None) -> tuple[KeyRecord, None]:
+            record.check_live()
+            now = _now()
+            return dataclasses.replace(record, deleted=now, scheduled_purge=now + retention_days * 86400), None
 
         self._update("delete", name, change)
 
     def recover_key(self, name: str) -> None:
-        def change(record: dict[str, Any], version: int | None) -> None:
-            if record.get("purged"):
-                raise KeyDeletedError(f"local:{record['name']} was purged and cannot be recovered")
-            if not record.get("deleted"):
-                raise KeyStateError(f"local:{record['name']} is not deleted")
-            record["deleted"] = record["scheduled_purge"] = None
+        def change(record: KeyRecord, version: int | None) -> tuple[KeyRecord, None]:
+            if record.purged:
+                raise KeyDeletedError(f"local:{record.name} was purged and cannot be recovered")
+            if not record.deleted:
+                raise KeyStateError(f"local:{record.name} is not deleted")
+            return dataclasses.replace(record, deleted=None, scheduled_purge=None), None
 
         self._update("recover", name, change)
 
     def purge_key(self, name: str) -> None:
         """Destroy a soft-deleted key's material (crypto-shredding); a tombstone remains."""
-        def change(record: dict[str, Any], version: int | None) -> None:
-            if record.get("purged"):
-                raise KeyDeletedError(f"local:{record['name']} was already purged")
-            if not record.get("deleted"):
-                raise KeyStateError(f"local:{record['name']} must be deleted before it is purged")
-            through = max([v["version"] for v in record["versions"]] + [record.get("purged_through", 0)])
-            key_name = record["name"]
-            record.clear()
-            record.update(name=key_name, purged=_now(), purged_through=through, versions=[])
+        def change(record: KeyRecord, version: int | None) -> tuple[KeyRecord, None]:
+            if record.purged:
+                raise KeyDeletedError(f"local:{record.name} was already purged")
+            if not record.deleted:
+                raise KeyStateError(f"local:{record.name} must be deleted before it is purged")
             with self._loaded_lock:
                 self._loaded.clear()
+            return record.tombstone(_now()), None
 
         self._update("purge", name, change)
 
@@ -456,209 +338,150 @@ class LocalVault:
             record = self._load(name)
         except KeyNotFoundError:
             return False
-        return not record.get("purged")
+        return not record.purged
 
     def list_keys(self, include_deleted: bool = False) -> list[dict[str, Any]]:
-        return self._audited("list", None, None, lambda: self._list_keys(include_deleted))
-
-    def _list_keys(self, include_deleted: bool) -> list[dict[str, Any]]:
-        directory = self.store.ensure_dir(KEYS_DIR)
-        out = []
-        for path in sorted(directory.glob("*.json")):
-            record = self._load(path.stem)
-            if record.get("purged") or (record.get("deleted") and not include_deleted):
-                continue
-            out.append(self._summary(record, versions=False))
-        return out
+        with self._audited("list", None):
+            directory = self.store.ensure_dir(KEYS_DIR)
+            records = [self._load(path.stem) for path in sorted(directory.glob("*.json"))]
+            return [r.summary(versions=False) for r in records
+                    if not r.purged and (include_deleted or not r.deleted)]
 
     def show_key(self, ref: str) -> dict[str, Any]:
-        def run() -> dict[str, Any]:
-            name, _ = _parse_ref(ref)
-            record = self._load(name)
-            if record.get("purged"):
-                raise KeyDeletedError(f"local:{name} was purged")
-            return self._summary(record, versions=True)
-
-        return self._audited("show", ref, None, run)
-
-    @staticmethod
-    def _summary(record: dict[str, Any], versions: bool) -> dict[str, Any]:
-        out = {k: record.get(k) for k in ("name", "kind", "ops", "enabled", "created", "not_before",
-                                          "expires", "deleted", "scheduled_purge", "transfer")}
-        live = [v for v in record["versions"] if v.get("enabled", True)]
-        out["uri"] = f"local:{record['name']}"
-        out["current_version"] = live[-1]["version"] if live else None
-        out["version_count"] = len(record["versions"])
-        if versions:
-            out["versions"] = [{k: v.get(k) for k in ("version", "created", "enabled", "origin", "public")}
-                               for v in record["versions"]]
-        return out
+        with self._audited("show", ref) as line:
+            record = self._load(str(line.key))
+            if record.purged:
+                raise KeyDeletedError(f"local:{record.name} was purged")
+            return record.summary(versions=True)
 
     # ------------------------------------------------------------ use
 
-    @staticmethod
-    def _check_live(record: dict[str, Any]) -> None:
-        if record.get("purged"):
-            raise KeyDeletedError(f"local:{record['name']} was purged: data under it is unrecoverable")
-        if record.get("deleted"):
-            raise KeyDeletedError(f"local:{record['name']} is deleted (recoverable until it is purged)")
-
-    @staticmethod
-    def _version_entry(record: dict[str, Any], version: int) -> dict[str, Any]:
-        for entry in record["versions"]:
-            if entry["version"] == version:
-                found: dict[str, Any] = entry
-                return found
-        if version <= record.get("purged_through", 0):
-            raise KeyDeletedError(f"local:{record['name']}/{version} was purged: data under it is unrecoverable")
-        raise KeyNotFoundError(f"no version {version} of local:{record['name']}")
-
-    def _usable(self, ref: str, op: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    def _usable(self, ref: str, op: str) -> tuple[KeyRecord, KeyVersion]:
         """The record and version entry for ``op`` on ``ref``, after every state check."""
-        name, version = _parse_ref(ref)
+        return self._usable_parsed(*_parse_ref(ref), op)
+
+    def _usable_parsed(self, name: str, version: int | None, op: str) -> tuple[KeyRecord, KeyVersion]:
         record = self._load(name)
-        self._check_live(record)
-        if op not in record["ops"]:
-            raise KeyAccessDeniedError(f"local:{name} does not permit {op}: {_ops_hint(record, op)}")
-        if not record["enabled"]:
+        record.check_live()
+        if op not in record.ops:
+            raise KeyAccessDeniedError(f"local:{name} does not permit {op}: {record.ops_hint(op)}")
+        if not record.enabled:
             raise KeyDisabledError(f"local:{name} is disabled")
         now = _now()
-        if record.get("not_before") and now < record["not_before"]:
+        if record.not_before and now < record.not_before:
             raise KeyDisabledError(f"local:{name} is not valid yet")
-        if record.get("expires") and now >= record["expires"] and op in ("wrapKey", "encrypt", "sign"):
+        if record.expires and now >= record.expires and op in _PRODUCING_OPS:
             raise KeyDisabledError(f"local:{name} has expired (it still opens existing data)")
         if version is None:
-            live = [v for v in record["versions"] if v.get("enabled", True)]
+            live = record.live_versions
             if not live:
                 raise KeyDisabledError(f"local:{name} has no enabled version")
             return record, live[-1]
-        entry = self._version_entry(record, version)
-        if not entry.get("enabled", True):
+        entry = record.version_entry(version)
+        if not entry.enabled:
             raise KeyDisabledError(f"local:{name}/{version} is disabled")
         return record, entry
 
-    def _key_object(self, record: dict[str, Any], entry: dict[str, Any]) -> Any:
-        cache_key = (record["name"], entry["version"], entry["material"])
+    def check_usable(self, ref: str, op: str = "wrapKey") -> None:
+        """Raise the key error ``op`` on ``ref`` would raise now (a read of the record, no audit line)."""
+        self._usable(ref, op)
+
+    def _key_object(self, record: KeyRecord, entry: KeyVersion) -> Any:
+        cache_key = (record.name, entry.version, str(entry.material))
         with self._loaded_lock:
             if cache_key in self._loaded:
                 self._loaded.move_to_end(cache_key)
                 return self._loaded[cache_key]
-        material = self.store.open(self._seal_label(record["name"], entry["version"]), entry["material"])
-        key = vc.load_private(record["kind"], material)
+        material = self.store.open(self._seal_label(record.name, entry.version), str(entry.material))
+        key = vc.load_private(record.kind_ops.kind, material)
         with self._loaded_lock:
             self._loaded[cache_key] = key
             while len(self._loaded) > _LOADED_CACHE_SIZE:
                 self._loaded.popitem(last=False)
         return key
 
-    def _use(self, op: str, ref: str, fn: Callable[[dict[str, Any], Any], T]) -> tuple[str, T]:
-        try:
-            name, version = _parse_ref(ref)
-        except Exception as exc:
-            self.audit.record(op, _shown(ref), None, outcome_of(exc))
-            raise
-        found: list[int] = []
-
-        def run() -> tuple[str, T]:
-            record, entry = self._usable(ref, op)
-            found.append(entry["version"])
-            return f"local:{name}/{entry['version']}", fn(record, self._key_object(record, entry))
-
-        try:
-            result = run()
-        except Exception as exc:
-            self.audit.record(op, name, found[0] if found else version, outcome_of(exc))
-            raise
-        self.audit.record(op, name, found[0], "ok")
-        return result
+    def _use(self, op: str, ref: str, fn: Callable[[vc.KindOps, Any], T]) -> tuple[str, T]:
+        """``fn(kind operations, key object)`` for ``op`` on ``ref`` after the state checks,
+        audited with the version used; ``(exact URI, result)``."""
+        with self._audited(op, ref) as line:
+            record, entry = self._usable_parsed(str(line.key), line.version, op)
+            line.version = entry.version
+            return f"local:{record.name}/{entry.version}", fn(record.kind_ops, self._key_object(record, entry))
 
     def identity(self, ref: str, op: str = "wrapKey") -> str:
         """The exact URI (``local:NAME/V``) ``op`` on ``ref`` would use now."""
-        def run() -> str:
-            record, entry = self._usable(ref, op)
-            return f"local:{record['name']}/{entry['version']}"
+        with self._audited("identity", ref) as line:
+            record, entry = self._usable_parsed(str(line.key), line.version, op)
+            return f"local:{record.name}/{entry.version}"
 
-        return self._audited("identity", ref, None, run)
+    def wrap_key(self, ref: str, key: bytes, algorithm: str | None = None) -> tuple[str, bytes]:
+        """Wrap ``key``: ``A256KWP`` (RFC 5649, the default) or ``A256KW`` (RFC 3394) for aes256
+        keys, ``RSA-OAEP-256`` for rsa keys.  Returns ``(exact URI, wrapped)``."""
+        return self._use("wrapKey", ref, lambda kind, k: kind.wrap(k, key, kind.algorithm(algorithm)))
 
-    def wrap_key(self, ref: str, key: bytes, algorithm: str = "A256KWP") -> tuple[str, bytes]:
-        """Wrap ``key``: ``A256KWP`` (RFC 5649) or ``A256KW`` (RFC 3394) for aes256 keys,
-        ``RSA-OAEP-256`` for rsa keys.  Returns ``(exact URI, wrapped)``."""
-        def fn(record: dict[str, Any], k: Any) -> bytes:
-            if record["kind"] == vc.RSA:
-                return vc.rsa_oaep_encrypt(k.public_key(), key)
-            return vc.kw_wrap(k, key) if algorithm == "A256KW" else vc.kwp_wrap(k, key)
-
-        return self._use("wrapKey", ref, fn)
-
-    def unwrap_key(self, ref: str, wrapped: bytes, algorithm: str = "A256KWP") -> bytes:
+    def unwrap_key(self, ref: str, wrapped: bytes, algorithm: str | None = None) -> bytes:
         """Inverse of :meth:`wrap_key` (``ref`` should name the exact version); WrongKeyError on failure."""
-        def fn(record: dict[str, Any], k: Any) -> bytes:
-            if record["kind"] == vc.RSA:
-                return vc.rsa_oaep_decrypt(k, wrapped)
-            return vc.kw_unwrap(k, wrapped) if algorithm == "A256KW" else vc.kwp_unwrap(k, wrapped)
+        return self._use("unwrapKey", ref, lambda kind, k: kind.unwrap(k, wrapped, kind.algorithm(algorithm)))[1]
 
-        return self._use("unwrapKey", ref, fn)[1]
+    def wrap_slot(self, ref: str, dek: bytes) -> KeySlot:
+        """A key slot for ``dek`` under ``ref`` (the key kind's slot wrap; audited as wrapKey)."""
+        def fn(kind: vc.KindOps, k: Any) -> tuple[int, bytes]:
+            return kind.slot_algorithm(), kind.wrap(k, dek, kind.algorithm(None))
+
+        exact, (algorithm, wrapped) = self._use("wrapKey", ref, fn)
+        return KeySlot(exact, algorithm, wrapped)
+
+    def unwrap_slot(self, slot: KeySlot) -> bytes:
+        """The DEK of a key slot naming this vault's key (audited as unwrapKey); WrongKeyError
+        when the key's kind does not open the slot's wrap algorithm, or the slot does not open."""
+        def fn(kind: vc.KindOps, k: Any) -> bytes:
+            algorithm = kind.slot_algorithms.get(slot.wrap_algorithm)
+            if algorithm is None:
+                raise WrongKeyError(f"{slot.key_uri} cannot open wrap algorithm {slot.wrap_algorithm}")
+            return kind.unwrap(k, slot.wrapped_dek, algorithm)
+
+        return self._use("unwrapKey", split_key_uri(slot.key_uri)[1], fn)[1]
 
     def encrypt(self, ref: str, data: bytes, associated_data: bytes | None = None) -> tuple[str, bytes]:
         """AES-256-GCM (aes256) or RSA-OAEP-256 (rsa); ``(exact URI, ciphertext)``."""
-        def fn(record: dict[str, Any], k: Any) -> bytes:
-            if record["kind"] == vc.RSA:
-                return vc.rsa_oaep_encrypt(k.public_key(), data)
-            return vc.gcm_encrypt(k, data, associated_data)
-
-        return self._use("encrypt", ref, fn)
+        return self._use("encrypt", ref, lambda kind, k: kind.encrypt(k, data, associated_data))
 
     def decrypt(self, ref: str, ciphertext: bytes, associated_data: bytes | None = None) -> bytes:
-        def fn(record: dict[str, Any], k: Any) -> bytes:
-            if record["kind"] == vc.RSA:
-                return vc.rsa_oaep_decrypt(k, ciphertext)
-            return vc.gcm_decrypt(k, ciphertext, associated_data)
-
-        return self._use("decrypt", ref, fn)[1]
+        return self._use("decrypt", ref, lambda kind, k: kind.decrypt(k, ciphertext, associated_data))[1]
 
     def sign(self, ref: str, data: bytes) -> tuple[str, bytes]:
         """Sign ``data`` (RSA-PSS-SHA256 or ECDSA-P256-SHA256): ``(exact URI, signature)``."""
-        return self._use("sign", ref, lambda record, k: vc.sign(record["kind"], k, data))
+        return self._use("sign", ref, lambda kind, k: kind.sign(k, data))
 
     def verify(self, ref: str, data: bytes, signature: bytes) -> str:
         """Verify under ``ref``; an unversioned ref tries every enabled version, newest first.
 
         Returns the exact URI of the version that verified; InvalidSignatureError otherwise.
         """
-        try:
-            name, version = _parse_ref(ref)
-        except Exception as exc:
-            self.audit.record("verify", _shown(ref), None, outcome_of(exc))
-            raise
-        if version is None:
+        candidates: list[int] = []
+        with self.audit.scope("verify", ref, parse=_parse_ref, audit_ok=False) as line:  # the failure only
+            if line.version is None:
+                candidates = [v.version for v in reversed(self._load(str(line.key)).versions) if v.enabled]
+        if line.version is not None:
+            return self._use("verify", ref, lambda kind, k: kind.verify(k, data, signature))[0]
+        error: EnvcryptError = KeyDisabledError(f"local:{line.key} has no enabled version")
+        for candidate in candidates:
             try:
-                record = self._load(name)
-            except Exception as exc:
-                self.audit.record("verify", name, None, outcome_of(exc))
-                raise
-            candidates = [v["version"] for v in reversed(record["versions"]) if v.get("enabled", True)]
-            error: EnvcryptError = KeyDisabledError(f"local:{name} has no enabled version")
-            for candidate in candidates:
-                try:
-                    return self.verify(f"{name}/{candidate}", data, signature)
-                except EnvcryptError as exc:
-                    error = exc
-            raise error
-        return self._use("verify", ref, lambda r, k: vc.verify(r["kind"], k.public_key(), data, signature))[0]
+                return self.verify(f"{line.key}/{candidate}", data, signature)
+            except EnvcryptError as exc:
+                error = exc
+        raise error
 
     def public_key_pem(self, ref: str) -> str:
-        def run() -> str:
-            name, version = _parse_ref(ref)
-            record = self._load(name)
-            self._check_live(record)
-            if version is None and not record["versions"]:
-                raise KeyNotFoundError(f"local:{name} has no versions")
-            entry = self._version_entry(record, version) if version else record["versions"][-1]
-            if not entry.get("public"):
-                raise KeyUsageError(f"local:{name} is a symmetric key: it has no public key")
-            return str(entry["public"])
-
-        return self._audited("get-public-key", ref, None, run)
+        with self._audited("get-public-key", ref) as line:
+            record = self._load(str(line.key))
+            record.check_live()
+            if line.version is None and not record.versions:
+                raise KeyNotFoundError(f"local:{record.name} has no versions")
+            entry = record.version_entry(line.version) if line.version else record.versions[-1]
+            if not entry.public:
+                raise KeyUsageError(f"local:{record.name} is a symmetric key: it has no public key")
+            return entry.public
 
     # ------------------------------------------------------------ backup / restore
 
@@ -667,20 +490,14 @@ class LocalVault:
         into any vault; without, only into this one (sealed under the vault master key)."""
         if isinstance(passphrase, str):
             passphrase = passphrase.encode("utf-8")
-
-        def run() -> bytes:
+        with self._audited("backup", name):
             record = self._load(name)
-            self._check_live(record)
-            materials = {
-                str(v["version"]): b64e(self.store.open(self._seal_label(name, v["version"]), v["material"]))
-                for v in record["versions"]
-            }
-            stripped = {**{k: x for k, x in record.items() if k != "mac"},
-                        "versions": [{k: x for k, x in v.items() if k != "material"} for v in record["versions"]]}
-            payload = {"record": stripped, "materials": materials}
-            return pack_backup(name, payload, passphrase, self.store.seal)
-
-        return self._audited("backup", name, None, run)
+            record.check_live()
+            materials = {str(v.version): b64e(self.store.open(self._seal_label(name, v.version), str(v.material)))
+                         for v in record.versions}
+            stripped = record.to_json()
+            stripped["versions"] = [{k: x for k, x in v.items() if k != "material"} for v in stripped["versions"]]
+            return pack_backup(name, {"record": stripped, "materials": materials}, passphrase, self.store.seal)
 
     def restore_key(self, blob: bytes, passphrase: bytes | str | None = None, *, force: bool = False) -> str:
         """Restore a key from :meth:`backup_key` (refused while a live key has the name).
@@ -693,18 +510,13 @@ class LocalVault:
         """
         if isinstance(passphrase, str):
             passphrase = passphrase.encode("utf-8")
-        extra: dict[str, Any] = {}
-        try:
+        with self._audited("restore", None) as line:  # a refused backup is audited too
             name, record, materials = self._restorable(blob, passphrase)
-        except Exception as exc:  # a refused backup is audited too
-            self.audit.record("restore", None, None, outcome_of(exc))
-            raise
-
-        def run() -> str:
+            line.key = name
             with self.store.locked():
                 with contextlib.suppress(KeyNotFoundError):
                     existing = self._load(name)
-                    if not existing.get("purged"):
+                    if not existing.purged:
                         raise KeyStateError(f"key local:{name} already exists (delete and purge it first)")
                     if not force:
                         raise KeyStateError(
@@ -712,51 +524,25 @@ class LocalVault:
                             "the destroyed material back; pass force=True (envcrypt key restore --force)"
                         )
                     # versions purged after the backup was made stay purged: never reuse their numbers
-                    record["purged_through"] = max(record.get("purged_through", 0), existing.get("purged_through", 0))
-                for entry in record["versions"]:
-                    raw = materials[entry["version"]]
-                    entry["material"] = self.store.seal(self._seal_label(name, entry["version"]), raw)
-                extra["generation"] = self._store(record)
+                    record = dataclasses.replace(
+                        record, purged_through=max(record.purged_through, existing.purged_through))
+                record = dataclasses.replace(record, versions=tuple(
+                    dataclasses.replace(v, material=self.store.seal(self._seal_label(name, v.version),
+                                                                    materials[v.version]))
+                    for v in record.versions))
+                line.extra["generation"] = self._store(record)
             forget_key(f"local:{name}")
             return f"local:{name}"
 
-        return self._audited("restore", name, None, run, extra)
-
-    _RECORD_FIELDS = frozenset({"name", "kind", "ops", "enabled", "created", "not_before", "expires", "deleted",
-                                "scheduled_purge", "purged", "transfer", "versions", "purged_through"})
-    _VERSION_FIELDS = frozenset({"version", "created", "enabled", "origin", "public"})
-
-    def _restorable(self, blob: bytes, passphrase: bytes | None) -> tuple[str, dict[str, Any], dict[int, bytes]]:
+    def _restorable(self, blob: bytes, passphrase: bytes | None) -> tuple[str, KeyRecord, dict[int, bytes]]:
         """A backup's name, record (without material) and validated material per version."""
         name, payload = unpack_backup(blob, passphrase, self.store.open)
-        record, packed = payload["record"], payload["materials"]
-        if not _NAME.match(name) or not isinstance(record, dict) or not isinstance(packed, dict):
-            raise VaultError("the key backup is inconsistent")
-        record = {k: v for k, v in record.items() if k not in ("generation", "mac")}
-        if not set(record) <= self._RECORD_FIELDS:
-            raise VaultError("the key backup is inconsistent (unexpected record fields)")
-        _check_record(record, name, with_material=False)
-        if record.get("purged") or not record["versions"]:
-            raise VaultError("the key backup is inconsistent")
-        kind = record["kind"]
-        vc.check_ops(kind, record["ops"], transfer=bool(record.get("transfer")))
-        if record.get("transfer") and kind != vc.RSA:
-            raise VaultError("the key backup is inconsistent (a transfer key is an rsa key)")
-        materials: dict[int, bytes] = {}
-        for entry in record["versions"]:
-            if not set(entry) <= self._VERSION_FIELDS or str(entry["version"]) not in packed:
-                raise VaultError("the key backup is inconsistent")
-            # the one validator of imported material: size for aes256, type and bits for rsa/ec
-            material = vc.normalize_import(kind, b64d(packed[str(entry["version"])]))
-            materials[entry["version"]] = material
-            entry["public"] = vc.public_pem(kind, vc.load_private(kind, material))
-        if len(packed) != len(materials):
-            raise VaultError("the key backup is inconsistent")
+        record, materials = restorable(name, payload["record"], payload["materials"])
         return name, record, materials
 
 
 class LocalVaultResolver:
-    """``local:`` key URIs, resolved against a :class:`LocalVault`.
+    """``local:`` key URIs, resolved against a :class:`LocalVault` through its public operations.
 
     DEKs are wrapped with AES-KWP under aes256 keys, or RSA-OAEP-SHA256 under rsa
     keys; the slot names the exact version.  ``local:default`` is created on first use.
@@ -788,18 +574,14 @@ class LocalVaultResolver:
             return
         self.vault.store.require(f"no key {key_uri}")
 
-    def _require_vault(self, key_uri: str) -> None:
-        """Before a read: the vault must exist (a read never creates one)."""
-        self.vault.store.require(f"cannot open {key_uri}")
-
     def check_usable(self, key_uri: str) -> None:
         """Raise the key error a wrap under ``key_uri`` (an exact version) would raise now.
 
         Asked before a cached DEK serves another write (envcrypt.envelope): another process
         may have disabled, deleted or purged the key since the DEK was cached.  A read of
-        the record, no audit line (nothing is wrapped).
+        the record (kept while its files are unchanged), no audit line (nothing is wrapped).
         """
-        self.vault._usable(split_key_uri(key_uri)[1], "wrapKey")
+        self.vault.check_usable(split_key_uri(key_uri)[1], "wrapKey")
 
     def identity(self, key_uri: str) -> str:
         self._auto_create(key_uri)
@@ -807,27 +589,12 @@ class LocalVaultResolver:
 
     def wrap(self, key_uri: str, dek: bytes, encryption_context: Mapping[str, str]) -> KeySlot:
         self._auto_create(key_uri)
-
-        def fn(record: dict[str, Any], k: Any) -> tuple[int, bytes]:
-            if record["kind"] == vc.RSA:
-                return WRAP_RSA_OAEP_SHA256, vc.rsa_oaep_encrypt(k.public_key(), dek)
-            return WRAP_AES256_KWP, vc.kwp_wrap(k, dek)
-
-        exact, (algorithm, wrapped) = self.vault._use("wrapKey", split_key_uri(key_uri)[1], fn)
-        return KeySlot(exact, algorithm, wrapped)
+        return self.vault.wrap_slot(split_key_uri(key_uri)[1], dek)
 
     def unwrap(self, slot: KeySlot, encryption_context: Mapping[str, str]) -> bytes:
         parse_local_uri(slot.key_uri)
-        self._require_vault(slot.key_uri)
-
-        def fn(record: dict[str, Any], k: Any) -> bytes:
-            if record["kind"] == vc.RSA and slot.wrap_algorithm == WRAP_RSA_OAEP_SHA256:
-                return vc.rsa_oaep_decrypt(k, slot.wrapped_dek)
-            if record["kind"] == vc.AES256 and slot.wrap_algorithm == WRAP_AES256_KWP:
-                return vc.kwp_unwrap(k, slot.wrapped_dek)
-            raise WrongKeyError(f"{slot.key_uri} cannot open wrap algorithm {slot.wrap_algorithm}")
-
-        return self.vault._use("unwrapKey", split_key_uri(slot.key_uri)[1], fn)[1]
+        self.vault.store.require(f"cannot open {slot.key_uri}")  # a read never creates a vault
+        return self.vault.unwrap_slot(slot)
 
 
 # ---------------------------------------------------------------- module-level API

@@ -33,12 +33,13 @@ from cryptography.hazmat.primitives.keywrap import (
     aes_key_wrap_with_padding,
 )
 
-from ..errors import IntegrityError, InvalidSignatureError, KeyUsageError, WrongKeyError
+from ..errors import IntegrityError, InternalError, InvalidSignatureError, KeyUsageError, WrongKeyError
+from .base import WRAP_AES256_KWP, WRAP_RSA_OAEP_SHA256
 
 __all__ = [
     "KINDS", "DEFAULT_OPS", "ALL_OPS", "SIGN_OPS", "ENCRYPT_OPS", "check_ops", "generate", "normalize_import", "load_private",
     "public_pem", "kwp_wrap", "kwp_unwrap", "kw_wrap", "kw_unwrap", "rsa_oaep_encrypt",
-    "rsa_oaep_decrypt", "gcm_encrypt", "gcm_decrypt", "sign", "verify",
+    "rsa_oaep_decrypt", "gcm_encrypt", "gcm_decrypt", "sign", "verify", "KindOps", "OPS",
 ]
 
 AES256 = "aes256"
@@ -249,3 +250,120 @@ def verify(kind: str, public_key: Any, data: bytes, signature: bytes) -> None:
             raise KeyUsageError(f"{kind} keys cannot verify")
     except InvalidSignature:
         raise InvalidSignatureError("the signature does not verify") from None
+
+
+# ---------------------------------------------------------------- one interface per kind
+
+
+class KindOps:
+    """The operations of one key kind, one shape for all (as ``cryptography``'s AEAD classes
+    share one): the vault looks a kind up in :data:`OPS` instead of testing ``kind == RSA``.
+    An operation the kind cannot do raises KeyUsageError (the vault's ``ops`` check refuses
+    it first)."""
+
+    kind: str = ""
+    #: wrap algorithm names this kind wraps with; the first is the default
+    wrap_algorithms: tuple[str, ...] = ()
+    #: key slot wrap algorithm id (envcrypt.keys.base) -> wrap algorithm name
+    slot_algorithms: dict[int, str] = {}
+
+    def _refuse(self, what: str) -> KeyUsageError:
+        return KeyUsageError(f"{self.kind} keys cannot {what}")
+
+    def algorithm(self, name: str | None) -> str:
+        """The wrap algorithm ``name`` (None: the default) if this kind wraps with it."""
+        if not self.wrap_algorithms:
+            raise self._refuse("wrap keys")
+        if name is None:
+            return self.wrap_algorithms[0]
+        if name not in self.wrap_algorithms:
+            raise KeyUsageError(f"{self.kind} keys wrap with {', '.join(self.wrap_algorithms)}, not {name!r}")
+        return name
+
+    def slot_algorithm(self) -> int:
+        """The key slot id of this kind's default wrap."""
+        default = self.algorithm(None)
+        for slot_id, name in self.slot_algorithms.items():
+            if name == default:
+                return slot_id
+        raise InternalError(f"{self.kind} keys have no key slot algorithm for their default wrap {default}")
+
+    def wrap(self, key: Any, data: bytes, algorithm: str) -> bytes:
+        raise self._refuse("wrap keys")
+
+    def unwrap(self, key: Any, wrapped: bytes, algorithm: str) -> bytes:
+        raise self._refuse("unwrap keys")
+
+    def encrypt(self, key: Any, data: bytes, aad: bytes | None) -> bytes:
+        raise self._refuse("encrypt")
+
+    def decrypt(self, key: Any, data: bytes, aad: bytes | None) -> bytes:
+        raise self._refuse("decrypt")
+
+    def sign(self, key: Any, data: bytes) -> bytes:
+        raise self._refuse("sign")
+
+    def verify(self, key: Any, data: bytes, signature: bytes) -> None:
+        raise self._refuse("verify")
+
+    def public_pem(self, key: Any) -> str | None:
+        return public_pem(self.kind, key)
+
+
+class _Aes256(KindOps):
+    kind = AES256
+    wrap_algorithms = ("A256KWP", "A256KW")
+    slot_algorithms = {WRAP_AES256_KWP: "A256KWP"}
+
+    def wrap(self, key: Any, data: bytes, algorithm: str) -> bytes:
+        return kw_wrap(key, data) if algorithm == "A256KW" else kwp_wrap(key, data)
+
+    def unwrap(self, key: Any, wrapped: bytes, algorithm: str) -> bytes:
+        return kw_unwrap(key, wrapped) if algorithm == "A256KW" else kwp_unwrap(key, wrapped)
+
+    def encrypt(self, key: Any, data: bytes, aad: bytes | None) -> bytes:
+        return gcm_encrypt(key, data, aad)
+
+    def decrypt(self, key: Any, data: bytes, aad: bytes | None) -> bytes:
+        return gcm_decrypt(key, data, aad)
+
+
+class _Rsa(KindOps):
+    """RSA-OAEP for wrap and encrypt, RSA-PSS for sign (one key never does both: the vault's
+    ``ops`` check, :func:`check_ops`)."""
+
+    kind = RSA
+    wrap_algorithms = ("RSA-OAEP-256",)
+    slot_algorithms = {WRAP_RSA_OAEP_SHA256: "RSA-OAEP-256"}
+
+    def wrap(self, key: Any, data: bytes, algorithm: str) -> bytes:
+        return rsa_oaep_encrypt(key.public_key(), data)
+
+    def unwrap(self, key: Any, wrapped: bytes, algorithm: str) -> bytes:
+        return rsa_oaep_decrypt(key, wrapped)
+
+    def encrypt(self, key: Any, data: bytes, aad: bytes | None) -> bytes:
+        return rsa_oaep_encrypt(key.public_key(), data)
+
+    def decrypt(self, key: Any, data: bytes, aad: bytes | None) -> bytes:
+        return rsa_oaep_decrypt(key, data)
+
+    def sign(self, key: Any, data: bytes) -> bytes:
+        return sign(RSA, key, data)
+
+    def verify(self, key: Any, data: bytes, signature: bytes) -> None:
+        verify(RSA, key.public_key(), data, signature)
+
+
+class _EcP256(KindOps):
+    kind = EC_P256
+
+    def sign(self, key: Any, data: bytes) -> bytes:
+        return sign(EC_P256, key, data)
+
+    def verify(self, key: Any, data: bytes, signature: bytes) -> None:
+        verify(EC_P256, key.public_key(), data, signature)
+
+
+#: kind name -> its operations
+OPS: dict[str, KindOps] = {ops.kind: ops for ops in (_Aes256(), _Rsa(), _EcP256())}

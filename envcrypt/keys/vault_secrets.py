@@ -12,14 +12,14 @@ Every call is audited (the value never is).
 from __future__ import annotations
 
 import builtins
+import copy
 import re
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from ..errors import KeyNotFoundError, VaultError
-from .audit import AuditLog, outcome_of
+from .audit import AuditLog, AuditScope, shown
 from .vault_store import VaultStore
 
 __all__ = ["SecretStore", "MAX_SECRET_SIZE"]
@@ -27,11 +27,21 @@ __all__ = ["SecretStore", "MAX_SECRET_SIZE"]
 SECRETS_DIR = "secrets"
 MAX_SECRET_SIZE = 64 * 1024
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-T = TypeVar("T")
 
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _checked(record: dict[str, Any]) -> dict[str, Any]:
+    """A stored secret record (the store checked that it names its file) if well formed."""
+    versions = record.get("versions")
+    if not isinstance(versions, list) or not all(
+        isinstance(v, dict) and _is_int(v.get("version")) and _is_int(v.get("created"))
+        and isinstance(v.get("value"), str) for v in versions
+    ):
+        raise VaultError(f"corrupt secret record for {record.get('name')!r}")
+    return record
 
 
 class SecretStore:
@@ -47,93 +57,66 @@ class SecretStore:
         return self.store.ensure_dir(SECRETS_DIR) / f"{name}.json"
 
     def _load(self, name: str) -> dict[str, Any]:
+        self._path(name)
         try:
-            record = self.store.load_record(SECRETS_DIR, name, self._path(name))
+            record = self.store.load_record(SECRETS_DIR, name, _checked)
         except FileNotFoundError:
             raise KeyNotFoundError(f"no secret {name!r} in the vault") from None
-        versions = record.get("versions")
-        if record.get("name") != name or not isinstance(versions, list) or not all(
-            isinstance(v, dict) and _is_int(v.get("version")) and _is_int(v.get("created"))
-            and isinstance(v.get("value"), str) for v in versions
-        ):
-            raise VaultError(f"corrupt secret record for {name!r}")
-        return record
+        return copy.deepcopy(record)  # kept by the store between calls: callers change their copy
 
     def _save(self, name: str, record: dict[str, Any] | None) -> int:
         """Write (or, with None, delete) a record at the next generation; the caller holds the lock."""
-        return self.store.write_record(SECRETS_DIR, name, self._path(name), record)
+        return self.store.write_record(SECRETS_DIR, name, record)
 
-    def _audited(self, op: str, name: str | None, fn: Callable[[], tuple[int | None, T]],
-                 extra: dict[str, Any] | None = None) -> T:
-        try:
-            version, result = fn()
-        except Exception as exc:
-            self.audit.record(op, name if isinstance(name, str) else repr(name)[:128], None,
-                              outcome_of(exc), kind="secret")
-            raise
-        self.audit.record(op, name, version, "ok", kind="secret", **(extra or {}))
-        return result
+    def _audited(self, op: str, name: Any) -> AuditScope:
+        """The vault's one audited scope, tagged ``kind: secret`` (a name that is not a str is shown bounded)."""
+        return self.audit.scope(op, name if isinstance(name, str) or name is None else shown(name), kind="secret")
 
     def set(self, name: str, value: bytes | str) -> int:
         """Store a new version of a secret; returns its version number."""
         raw = value.encode("utf-8") if isinstance(value, str) else bytes(value)
         if len(raw) > MAX_SECRET_SIZE:
             raise ValueError(f"a secret holds at most {MAX_SECRET_SIZE} bytes")
-        extra: dict[str, Any] = {}
-
-        def run() -> tuple[int, int]:
-            with self.store.locked():
-                path = self._path(name)
-                record: dict[str, Any] = self._load(name) if path.exists() else {"name": name, "versions": []}
-                version = max([v["version"] for v in record["versions"]] + [0]) + 1
-                record["versions"].append({
-                    "version": version, "created": int(time.time()),
-                    "value": self.store.seal(f"secret:{name}/{version}", raw),
-                })
-                extra["generation"] = self._save(name, record)
-            return version, version
-
-        return self._audited("secret-set", name, run, extra)
+        with self._audited("secret-set", name) as line, self.store.locked():
+            path = self._path(name)
+            record: dict[str, Any] = self._load(name) if path.exists() else {"name": name, "versions": []}
+            version = max([v["version"] for v in record["versions"]] + [0]) + 1
+            record["versions"].append({
+                "version": version, "created": int(time.time()),
+                "value": self.store.seal(f"secret:{name}/{version}", raw),
+            })
+            line.extra["generation"] = self._save(name, record)
+            line.version = version
+            return int(version)
 
     def get(self, name: str, version: int | None = None) -> bytes:
         """The newest value, or a given version."""
-        def run() -> tuple[int, bytes]:
+        with self._audited("secret-get", name) as line:
             record = self._load(name)
             entries = record["versions"] if version is None else [
                 v for v in record["versions"] if v["version"] == version]
             if not entries:
                 raise KeyNotFoundError(f"no version {version} of secret {name!r}")
             entry = entries[-1]
-            return entry["version"], self.store.open(f"secret:{name}/{entry['version']}", entry["value"])
-
-        return self._audited("secret-get", name, run)
+            value = self.store.open(f"secret:{name}/{entry['version']}", entry["value"])
+            line.version = entry["version"]
+            return value
 
     def list(self) -> list[dict[str, Any]]:
-        return self._audited("secret-list", None, lambda: (None, self._list()))
-
-    def _list(self) -> builtins.list[dict[str, Any]]:
-        out = []
-        for path in sorted(self.store.ensure_dir(SECRETS_DIR).glob("*.json")):
-            record = self._load(path.stem)
-            versions = record["versions"]
-            out.append({"name": record["name"], "versions": len(versions),
-                        "updated": versions[-1]["created"] if versions else None})
-        return out
+        with self._audited("secret-list", None):
+            out = []
+            for path in sorted(self.store.ensure_dir(SECRETS_DIR).glob("*.json")):
+                versions = self._load(path.stem)["versions"]
+                out.append({"name": path.stem, "versions": len(versions),
+                            "updated": versions[-1]["created"] if versions else None})
+            return out
 
     def versions(self, name: str) -> builtins.list[dict[str, Any]]:
-        def run() -> tuple[None, builtins.list[dict[str, Any]]]:
-            return None, [{"version": v["version"], "created": v["created"]} for v in self._load(name)["versions"]]
-
-        return self._audited("secret-versions", name, run)
+        with self._audited("secret-versions", name):
+            return [{"version": v["version"], "created": v["created"]} for v in self._load(name)["versions"]]
 
     def delete(self, name: str) -> None:
         """Delete a secret and every version of it."""
-        extra: dict[str, Any] = {}
-
-        def run() -> tuple[None, None]:
-            with self.store.locked():
-                self._load(name)
-                extra["generation"] = self._save(name, None)  # the index keeps the name: a copy put back is refused
-            return None, None
-
-        self._audited("secret-delete", name, run, extra)
+        with self._audited("secret-delete", name) as line, self.store.locked():
+            self._load(name)
+            line.extra["generation"] = self._save(name, None)  # the index keeps the name: a copy put back is refused

@@ -16,6 +16,7 @@ from envcrypt.keys.vault import LocalVault
 
 
 def _wraps(path: Path) -> int:
+    LocalVault(path).audit.flush()  # this process's queued lines, whichever vault object queued them
     lines = [json.loads(line) for line in (path / "audit.log").read_text().splitlines()]
     return sum(1 for e in lines if e["op"] == "wrapKey" and e["outcome"] == "ok")
 
