@@ -65,6 +65,18 @@ def test_secret_size_and_name_bounds(_isolated_vault: Path) -> None:
         secrets.set("big", b"x" * (64 * 1024 + 1))
     with pytest.raises(ValueError):
         secrets.set("../escape", "x")
+    with pytest.raises(ValueError):  # "$" in a regex accepts a trailing newline; names are matched whole
+        secrets.set("name\n", "x")
+
+
+def test_key_names_are_matched_whole(_isolated_vault: Path) -> None:
+    from envcrypt.errors import InvalidKeyUriError
+
+    vault = LocalVault(_isolated_vault)
+    for name in ("abc\n", "abc\n\n", "a/b", "..", ".hidden"):
+        with pytest.raises(InvalidKeyUriError):
+            vault.create_key(name)
+    assert not any("\n" in p.name for p in _isolated_vault.rglob("*"))
 
 
 def test_edited_copied_or_malformed_secret_records_are_vault_errors(_isolated_vault: Path) -> None:

@@ -30,7 +30,7 @@ VERSION_FIELDS = frozenset({"version", "created", "enabled", "origin", "public"}
 
 def check_name(name: Any) -> str:
     """``name`` if it is a valid local key name; InvalidKeyUriError otherwise."""
-    if not isinstance(name, str) or not NAME.match(name):
+    if not isinstance(name, str) or not NAME.fullmatch(name):
         raise InvalidKeyUriError(f"invalid local key name: {name!r}")
     return name
 
@@ -241,7 +241,7 @@ def restorable(name: str, raw: Any, packed: Any) -> tuple[KeyRecord, dict[int, b
     """A key backup's record (without material) and its material per version, every version
     through the one validator of imported material (size for aes256, type and bits for
     rsa/ec), the record through the shape and operation checks; public keys recomputed."""
-    if not isinstance(name, str) or not NAME.match(name) or not isinstance(raw, dict) \
+    if not isinstance(name, str) or not NAME.fullmatch(name) or not isinstance(raw, dict) \
             or not isinstance(packed, dict):
         raise VaultError("the key backup is inconsistent")
     raw = {k: v for k, v in raw.items() if k not in ("generation", "mac")}

@@ -52,7 +52,7 @@ class SecretStore:
         return f"SecretStore({str(self.store.path)!r})"
 
     def _path(self, name: str) -> Path:
-        if not _NAME.match(name):
+        if not _NAME.fullmatch(name):
             raise ValueError(f"invalid secret name: {name!r}")
         return self.store.ensure_dir(SECRETS_DIR) / f"{name}.json"
 
