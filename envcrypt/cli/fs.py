@@ -325,7 +325,7 @@ def _inspect(args: argparse.Namespace) -> int:
     fs, path = _efs(args, args.url)
     _refuse_prefix(fs, path, args.url)
     head = fs._head(path)
-    if head.error == "FileNotFoundError":
+    if head.error is FileNotFoundError:
         raise FileNotFoundError(errno.ENOENT, "no such object", args.url)
     if not head.encrypted:
         print(json.dumps({"name": path, "encrypted": False, "size": head.stored_size}) if args.json

@@ -24,7 +24,7 @@ from typing import Any
 
 from fsspec.implementations.memory import MemoryFileSystem
 
-from ..errors import EnvcryptError, NotEncryptedError
+from ..errors import EnvcryptError, MalformedHeaderError, NotEncryptedError
 from ..format import BODY_PREFIX_SIZE, MAGIC, header_length_hint, object_plaintext_size
 
 #: bytes fetched to find a header: enough for the header and body prefix of
@@ -46,7 +46,8 @@ class Head:
     header_size: int = 0
     plaintext_size: int | None = None  # None when the stored length is impossible
     data: bytes = b""  # the first stored bytes (header + body prefix when complete)
-    error: str | None = None  # the error class name for a broken header
+    #: what reading it raises: a broken header's error class, or FileNotFoundError (gone since listed)
+    error: type[Exception] | None = None
 
     @property
     def complete(self) -> bool:
@@ -67,10 +68,10 @@ class Head:
     @property
     def problem(self) -> str | None:
         """The error class name a read of this object raises, for listings (None when it looks sound)."""
-        if not self.encrypted or self.error == "FileNotFoundError":
+        if not self.encrypted or self.error is FileNotFoundError:
             return None
         if self.error is not None:
-            return self.error
+            return self.error.__name__
         return "IntegrityError" if self.plaintext_size is None else None
 
 
@@ -110,15 +111,15 @@ def parse_head(data: bytes, stored_size: int) -> tuple[Head, int | None]:
     except NotEncryptedError:
         return Head(stored_size, False, data=data[: len(MAGIC)]), None
     except EnvcryptError as exc:
-        return Head(stored_size, True, data=data, error=type(exc).__name__), None
+        return Head(stored_size, True, data=data, error=type(exc)), None
     if hint is None:
         if len(data) >= stored_size:  # the object ends before its header does
-            return Head(stored_size, True, data=data, error="MalformedHeaderError"), None
+            return Head(stored_size, True, data=data, error=MalformedHeaderError), None
         # the slot length field lies beyond what was fetched: fetch up to it
         context_length = int.from_bytes(data[12:16], "big")
         return Head(stored_size, True, data=data), 16 + context_length + 4 + PROBE_SIZE
     if hint > stored_size:  # cut off inside its header: what the core calls a malformed header
-        return Head(stored_size, True, hint, None, data, error="MalformedHeaderError"), None
+        return Head(stored_size, True, hint, None, data, error=MalformedHeaderError), None
     try:
         size: int | None = object_plaintext_size(hint, stored_size)
     except ValueError:
@@ -212,7 +213,7 @@ def fetch_heads(target: Any, infos: Sequence[Mapping[str, Any]], *, use_cache: b
         for i, data in zip(todo, datas, strict=False):
             stored = int(infos[i]["size"])
             if isinstance(data, FileNotFoundError):  # deleted since it was listed: report what was seen
-                heads[i] = Head(stored, False, error="FileNotFoundError")
+                heads[i] = Head(stored, False, error=FileNotFoundError)
                 continue
             if isinstance(data, BaseException):
                 raise data
