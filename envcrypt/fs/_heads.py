@@ -16,6 +16,8 @@ on it.  A head holds no secret: only stored bytes.
 
 from __future__ import annotations
 
+import os
+import stat
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable, Mapping, Sequence
@@ -183,6 +185,37 @@ def cached(target: Any, info: Mapping[str, Any]) -> bool:
         return False
     head = HEADS.get(fs_token(target), info["name"], version_token(info))
     return head is not None and head.stored_size == int(info["size"])
+
+
+def local_info(path: str) -> dict[str, Any] | None:
+    """What ``LocalFileSystem.info`` says of a regular file (links followed) from one ``stat``,
+    with the fields its version token uses; None when ``path`` is no regular file."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    return {"name": path, "size": st.st_size, "type": "file", "created": st.st_ctime, "mtime": st.st_mtime,
+            "ino": st.st_ino}
+
+
+def memory_head(target: MemoryFileSystem, path: str) -> Head | None:
+    """The head of an object of a memory filesystem, read from its store without copying the
+    body (None when ``path`` is not a file there)."""
+    stored = target.store.get(path)
+    if stored is None:
+        return None
+    view = stored.getbuffer()
+    try:
+        size, want = view.nbytes, min(view.nbytes, PROBE_SIZE)
+        while True:
+            head, more = parse_head(bytes(view[:want]), size)
+            if more is None or more <= want or want >= size:
+                return head
+            want = min(more, size)
+    finally:
+        view.release()
 
 
 def fetch_heads(target: Any, infos: Sequence[Mapping[str, Any]], *, use_cache: bool = True) -> list[Head]:

@@ -62,7 +62,7 @@ from ..errors import IntegrityError, NotEncryptedError
 from ..slots import key_name, trusted_key_list
 from ..streams import EncryptingWriter
 from ._files import EnvcryptReadFile, EnvcryptWriteFile
-from ._heads import HEADS, PROBE_SIZE, Head, cached, fetch_heads, fs_token, parse_head
+from ._heads import HEADS, PROBE_SIZE, Head, cached, fetch_heads, fs_token, local_info, memory_head, parse_head
 from ._opened import Opened, open_head
 from ._ranges import Planned, coalesce, fetch_spans, open_planned, plan
 from ._sinks import TEMP_PREFIX, LocalSink, open_sink
@@ -195,6 +195,7 @@ class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
         if spool not in (None, True, False):
             raise ValueError("spool must be None (auto), True or False")
         self.spool = spool
+        self._trusted_memo: tuple[Any, list[str]] | None = None  # trusted_for without a key policy
 
     def __repr__(self) -> str:
         return f"<EnvcryptFileSystem over {type(self.target).__name__} key_uri={self.key_uri!r}>"
@@ -328,11 +329,23 @@ class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
     def _head(self, path: str, refresh: bool = False) -> Head:
         return self._heads([path], refresh)[0]
 
-    def _heads(self, paths: list[str], refresh: bool = False) -> list[Head]:
+    def _heads(self, paths: list[str], refresh: bool = False, stripped: bool = False) -> list[Head]:
         """Heads of stored files (fetched together: concurrently on async targets)."""
+        if not stripped:
+            paths = [self._strip_protocol(p) for p in paths]
+        if type(self.target) is MemoryFileSystem:  # straight from the store (never cached)
+            found = [memory_head(self.target, p) for p in paths]
+            if all(h is not None for h in found):
+                return found  # type: ignore[return-value]
+        if isinstance(self.target, LocalFileSystem):  # one stat each (no listing cache to consult)
+            local = [local_info(p) for p in paths]
+            if all(i is not None for i in local):
+                if refresh:
+                    for p in paths:
+                        HEADS.forget(self._fs_tok(), p)
+                return fetch_heads(self.target, local, use_cache=not refresh)  # type: ignore[arg-type]
         infos = []
         for path in paths:
-            path = self._strip_protocol(path)
             if refresh:
                 HEADS.forget(self._fs_tok(), path)
             from_cache = not refresh and self._cached_listing(path)
@@ -518,7 +531,17 @@ class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
     def trusted_for(self, path: str) -> list[str]:
         """The keys a read of ``path`` accepts: the key new writes at ``path`` would use (any
         version of it) and the ``trusted_keys`` option.  Another tenant's key is not among them."""
-        own = [key_name(u) for u in normalize_key_uris(self.key_for(path))]
+        if not self.policy.rules:  # the same for every path: computed once per default key
+            default = os.environ.get("ENVCRYPT_KEY_URI")
+            memo = self._trusted_memo
+            if memo is None or memo[0] != (self.key_uri, default, self.trusted_keys):
+                memo = self._trusted_memo = ((self.key_uri, default, list(self.trusted_keys)),
+                                             self._trusted(self.key_uri))
+            return list(memo[1])
+        return self._trusted(self.key_for(path))
+
+    def _trusted(self, key: KeyChoice | None) -> list[str]:
+        own = [key_name(u) for u in normalize_key_uris(key)]
         return list(dict.fromkeys(own + self.trusted_keys))
 
     def _policy_anchor(self, path: str) -> str:
@@ -656,12 +679,13 @@ class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
         )
 
     def _open_object(self, path: str, refresh: bool = False) -> Opened | None:
-        """The opened object at ``path`` (None: not encrypted, and ``plaintext="allow"``)."""
+        """The opened object at ``path`` (a stripped path; None: not encrypted, and
+        ``plaintext="allow"``)."""
         trusted = self.trusted_for(path)  # first: a path the key policy refuses is never read
-        head = self._head(path, refresh)
+        head = self._heads([path], refresh, stripped=True)[0]
         if not refresh and (not head.encrypted or head.error is not None):
             # never serve stored bytes as plaintext (or fail) on a cached head: look again
-            head = self._head(path, refresh=True)
+            head = self._heads([path], refresh=True, stripped=True)[0]
         return self._opened(path, head, trusted)
 
     def _opened(self, path: str, head: Head, trusted: list[str]) -> Opened | None:
@@ -688,8 +712,20 @@ class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
         path = self._strip_protocol(path)
         if not start and end is None:
             return self._cat_whole(path)
-        result = self.cat_ranges([path], [start], [end], on_error="raise")[0]
-        return result  # type: ignore[no-any-return]
+        for refresh in (False, True):
+            opened = self._open_object(path, refresh)
+            if opened is None:  # a plaintext object, allowed
+                return self.target.cat_file(path, start, end)  # type: ignore[no-any-return]
+            planned = plan(opened, start, end)
+            with fetch_spans(self.target, [(path, planned.lo, planned.hi)]) as (sealed,):
+                if isinstance(sealed, BaseException):
+                    raise sealed
+                try:
+                    return open_planned(opened, planned, memoryview(sealed))
+                except IntegrityError:
+                    if refresh:
+                        raise
+        raise IntegrityError()  # unreachable: the second pass returns or raises
 
     def _cat_whole(self, path: str) -> bytes:
         trusted = self.trusted_for(path)
@@ -755,10 +791,10 @@ class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
             by_path.setdefault(paths[i], []).append(i)
         opened: dict[str, Opened | None] = {}
         try:
-            heads = self._heads(list(by_path), refresh=refresh)
+            heads = self._heads(list(by_path), refresh=refresh, stripped=True)
             if not refresh:  # never serve stored bytes as plaintext (or fail) on a cached head
                 stale = [p for p, h in zip(by_path, heads, strict=True) if not h.encrypted or h.error is not None]
-                fresh = dict(zip(stale, self._heads(stale, refresh=True), strict=True)) if stale else {}
+                fresh = dict(zip(stale, self._heads(stale, refresh=True, stripped=True), strict=True)) if stale else {}
                 heads = [fresh.get(p, h) for p, h in zip(by_path, heads, strict=True)]
         except Exception:
             heads = []  # one of them failed: open them one by one, for each path's own error
