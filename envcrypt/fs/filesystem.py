@@ -62,7 +62,17 @@ from ..errors import IntegrityError, NotEncryptedError
 from ..slots import key_name, trusted_key_list
 from ..streams import EncryptingWriter
 from ._files import EnvcryptReadFile, EnvcryptWriteFile
-from ._heads import HEADS, PROBE_SIZE, Head, cached, fetch_heads, fs_token, local_info, memory_head, parse_head
+from ._heads import (
+    HEADS,
+    PROBE_SIZE,
+    Head,
+    cached,
+    fetch_heads,
+    fs_token,
+    local_info,
+    memory_head,
+    parse_head,
+)
 from ._opened import Opened, open_head
 from ._ranges import Planned, coalesce, fetch_spans, open_planned, plan
 from ._sinks import TEMP_PREFIX, LocalSink, open_sink
