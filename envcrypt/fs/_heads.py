@@ -32,6 +32,8 @@ from ..format import BODY_PREFIX_SIZE, MAGIC, header_length_hint, object_plainte
 #: bytes fetched to find a header: enough for the header and body prefix of
 #: objects with a few key slots; longer headers cost one more read
 PROBE_SIZE = 2048
+#: head fetches in flight at once on an async target (s3fs, gcsfs, adlfs)
+HEAD_CONCURRENCY = 64
 CACHE_ENTRIES = 65536
 
 _TOKEN_KEYS = ("ETag", "etag", "e_tag", "generation", "VersionId", "version_id")
@@ -241,7 +243,9 @@ def fetch_heads(target: Any, infos: Sequence[Mapping[str, Any]], *, use_cache: b
     want = {i: min(int(infos[i]["size"]), PROBE_SIZE) for i in todo}
     while todo:
         paths = [infos[i]["name"] for i in todo]
-        datas = target.cat_ranges(paths, [0] * len(todo), [want[i] for i in todo], on_error="return")
+        # async targets run the ranges concurrently, HEAD_CONCURRENCY at a time
+        batch = {"batch_size": HEAD_CONCURRENCY} if getattr(target, "async_impl", False) else {}
+        datas = target.cat_ranges(paths, [0] * len(todo), [want[i] for i in todo], on_error="return", **batch)
         again = []
         for i, data in zip(todo, datas, strict=False):
             stored = int(infos[i]["size"])

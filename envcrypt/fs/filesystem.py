@@ -153,6 +153,22 @@ def scrub(options: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+#: connections an S3 target made here may hold open: listings fetch every object's head at
+#: once (``_heads.HEAD_CONCURRENCY`` in flight); botocore's default pool (10) would queue them
+S3_POOL_CONNECTIONS = 64
+
+
+def _with_pool(protocol: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """Target options with a connection pool for concurrent head fetches, when the target is
+    s3fs and the caller set none (a caller's ``max_pool_connections`` is kept)."""
+    out = dict(options)
+    if protocol in ("s3", "s3a"):
+        config = dict(out.get("config_kwargs") or {})
+        config.setdefault("max_pool_connections", S3_POOL_CONNECTIONS)
+        out["config_kwargs"] = config
+    return out
+
+
 def _rebuild(cls: type, options: dict[str, Any]) -> EnvcryptFileSystem:
     return cls(**options)  # type: ignore[no-any-return]
 
@@ -188,7 +204,7 @@ class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
         self._given_fs = fs is not None
         if fs is None:
             target_protocol = target_protocol or "file"
-            fs = fsspec.filesystem(target_protocol, **dict(target_options or {}))
+            fs = fsspec.filesystem(target_protocol, **_with_pool(target_protocol, target_options or {}))
         self.target = fs
         self._target_protocol = target_protocol
         self._target_options = dict(target_options or {})
