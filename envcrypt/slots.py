@@ -33,7 +33,7 @@ holds ``(slot key URI, error)`` for every slot.
 from __future__ import annotations
 
 import re
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,14 +50,7 @@ from .errors import (
 )
 from .format import BODY_PREFIX_SIZE, Header, KeySlot
 from .keys.base import check_options, get_resolver, split_key_uri
-from .keys.cache import (
-    CACHE_OPTION,
-    DekCache,
-    choose_read_cache,
-    options_key,
-    resolver_options_only,
-    resolver_token,
-)
+from .keys.cache import CACHE_OPTION, DekCache, choose_read_cache, decryption_key, resolver_options_only
 
 __all__ = ["TrustedKeysArg", "trusted_key_list", "key_name", "admits", "trusted_key_for", "open_slots",
            "OpenedSlot"]
@@ -149,8 +142,7 @@ def open_slots(
     for slot in trusted_slots:
         try:
             resolver = get_resolver(split_key_uri(slot.key_uri)[0], **plain)
-            cache_key: Hashable = (resolver_token(resolver), slot.key_uri, slot.wrap_algorithm, slot.wrapped_dek,
-                                   header.immutable, options_key(plain))
+            cache_key = decryption_key(resolver, slot, header.immutable, plain)
             dek = cache.take_decryption(cache_key) if cache is not None else None
             fresh = dek is None
             if dek is None:

@@ -25,7 +25,14 @@ from ..chunked import ChunkCipher
 from ..envelope import check_context
 from ..format import BODY_PREFIX_SIZE, parse_header
 from ..keys.base import get_resolver, split_key_uri
-from ..keys.cache import CACHE_OPTION, choose_read_cache, options_key, resolver_options_only, resolver_token
+from ..keys.cache import (
+    CACHE_OPTION,
+    choose_read_cache,
+    decryption_key,
+    options_key,
+    resolver_options_only,
+    resolver_token,
+)
 from ..slots import open_slots
 from ._heads import Head
 
@@ -84,6 +91,8 @@ def open_head(head: Head, trusted: Sequence[str], context: Mapping[str, str], op
     immutable = len(header.immutable)
     if cache is not None:
         scheme = split_key_uri(opened.slot.key_uri)[0]
-        token = resolver_token(get_resolver(scheme, **plain))
-        cache.put_opened(key, _Kept(scheme, token, immutable, opened.cipher), opened.slot.key_uri, _OPENED_BYTES)
+        resolver = get_resolver(scheme, **plain)
+        parent = decryption_key(resolver, opened.slot, header.immutable, plain)
+        cache.put_opened(key, _Kept(scheme, resolver_token(resolver), immutable, opened.cipher), parent,
+                         _OPENED_BYTES)
     return Opened(head, immutable, opened.cipher)

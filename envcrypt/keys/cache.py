@@ -51,7 +51,7 @@ from typing import Any
 from ..format import KeySlot
 
 __all__ = ["DekCache", "StreamCharge", "default_cache", "forget_key", "CACHE_OPTION", "resolver_options_only",
-           "options_key", "choose_read_cache", "resolver_token"]
+           "options_key", "choose_read_cache", "resolver_token", "decryption_key"]
 
 CACHE_OPTION = "dek_cache"
 #: seconds a cached DEK serves new objects or opens (short: a key disabled, deleted or purged
@@ -75,6 +75,8 @@ class _Entry:
     held: int = 0
     #: an opened object (a reader's chunk cipher and what it needs), in place of a DEK
     opened: Any = field(default=None, repr=False)
+    #: for an opened object: the key of the DEK entry it was derived from (its age and uses)
+    parent: Hashable | None = None
 
 
 def resolver_options_only(options: Mapping[str, Any]) -> dict[str, Any]:
@@ -229,25 +231,33 @@ class DekCache:
             self._insert(self._decrypt, key, _Entry(dek, (), self._clock(), 1, 0, (key_uri,), held))
 
     def take_opened(self, key: Hashable) -> Any:
-        """An opened object :meth:`put_opened` kept (None on a miss): the same bounds and the same
-        :func:`forget_key` as a cached DEK, since it holds keys derived from one."""
+        """An opened object :meth:`put_opened` kept (None on a miss).  It lives only as long as
+        the DEK entry it was derived from, and each use is charged to that entry: the bounds
+        (age since the unwrap, uses) and :func:`forget_key` of a cached DEK apply unchanged."""
         with self._lock:
             entry = self._live(self._decrypt, key, 0)
-            if entry is None or entry.opened is None:
+            parent = self._live(self._decrypt, entry.parent, 0) if entry is not None and entry.parent else None
+            if entry is None or entry.opened is None or parent is None or parent.opened is not None:
+                if entry is not None:
+                    self._drop(self._decrypt, key)
                 self.misses += 1
                 return None
-            entry.objects += 1
+            parent.objects += 1
             self.hits += 1
             return entry.opened
 
-    def put_opened(self, key: Hashable, opened: Any, key_uri: str, held: int = 0) -> None:
-        """Remember what opening an object through the slot naming ``key_uri`` gave (a reader's
-        chunk cipher); ``held`` is the size of what it holds beside its key."""
+    def put_opened(self, key: Hashable, opened: Any, parent: Hashable, held: int = 0) -> None:
+        """Remember what opening an object gave (a reader's chunk cipher), derived from the DEK
+        cached under ``parent`` (:func:`decryption_key`); ``held`` is what it holds beside its key."""
         held += _bytes_in(key)
         if held > self.max_read_bytes:
             return
         with self._lock:
-            self._insert(self._decrypt, key, _Entry(b"", (), self._clock(), 1, 0, (key_uri,), held, opened))
+            dek = self._decrypt.get(parent)
+            if dek is None or dek.opened is not None:
+                return  # the DEK was not kept (or is gone already): nothing to derive from
+            self._insert(self._decrypt, key,
+                         _Entry(b"", (), dek.created, 0, 0, dek.key_uris, held, opened, parent))
 
     def forget(self, key_uri: str) -> int:
         """Drop the entries whose DEK is wrapped under ``key_uri`` (or a version of it)."""
@@ -269,6 +279,13 @@ class DekCache:
     def __len__(self) -> int:
         with self._lock:
             return len(self._encrypt) + len(self._decrypt)
+
+
+def decryption_key(resolver: Any, slot: KeySlot, immutable: bytes, options: Mapping[str, Any]) -> Hashable:
+    """The read-side cache key of the DEK in ``slot``: the resolver instance, the slot's bytes,
+    the object's immutable header and the resolver options."""
+    return (resolver_token(resolver), slot.key_uri, slot.wrap_algorithm, slot.wrapped_dek, immutable,
+            options_key(options))
 
 
 def _bytes_in(key: Hashable) -> int:
