@@ -257,8 +257,9 @@ def test_cat_ranges_tampered_chunk_fails_only_its_ranges(tmp_path: Path) -> None
 
 @pytest.fixture
 def s3_proxy(moto_server: str) -> Iterator[tuple[LatencyProxy, str]]:
-    import boto3
     import uuid
+
+    import boto3
 
     bucket = f"r-{uuid.uuid4().hex[:12]}"
     boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1").create_bucket(Bucket=bucket)
