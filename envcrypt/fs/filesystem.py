@@ -352,7 +352,11 @@ class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
             self.target.invalidate_cache(path)
         return dict(self.target.info(path, **kwargs))
 
-    def _head(self, path: str, refresh: bool = False) -> Head:
+    def head(self, path: str, refresh: bool = False) -> Head:
+        """What the first stored bytes of the object at ``path`` say (no key needed): whether it
+        is encrypted, its header, stored and plaintext sizes, the header bytes, and the error
+        class a read raises when it is broken (``Head.error``).  From the head cache when the
+        object is unchanged; ``refresh`` fetches it again."""
         return self._heads([path], refresh)[0]
 
     def _heads(self, paths: list[str], refresh: bool = False, stripped: bool = False) -> list[Head]:
@@ -479,7 +483,7 @@ class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
     def rm_file(self, path: str) -> None:
         path = self._strip_protocol(path)
         self.target.rm_file(path)
-        self._written(path)
+        self.invalidate_written(path)
 
     def rm(self, path: Any, recursive: bool = False, maxdepth: int | None = None) -> None:
         self.target.rm(self._strip_protocol(path), recursive=recursive, maxdepth=maxdepth)
@@ -498,14 +502,14 @@ class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
         """
         path1, path2 = self._strip_protocol(path1), self._strip_protocol(path2)
         if self.policy.rules and self._other_key(path1, path2) and self.target.isfile(path1):
-            head = self._head(path1)
+            head = self.head(path1)
             if head.encrypted and head.error is None:
                 from ._slots import rewrite_slots
 
                 rewrite_slots(self, path1, path2, normalize_key_uris(self.key_for(path2)))
                 return
         self.target.cp_file(path1, path2, **kwargs)
-        self._written(path2)
+        self.invalidate_written(path2)
 
     def _other_key(self, path1: str, path2: str) -> bool:
         keys1, keys2 = normalize_key_uris(self.key_for(path1)), normalize_key_uris(self.key_for(path2))
@@ -530,7 +534,10 @@ class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
             HEADS.forget(self._fs_tok(), path)
             self.target.invalidate_cache(path)
 
-    def _written(self, path: str) -> None:
+    def invalidate_written(self, path: str) -> None:
+        """Forget what is cached about ``path`` after this process wrote, replaced or removed it:
+        its head and the target's listings of it and of its parent directory."""
+        path = self._strip_protocol(path)
         HEADS.forget(self._fs_tok(), path)
         self.target.invalidate_cache(path)
         self.target.invalidate_cache(self.target._parent(path))
@@ -606,7 +613,7 @@ class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
             with open(lpath, "rb") as src, open(sealed, "wb") as dst, EncryptingWriter(dst, header, dek) as writer:
                 shutil.copyfileobj(src, writer, PUT_BUFFER)
             self.target.put_file(sealed, rpath, callback=callback, **kwargs)
-        self._written(rpath)
+        self.invalidate_written(rpath)
 
     def get_file(self, rpath: str, lpath: Any = None, callback: Any = DEFAULT_CALLBACK, outfile: Any = None,
                  **kwargs: Any) -> None:
