@@ -57,24 +57,22 @@ from fsspec.implementations.local import LocalFileSystem
 from fsspec.implementations.memory import MemoryFileSystem
 from fsspec.utils import isfilelike
 
-from ..envelope import new_header, normalize_key_uris, open_whole_body
+from ..envelope import new_header, normalize_key_uris
 from ..errors import IntegrityError, NotEncryptedError
 from ..slots import key_name, trusted_key_list
 from ..streams import EncryptingWriter
 from ._files import EnvcryptReadFile, EnvcryptWriteFile
 from ._heads import (
     HEADS,
-    PROBE_SIZE,
     Head,
     cached,
     fetch_heads,
     fs_token,
     local_info,
     memory_head,
-    parse_head,
 )
 from ._opened import Opened, open_head
-from ._ranges import Planned, coalesce, fetch_spans, open_planned, plan
+from ._ranges import cat_range, cat_ranges, cat_whole
 from ._sinks import TEMP_PREFIX, LocalSink, open_sink
 from .policy import KeyChoice, KeyPolicy, check_segments
 
@@ -98,8 +96,6 @@ _SAFE_NESTED = {
                                 "max_pool_connections", "region_name", "request_checksum_calculation",
                                 "response_checksum_validation"}),
 }
-#: "to the end" for a whole-object fetch
-_WHOLE = 1 << 62
 
 
 class _hybrid:
@@ -744,145 +740,17 @@ class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
             return super().cat_file(path, start, end, **kwargs)  # type: ignore[no-any-return]
         path = self._strip_protocol(path)
         if not start and end is None:
-            return self._cat_whole(path)
-        for refresh in (False, True):
-            opened = self._open_object(path, refresh)
-            if opened is None:  # a plaintext object, allowed
-                return self.target.cat_file(path, start, end)  # type: ignore[no-any-return]
-            planned = plan(opened, start, end)
-            with fetch_spans(self.target, [(path, planned.lo, planned.hi)]) as (sealed,):
-                if isinstance(sealed, BaseException):
-                    raise sealed
-                try:
-                    return open_planned(opened, planned, memoryview(sealed))
-                except IntegrityError:
-                    if refresh:
-                        raise
-        raise IntegrityError()  # unreachable: the second pass returns or raises
-
-    def _cat_whole(self, path: str) -> bytes:
-        trusted = self.trusted_for(path)
-        whole = isinstance(self.target, (LocalFileSystem, MemoryFileSystem))
-        with fetch_spans(self.target, [(path, 0, _WHOLE)] if whole else []) as spans:
-            data = spans[0] if whole else self.target.cat_file(path)
-            if isinstance(data, BaseException):
-                raise data
-            view = memoryview(data).cast("B")
-            want = PROBE_SIZE
-            while True:  # the header's length is known from its first bytes: at most three steps
-                head, more = parse_head(bytes(view[:want]), len(view))
-                if more is None or more <= want:
-                    break
-                want = more
-            opened = self._opened(path, head, trusted)
-            if opened is None:
-                return bytes(view)
-            size = opened.head.plaintext_size
-            if size is None:
-                raise IntegrityError()
-            return open_whole_body(opened.cipher, view[opened.head.header_size :], size)
+            return cat_whole(self, path)
+        return cat_range(self, path, start, end)
 
     def cat_ranges(self, paths: list[str], starts: Any, ends: Any, max_gap: Any = None, on_error: str = "return",
                    **kwargs: Any) -> list[Any]:
-        """Plaintext ranges of one or more objects, each object opened once.
-
-        The sealed chunks of all ranges are fetched together (neighbours
-        merged, see ``_ranges``): one ``cat_ranges`` of the target, concurrent
-        on object stores.  A range whose chunks fail to authenticate because
-        the object was replaced meanwhile (a rewrap) is read again once from a
-        fresh head.  ``on_error="return"`` puts each range's exception in its
-        place; anything else raises the first.
-        """
+        """Plaintext ranges of one or more objects, each object opened once and the sealed chunks
+        of all ranges fetched together (``_ranges.cat_ranges``)."""
         if max_gap is not None:
             raise NotImplementedError
-        if not isinstance(paths, list):
-            raise TypeError("paths is a list")
-        starts = starts if isinstance(starts, list) else [starts] * len(paths)
-        ends = ends if isinstance(ends, list) else [ends] * len(paths)
-        if len(starts) != len(paths) or len(ends) != len(paths):
-            raise ValueError("paths, starts and ends differ in length")
-        stripped = [self._strip_protocol(p) for p in paths]
-        out: list[Any] = [None] * len(paths)
-        todo = list(range(len(paths)))
-        for refresh in (False, True):
-            todo = self._read_ranges(stripped, starts, ends, todo, out, refresh)
-            if not todo:
-                break
-        for i in todo:
-            out[i] = IntegrityError()
-        if on_error != "return":
-            failed = next((r for r in out if isinstance(r, BaseException)), None)
-            if failed is not None:
-                raise failed
-        return out
+        return cat_ranges(self, paths, starts, ends, on_error)
 
-    def _read_ranges(self, paths: list[str], starts: list[Any], ends: list[Any], todo: list[int], out: list[Any],
-                     refresh: bool) -> list[int]:
-        """Fill ``out`` for the ranges ``todo``; the ones that failed to authenticate (to retry)."""
-        by_path: dict[str, list[int]] = {}
-        for i in todo:
-            by_path.setdefault(paths[i], []).append(i)
-        opened: dict[str, Opened | None] = {}
-        try:
-            heads = self._heads(list(by_path), refresh=refresh, stripped=True)
-            if not refresh:  # never serve stored bytes as plaintext (or fail) on a cached head
-                stale = [p for p, h in zip(by_path, heads, strict=True) if not h.encrypted or h.error is not None]
-                fresh = dict(zip(stale, self._heads(stale, refresh=True, stripped=True), strict=True)) if stale else {}
-                heads = [fresh.get(p, h) for p, h in zip(by_path, heads, strict=True)]
-        except Exception:
-            heads = []  # one of them failed: open them one by one, for each path's own error
-        for n, path in enumerate(list(by_path)):
-            try:
-                if heads:
-                    opened[path] = self._opened(path, heads[n], self.trusted_for(path))
-                else:
-                    opened[path] = self._open_object(path, refresh)
-            except Exception as exc:
-                for i in by_path.pop(path):
-                    out[i] = exc
-        plain = [i for path, idx in by_path.items() if opened[path] is None for i in idx]
-        if plain:  # plaintext objects, allowed: the target's own ranges
-            got = self.target.cat_ranges([paths[i] for i in plain], [starts[i] for i in plain],
-                                         [ends[i] for i in plain], on_error="return")
-            for i, data in zip(plain, got, strict=True):
-                out[i] = data
-        plans: dict[int, Planned] = {}
-        requests: list[tuple[str, int, int]] = []
-        owners: list[list[int]] = []
-        for path, idx in by_path.items():
-            obj = opened[path]
-            if obj is None:
-                continue
-            for i in idx:
-                try:
-                    plans[i] = plan(obj, starts[i], ends[i])
-                except Exception as exc:
-                    out[i] = exc
-            mine = [i for i in idx if i in plans]
-            merged, where = coalesce([(plans[i].lo, plans[i].hi) for i in mine])
-            base = len(requests)
-            requests.extend((path, lo, hi) for lo, hi in merged)
-            owners.extend([] for _ in merged)
-            for i, w in zip(mine, where, strict=True):
-                owners[base + w].append(i)
-        retry: list[int] = []
-        with fetch_spans(self.target, requests) as fetched:
-            for (path, lo, _), data, idx in zip(requests, fetched, owners, strict=True):
-                obj = opened[path]
-                for i in idx:
-                    if isinstance(data, BaseException):
-                        out[i] = data
-                        continue
-                    planned = plans[i]
-                    sealed = memoryview(data)[planned.lo - lo : planned.hi - lo]
-                    try:
-                        out[i] = open_planned(obj, planned, sealed)  # type: ignore[arg-type]
-                    except IntegrityError as exc:
-                        out[i] = exc
-                        retry.append(i)
-                    finally:
-                        sealed.release()
-        return retry if not refresh else []
 
 class _DuckDBFileSystem(EnvcryptFileSystem):
     """``EnvcryptFileSystem.for_duckdb``: paths come back as ``envcrypt://`` + target path."""
