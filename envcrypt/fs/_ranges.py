@@ -38,6 +38,8 @@ __all__ = ["Planned", "plan", "coalesce", "fetch_spans", "open_planned", "clamp"
 
 #: sealed bytes between two spans below which they are fetched as one (a request costs more)
 COALESCE_GAP = 4 * SEALED_CHUNK_SIZE
+#: results up to this size are built in a bytearray and copied (``_buffers`` pays off above it)
+_SMALL = 64 * 1024
 #: "to the end" for a whole-object fetch
 _WHOLE = 1 << 62
 
@@ -166,7 +168,13 @@ def open_planned(opened: Opened, planned: Planned, sealed: memoryview) -> bytes:
     size = opened.head.plaintext_size
     if size is None:
         raise IntegrityError()
-    result, out = _buffers.new_bytes(planned.end - planned.start)
+    n = planned.end - planned.start
+    if n <= _SMALL:  # a copy of a small result costs less than building bytes in place
+        small = bytearray(n)
+        open_span(opened.cipher, sealed, planned.first, planned.start, planned.end, memoryview(small),
+                  plaintext_size=size, scratch=memoryview(bytearray(CHUNK_SIZE)))
+        return bytes(small)
+    result, out = _buffers.new_bytes(n)
     open_span(opened.cipher, sealed, planned.first, planned.start, planned.end, out, plaintext_size=size,
               scratch=memoryview(bytearray(CHUNK_SIZE)))
     return _buffers.finish(result)

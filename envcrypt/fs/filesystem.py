@@ -562,10 +562,11 @@ class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
         version of it) and the ``trusted_keys`` option.  Another tenant's key is not among them."""
         if not self.policy.rules:  # the same for every path: computed once per default key
             default = os.environ.get("ENVCRYPT_KEY_URI")
+            key = self.key_uri
+            state = (key if key is None or isinstance(key, str) else tuple(key), default, tuple(self.trusted_keys))
             memo = self._trusted_memo
-            if memo is None or memo[0] != (self.key_uri, default, self.trusted_keys):
-                memo = self._trusted_memo = ((self.key_uri, default, list(self.trusted_keys)),
-                                             self._trusted(self.key_uri))
+            if memo is None or memo[0] != state:
+                memo = self._trusted_memo = (state, self._trusted(key))
             return list(memo[1])
         return self._trusted(self.key_for(path))
 
