@@ -303,3 +303,25 @@ def test_reopen_and_six_ranges_on_s3_cost_one_head_fetch_and_one_unwrap(
     proxy.reset()
     assert fs.cat_file(path) == DATA  # a whole object: what plain s3fs costs (one GET, header included)
     assert proxy.requests == plain and plain["GET"] == 1
+
+
+def test_a_key_disabled_by_another_process_stops_cached_reads_within_max_age(_isolated_vault: Path) -> None:
+    """What SECURITY.md states: reads are not re-checked against the vault; another
+    process's disable is seen once the cached DEK reaches ``max_age``."""
+    import subprocess
+    import sys
+
+    clock = Clock()
+    cache = DekCache(max_age=10, clock=clock)
+    fs = _memory_fs(resolver_options={"dek_cache": cache})
+    fs.pipe_file("/x", DATA[:5000])
+    assert fs.cat_file("/x", 0, 10) == DATA[:10]
+    env = {**os.environ, "ENVCRYPT_VAULT": str(_isolated_vault)}
+    script = "from envcrypt.cli import main; raise SystemExit(main(['key', 'disable', 'default']))"
+    subprocess.run([sys.executable, "-c", script], env=env, check=True, capture_output=True, timeout=60,
+                   cwd=Path(__file__).resolve().parent.parent)
+    clock.now += 9.9
+    assert fs.cat_file("/x", 0, 10) == DATA[:10]  # still within max_age of the unwrap
+    clock.now += 0.1
+    with pytest.raises(KeyDisabledError):
+        fs.cat_file("/x", 0, 10)
