@@ -37,6 +37,18 @@ envcrypt object that cannot be read does not fail a listing or ``info``: its
 entry carries ``"error"`` (the class name a read raises: ``MalformedHeaderError``
 for an object cut off inside its header, ``IntegrityError`` for an impossible
 body length) and its stored size; reading it raises that error.
+
+What a read costs: an object is opened once per version seen.  Its head comes
+from the head cache (``_heads``) when the target reports the same version, and
+its key work (trust check, unwrap, key commitment) from the read-side DEK cache
+(``_opened``; on by default for every resolver, ``ENVCRYPT_DEK_CACHE=0`` or the
+resolver option ``dek_cache=False`` turn it off): a reopened object costs the
+requests a plain open costs and no resolver call.  ``cat_file`` of a whole
+object is one read of the target, header included; ``cat_file`` ranges and
+``cat_ranges`` fetch only the sealed chunks of the ranges, those of many ranges
+together (``_ranges``).  A listing fetches the heads it lacks concurrently
+(``HEAD_CONCURRENCY`` in flight on async targets; S3 targets built here get a
+connection pool that large, ``S3_POOL_CONNECTIONS``).
 """
 
 from __future__ import annotations
