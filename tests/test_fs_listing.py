@@ -59,3 +59,16 @@ def test_a_callers_own_pool_size_is_kept(moto_server: str) -> None:
     assert fs.target.config_kwargs["max_pool_connections"] == 3
     assert "config_kwargs" not in fs._options()["target_options"] or \
         fs._options()["target_options"]["config_kwargs"] == {"max_pool_connections": 3}
+
+
+@pytest.mark.cloud
+def test_cat_ranges_over_many_objects_opens_them_concurrently(slow_s3: tuple[LatencyProxy, str]) -> None:
+    proxy, bucket = slow_s3
+    fs = EnvcryptFileSystem(target_protocol="s3", target_options={"client_kwargs": {"endpoint_url": proxy.url},
+                                                                   "skip_instance_cache": True})
+    paths = [f"{bucket}/many/{i:03d}.json" for i in range(OBJECTS)]
+    proxy.reset()
+    assert fs.cat_ranges(paths, 1, 5) == [(b'{"v": %d}' % i)[1:5] for i in range(OBJECTS)]
+    # per object: its info (HEAD), its head (GET), the chunk of the range (GET); all concurrent
+    assert proxy.requests == {"HEAD": OBJECTS, "GET": 2 * OBJECTS}
+    assert proxy.max_in_flight >= 32

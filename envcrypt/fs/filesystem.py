@@ -53,6 +53,7 @@ connection pool that large, ``S3_POOL_CONNECTIONS``).
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import io
 import os
@@ -63,6 +64,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import fsspec
+import fsspec.asyn
 from fsspec.callbacks import DEFAULT_CALLBACK
 from fsspec.implementations.chained import ChainedFileSystem
 from fsspec.implementations.local import LocalFileSystem
@@ -75,6 +77,7 @@ from ..slots import key_name, trusted_key_list
 from ..streams import EncryptingWriter
 from ._files import EnvcryptReadFile, EnvcryptWriteFile
 from ._heads import (
+    HEAD_CONCURRENCY,
     HEADS,
     Head,
     cached,
@@ -175,6 +178,16 @@ def _with_pool(protocol: str, options: Mapping[str, Any]) -> dict[str, Any]:
         config.setdefault("max_pool_connections", S3_POOL_CONNECTIONS)
         out["config_kwargs"] = config
     return out
+
+
+async def _gather_infos(target: Any, paths: list[str]) -> list[Any]:
+    gate = asyncio.Semaphore(HEAD_CONCURRENCY)
+
+    async def one(path: str) -> Any:
+        async with gate:
+            return await target._info(path)
+
+    return await asyncio.gather(*(one(p) for p in paths), return_exceptions=True)
 
 
 def _rebuild(cls: type, options: dict[str, Any]) -> EnvcryptFileSystem:
@@ -382,18 +395,34 @@ class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
                     for p in paths:
                         HEADS.forget(self._fs_tok(), p)
                 return fetch_heads(self.target, local, use_cache=not refresh)  # type: ignore[arg-type]
-        infos = []
-        for path in paths:
-            if refresh:
+        if refresh:
+            for path in paths:
                 HEADS.forget(self._fs_tok(), path)
-            from_cache = not refresh and self._cached_listing(path)
-            info = self._target_info(path, fresh=refresh)
-            if from_cache and info.get("type") == "file" and not cached(self.target, info):
-                info = self._target_info(path, fresh=True)  # size and header from one version
+        from_cache = [not refresh and self._cached_listing(p) for p in paths]
+        infos = self._target_infos(paths, fresh=refresh)
+        stale = [i for i, info in enumerate(infos)
+                 if from_cache[i] and info.get("type") == "file" and not cached(self.target, info)]
+        if stale:  # size and header from one version
+            for i, info in zip(stale, self._target_infos([paths[i] for i in stale], fresh=True), strict=True):
+                infos[i] = info
+        for path, info in zip(paths, infos, strict=True):
             if info.get("type") != "file":
                 raise IsADirectoryError(path)
-            infos.append(info)
         return fetch_heads(self.target, infos, use_cache=not refresh)
+
+    def _target_infos(self, paths: list[str], fresh: bool) -> list[dict[str, Any]]:
+        """The target's ``info`` of each path: concurrently on an async target (its ``_info``
+        coroutines on its own loop, ``HEAD_CONCURRENCY`` at a time), else one by one."""
+        if len(paths) < 2 or not getattr(self.target, "async_impl", False):
+            return [self._target_info(p, fresh=fresh) for p in paths]
+        if fresh:
+            for path in paths:
+                self.target.invalidate_cache(path)
+        found = fsspec.asyn.sync(self.target.loop, _gather_infos, self.target, paths)
+        failed = next((r for r in found if isinstance(r, BaseException)), None)
+        if failed is not None:
+            raise failed
+        return [dict(info) for info in found]
 
     def info(self, path: str, **kwargs: Any) -> dict[str, Any]:
         path = self._strip_protocol(path)
