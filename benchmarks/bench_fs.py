@@ -10,7 +10,9 @@ Ratios (medians; 2 noisy cores, so compare ratios, not absolute figures):
    S3 (moto) and on a local file                                   (target <= 2x)
 3. 256 MiB put / get through ``envcrypt::s3://`` on moto vs plain s3fs  (target >= 0.9x)
 4. ``ls -l`` of 1,000 objects vs plain s3fs, cold (heads fetched) and warm
-   (head cache)                                                     (target <= 2x)
+   (head cache), on loopback moto without added latency (``bench_listing.py``
+   measures it behind a proxy that adds a fixed delay per request, with the
+   request counts)                                                   (target <= 2x)
 5. stored bytes fetched by ``read_parquet(columns=[one])`` vs plain s3fs
    (pandas defaults) and vs the minimum (footer + that column's chunks)  (target <= 1.1x)
 """

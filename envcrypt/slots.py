@@ -33,7 +33,7 @@ holds ``(slot key URI, error)`` for every slot.
 from __future__ import annotations
 
 import re
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,7 +50,7 @@ from .errors import (
 )
 from .format import BODY_PREFIX_SIZE, Header, KeySlot
 from .keys.base import check_options, get_resolver, split_key_uri
-from .keys.cache import CACHE_OPTION, DekCache, choose_cache, options_key, resolver_options_only
+from .keys.cache import CACHE_OPTION, DekCache, choose_read_cache, decryption_key, resolver_options_only
 
 __all__ = ["TrustedKeysArg", "trusted_key_list", "key_name", "admits", "trusted_key_for", "open_slots",
            "OpenedSlot"]
@@ -137,15 +137,12 @@ def open_slots(
     check_options(schemes | set(also_in_play), plain)  # a resolver is built only for a trusted slot
     reasons: list[tuple[str, EnvcryptError]] = []
     trusted_slots = [slot for slot in header.key_slots if _trusted(slot, trusted_keys, plain, reasons)]
-    cache: DekCache | None = None
-    cache_chosen = False  # on the first trusted slot, by its resolver's default
+    # on by default for every resolver; looked up only for a slot that names a trusted key
+    cache: DekCache | None = choose_read_cache(options.get(CACHE_OPTION)) if trusted_slots else None
     for slot in trusted_slots:
         try:
             resolver = get_resolver(split_key_uri(slot.key_uri)[0], **plain)
-            if not cache_chosen:
-                cache, cache_chosen = choose_cache(options.get(CACHE_OPTION), [resolver]), True
-            cache_key: Hashable = (slot.key_uri, slot.wrap_algorithm, slot.wrapped_dek, header.immutable,
-                                   options_key(plain))
+            cache_key = decryption_key(resolver, slot, header.immutable, plain)
             dek = cache.take_decryption(cache_key) if cache is not None else None
             fresh = dek is None
             if dek is None:

@@ -17,11 +17,8 @@ import sys
 from typing import Any
 
 from ..envelope import inspect as inspect_blob
-from ..envelope import normalize_key_uris
 from ..errors import EnvcryptError, IsAPrefixError
 from ..fs import trees
-from ..fs._sinks import open_sink
-from ..fs._slots import rewrite_slots
 from ..fs.progress import Progress
 from ..fs.urls import encrypted_fs
 from ._location import STORAGE_OPTIONS_HELP, parse_storage_options
@@ -227,28 +224,6 @@ def _cat(args: argparse.Namespace) -> int:
     return 0
 
 
-def _copy_one(src_fs: Any, a: str, dst_fs: Any, b: str) -> None:
-    if src_fs.target is dst_fs.target:
-        dst_fs.makedirs(dst_fs._parent(b), exist_ok=True)
-        src_fs.cp_file(a, b)  # the key policy decides the copy's key (see EnvcryptFileSystem.cp_file)
-        return
-    if dst_fs.policy.rules and src_fs._head(a).encrypted:
-        # the destination's key policy decides the copy's key (re-encrypted when it is another key)
-        rewrite_slots(dst_fs, a, b, normalize_key_uris(dst_fs.key_for(b)), source=src_fs.target,
-                      trusted_keys=src_fs.trusted_for(a))
-        return
-    # ciphertext copied across stores through the destination's atomic sink: a failed copy publishes nothing
-    sink = open_sink(dst_fs.target, b, make_parents=True)
-    try:
-        with src_fs.target.open(a, "rb") as s:
-            shutil.copyfileobj(s, sink.raw, COPY_BUFFER)
-        sink.commit()
-    except BaseException:  # abort, then re-raise whatever it was
-        sink.abort()
-        raise
-    dst_fs.invalidate_cache(b)
-
-
 def _cp(args: argparse.Namespace) -> int:
     src_fs, src = _efs(args, args.src)
     dst_fs, dst = _efs(args, args.dst)
@@ -256,7 +231,7 @@ def _cp(args: argparse.Namespace) -> int:
         _refuse_prefix(src_fs, src, args.src)
         if dst_fs.isdir(dst) and not dst_fs.isfile(dst):
             dst = dst.rstrip("/") + "/" + src.rstrip("/").rsplit("/", 1)[-1]
-        _copy_one(src_fs, src, dst_fs, dst)
+        trees.copy_object(src_fs, src, dst_fs, dst)
         return _done(args, trees.TreeReport(done=[dst]))
     infos = {n: i for n, i in src_fs.find(src, detail=True).items() if i.get("type") == "file"}
     pairs = {n: dst.rstrip("/") + "/" + n[len(src.rstrip("/")) + 1:] for n in infos}
@@ -266,7 +241,7 @@ def _cp(args: argparse.Namespace) -> int:
     try:
         for a, b in sorted(pairs.items()):
             try:
-                _copy_one(src_fs, a, dst_fs, b)
+                trees.copy_object(src_fs, a, dst_fs, b)
                 report.done.append(b)
             except (EnvcryptError, OSError, ValueError) as exc:
                 report.failed.append((a, f"{type(exc).__name__}: {exc}"))
@@ -324,8 +299,8 @@ def _rm(args: argparse.Namespace) -> int:
 def _inspect(args: argparse.Namespace) -> int:
     fs, path = _efs(args, args.url)
     _refuse_prefix(fs, path, args.url)
-    head = fs._head(path)
-    if head.error == "FileNotFoundError":
+    head = fs.head(path)
+    if head.error is FileNotFoundError:
         raise FileNotFoundError(errno.ENOENT, "no such object", args.url)
     if not head.encrypted:
         print(json.dumps({"name": path, "encrypted": False, "size": head.stored_size}) if args.json

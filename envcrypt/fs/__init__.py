@@ -12,10 +12,13 @@
     pq.read_table("lake/t.parquet", filesystem=fs)      # pyarrow: pass filesystem=
 
 Modules: ``filesystem`` (the protocol), ``_files`` (random-access reader,
-atomic writer), ``_heads`` (header probes and their cache), ``_sinks`` (atomic
-publication per target), ``policy`` (key by path prefix), ``trees``
-(encrypt/decrypt a tree, migrate, rewrap), ``manifest`` (signed dataset
-manifests), ``urls`` (URL helpers for the CLI), ``progress``.
+atomic writer), ``_heads`` (header probes and their cache), ``_opened``
+(head -> chunk cipher, kept in the read-side DEK cache), ``_ranges`` (plaintext
+ranges: ``cat_file``/``cat_ranges``, one open per object, spans fetched
+together), ``_sinks`` (atomic publication per target), ``_backend`` (backend
+errors translated), ``policy`` (key by path prefix), ``trees``
+(encrypt/decrypt a tree, migrate, rewrap, copy across stores), ``manifest``
+(signed dataset manifests), ``urls`` (URL helpers for the CLI), ``progress``.
 
 Key policy prefixes are anchored at the bucket of an object store and at the
 root of local and memory filesystems (see ``policy``); copies and moves into

@@ -357,7 +357,7 @@ class EnvcryptReadFile(AbstractBufferedFile):  # type: ignore[misc]
         newer bytes, and the final chunk decides the true length anyway.
         """
         old = self._head
-        fresh = self.fs._head(self.path, refresh=True)
+        fresh = self.fs.head(self.path, refresh=True)
         if not fresh.encrypted or fresh.plaintext_size is None or fresh.error is not None or not fresh.complete:
             return False
         keep = self._immutable_size
@@ -561,7 +561,7 @@ class EnvcryptWriteFile(io.RawIOBase):
             raise
         finally:
             self._done = True
-        self.fs._written(self.path)
+        self.fs.invalidate_written(self.path)
 
     def discard(self) -> None:
         """Abort: no final chunk, nothing published at the path."""

@@ -16,6 +16,8 @@ on it.  A head holds no secret: only stored bytes.
 
 from __future__ import annotations
 
+import os
+import stat
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable, Mapping, Sequence
@@ -24,12 +26,14 @@ from typing import Any
 
 from fsspec.implementations.memory import MemoryFileSystem
 
-from ..errors import EnvcryptError, NotEncryptedError
+from ..errors import EnvcryptError, MalformedHeaderError, NotEncryptedError
 from ..format import BODY_PREFIX_SIZE, MAGIC, header_length_hint, object_plaintext_size
 
 #: bytes fetched to find a header: enough for the header and body prefix of
 #: objects with a few key slots; longer headers cost one more read
 PROBE_SIZE = 2048
+#: head fetches in flight at once on an async target (s3fs, gcsfs, adlfs)
+HEAD_CONCURRENCY = 64
 CACHE_ENTRIES = 65536
 
 _TOKEN_KEYS = ("ETag", "etag", "e_tag", "generation", "VersionId", "version_id")
@@ -46,7 +50,8 @@ class Head:
     header_size: int = 0
     plaintext_size: int | None = None  # None when the stored length is impossible
     data: bytes = b""  # the first stored bytes (header + body prefix when complete)
-    error: str | None = None  # the error class name for a broken header
+    #: what reading it raises: a broken header's error class, or FileNotFoundError (gone since listed)
+    error: type[Exception] | None = None
 
     @property
     def complete(self) -> bool:
@@ -67,10 +72,10 @@ class Head:
     @property
     def problem(self) -> str | None:
         """The error class name a read of this object raises, for listings (None when it looks sound)."""
-        if not self.encrypted or self.error == "FileNotFoundError":
+        if not self.encrypted or self.error is FileNotFoundError:
             return None
         if self.error is not None:
-            return self.error
+            return self.error.__name__
         return "IntegrityError" if self.plaintext_size is None else None
 
 
@@ -110,15 +115,15 @@ def parse_head(data: bytes, stored_size: int) -> tuple[Head, int | None]:
     except NotEncryptedError:
         return Head(stored_size, False, data=data[: len(MAGIC)]), None
     except EnvcryptError as exc:
-        return Head(stored_size, True, data=data, error=type(exc).__name__), None
+        return Head(stored_size, True, data=data, error=type(exc)), None
     if hint is None:
         if len(data) >= stored_size:  # the object ends before its header does
-            return Head(stored_size, True, data=data, error="MalformedHeaderError"), None
+            return Head(stored_size, True, data=data, error=MalformedHeaderError), None
         # the slot length field lies beyond what was fetched: fetch up to it
         context_length = int.from_bytes(data[12:16], "big")
         return Head(stored_size, True, data=data), 16 + context_length + 4 + PROBE_SIZE
     if hint > stored_size:  # cut off inside its header: what the core calls a malformed header
-        return Head(stored_size, True, hint, None, data, error="MalformedHeaderError"), None
+        return Head(stored_size, True, hint, None, data, error=MalformedHeaderError), None
     try:
         size: int | None = object_plaintext_size(hint, stored_size)
     except ValueError:
@@ -184,6 +189,37 @@ def cached(target: Any, info: Mapping[str, Any]) -> bool:
     return head is not None and head.stored_size == int(info["size"])
 
 
+def local_info(path: str) -> dict[str, Any] | None:
+    """What ``LocalFileSystem.info`` says of a regular file (links followed) from one ``stat``,
+    with the fields its version token uses; None when ``path`` is no regular file."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    return {"name": path, "size": st.st_size, "type": "file", "created": st.st_ctime, "mtime": st.st_mtime,
+            "ino": st.st_ino}
+
+
+def memory_head(target: MemoryFileSystem, path: str) -> Head | None:
+    """The head of an object of a memory filesystem, read from its store without copying the
+    body (None when ``path`` is not a file there)."""
+    stored = target.store.get(path)
+    if stored is None:
+        return None
+    view = stored.getbuffer()
+    try:
+        size, want = view.nbytes, min(view.nbytes, PROBE_SIZE)
+        while True:
+            head, more = parse_head(bytes(view[:want]), size)
+            if more is None or more <= want or want >= size:
+                return head
+            want = min(more, size)
+    finally:
+        view.release()
+
+
 def fetch_heads(target: Any, infos: Sequence[Mapping[str, Any]], *, use_cache: bool = True) -> list[Head]:
     """Heads of the files described by ``infos`` (target ``info``/``ls`` entries).
 
@@ -207,12 +243,14 @@ def fetch_heads(target: Any, infos: Sequence[Mapping[str, Any]], *, use_cache: b
     want = {i: min(int(infos[i]["size"]), PROBE_SIZE) for i in todo}
     while todo:
         paths = [infos[i]["name"] for i in todo]
-        datas = target.cat_ranges(paths, [0] * len(todo), [want[i] for i in todo], on_error="return")
+        # async targets run the ranges concurrently, HEAD_CONCURRENCY at a time
+        batch = {"batch_size": HEAD_CONCURRENCY} if getattr(target, "async_impl", False) else {}
+        datas = target.cat_ranges(paths, [0] * len(todo), [want[i] for i in todo], on_error="return", **batch)
         again = []
         for i, data in zip(todo, datas, strict=False):
             stored = int(infos[i]["size"])
             if isinstance(data, FileNotFoundError):  # deleted since it was listed: report what was seen
-                heads[i] = Head(stored, False, error="FileNotFoundError")
+                heads[i] = Head(stored, False, error=FileNotFoundError)
                 continue
             if isinstance(data, BaseException):
                 raise data

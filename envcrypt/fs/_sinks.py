@@ -40,16 +40,12 @@ from typing import IO, Any, Protocol
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.implementations.memory import MemoryFile, MemoryFileSystem
 
-from ..errors import EnvcryptError
+from ._backend import ConcurrentModificationError, changed_while_rewritten, object_changed
 
 __all__ = ["Sink", "open_sink", "uses_buffered_sink", "version_of", "ConcurrentModificationError", "TEMP_PREFIX"]
 
 TEMP_PREFIX = ".envcrypt-tmp-"
 _BUFFERED_PROTOCOLS = frozenset({"s3", "s3a", "gcs", "gs", "abfs", "abfss", "az", "adl"})
-
-
-class ConcurrentModificationError(EnvcryptError):
-    """The object changed while it was being rewritten; it was left as the other writer made it."""
 
 
 def _umask() -> int:
@@ -117,7 +113,7 @@ class LocalSink:
             os.fsync(self.raw.fileno())
             self.raw.close()
             if self._expect is not None and ("local", _stat_version(self.path)) != self._expect:
-                raise ConcurrentModificationError(f"{self.path} changed while it was rewritten; left as it is")
+                raise changed_while_rewritten(self.path)
             os.replace(self._tmp, self.path)
         except BaseException:
             self.abort()
@@ -151,26 +147,12 @@ class MemorySink:
     def commit(self) -> None:
         if self._expect is not None and ("memory", id(self._target.store.get(self._path))) != self._expect:
             self.abort()
-            raise ConcurrentModificationError(f"{self._path} changed while it was rewritten; left as it is")
+            raise changed_while_rewritten(self._path)
         self.raw.seek(0)
         self.raw.commit()  # type: ignore[attr-defined]
 
     def abort(self) -> None:
         self.raw = MemoryFile()
-
-
-def _precondition_failed(exc: BaseException | None) -> bool:
-    """Whether ``exc`` (or what caused it) is the store's 412 Precondition Failed."""
-    seen = 0
-    while exc is not None and seen < 8:
-        response = getattr(exc, "response", None)
-        if isinstance(response, dict):
-            error = response.get("Error") or {}
-            status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
-            if error.get("Code") == "PreconditionFailed" or status == 412:
-                return True
-        exc, seen = exc.__cause__ or exc.__context__, seen + 1
-    return False
 
 
 class BufferedFileSink:
@@ -194,14 +176,17 @@ class BufferedFileSink:
         except BaseException as exc:
             with contextlib.suppress(Exception):
                 self.abort()
-            if _precondition_failed(exc):
-                raise ConcurrentModificationError(
-                    f"{self._path} changed while it was rewritten; left as it is") from exc
+            if object_changed(exc):
+                raise changed_while_rewritten(self._path) from exc
             raise
 
     def abort(self) -> None:
         f: Any = self.raw
-        f.forced = True  # close() must not flush (and so commit) what was buffered
+        # The one private attribute of an fsspec object set in envcrypt: AbstractBufferedFile.close()
+        # flushes (and so publishes) what is buffered unless ``forced`` is set, and fsspec has no
+        # public way to close a write file without committing it (``discard`` only aborts a
+        # multipart upload already started).
+        f.forced = True
         try:
             f.discard()  # aborts a started multipart upload
         finally:

@@ -21,7 +21,8 @@ from ..keys.cache import CACHE_OPTION
 from ..rewrap import holds_dek
 from ..slots import open_slots
 from ..streams import DecryptingReader, EncryptingWriter
-from ._sinks import ConcurrentModificationError, open_sink, version_of
+from ._backend import changed_while_rewritten, object_changed
+from ._sinks import open_sink, version_of
 
 if TYPE_CHECKING:
     from .filesystem import EnvcryptFileSystem
@@ -66,7 +67,7 @@ def rewrite_slots(fs: EnvcryptFileSystem, src: str, dst: str, key_uris: Sequence
         return False
     if fits and origin is target:
         target.cp_file(src, dst)
-        fs._written(dst)
+        fs.invalidate_written(dst)
         return True
     trusted = list(trusted_keys) if trusted_keys is not None else fs.trusted_for(src)
     new_schemes = [split_key_uri(u)[0] for u in key_uris]
@@ -100,8 +101,8 @@ def rewrite_slots(fs: EnvcryptFileSystem, src: str, dst: str, key_uris: Sequence
             sink.commit()
         except BaseException as exc:
             sink.abort()
-            if type(exc).__name__ == "FileExpired":  # s3fs: the object changed under the reader (If-Match)
-                raise ConcurrentModificationError(f"{src} changed while it was rewritten; left as it is") from exc
+            if object_changed(exc):  # e.g. s3fs: the object changed under the reader (If-Match)
+                raise changed_while_rewritten(src) from exc
             raise
-    fs._written(dst)
+    fs.invalidate_written(dst)
     return True

@@ -37,10 +37,23 @@ envcrypt object that cannot be read does not fail a listing or ``info``: its
 entry carries ``"error"`` (the class name a read raises: ``MalformedHeaderError``
 for an object cut off inside its header, ``IntegrityError`` for an impossible
 body length) and its stored size; reading it raises that error.
+
+What a read costs: an object is opened once per version seen.  Its head comes
+from the head cache (``_heads``) when the target reports the same version, and
+its key work (trust check, unwrap, key commitment) from the read-side DEK cache
+(``_opened``; on by default for every resolver, ``ENVCRYPT_DEK_CACHE=0`` or the
+resolver option ``dek_cache=False`` turn it off): a reopened object costs the
+requests a plain open costs and no resolver call.  ``cat_file`` of a whole
+object is one read of the target, header included; ``cat_file`` ranges and
+``cat_ranges`` fetch only the sealed chunks of the ranges, those of many ranges
+together (``_ranges``).  A listing fetches the heads it lacks concurrently
+(``HEAD_CONCURRENCY`` in flight on async targets; S3 targets built here get a
+connection pool that large, ``S3_POOL_CONNECTIONS``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import io
 import os
@@ -51,19 +64,30 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import fsspec
+import fsspec.asyn
 from fsspec.callbacks import DEFAULT_CALLBACK
 from fsspec.implementations.chained import ChainedFileSystem
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.implementations.memory import MemoryFileSystem
 from fsspec.utils import isfilelike
 
-from ..envelope import check_context, new_header, normalize_key_uris, open_body
-from ..errors import IntegrityError, MalformedHeaderError, NotEncryptedError, UnsupportedVersionError
-from ..format import BODY_PREFIX_SIZE, parse_header
+from ..envelope import new_header, normalize_key_uris
+from ..errors import IntegrityError, NotEncryptedError
 from ..slots import key_name, trusted_key_list
 from ..streams import EncryptingWriter
 from ._files import EnvcryptReadFile, EnvcryptWriteFile
-from ._heads import HEADS, Head, cached, fetch_heads, fs_token
+from ._heads import (
+    HEAD_CONCURRENCY,
+    HEADS,
+    Head,
+    cached,
+    fetch_heads,
+    fs_token,
+    local_info,
+    memory_head,
+)
+from ._opened import Opened, open_head
+from ._ranges import cat_range, cat_ranges, cat_whole
 from ._sinks import TEMP_PREFIX, LocalSink, open_sink
 from .policy import KeyChoice, KeyPolicy, check_segments
 
@@ -87,7 +111,6 @@ _SAFE_NESTED = {
                                 "max_pool_connections", "region_name", "request_checksum_calculation",
                                 "response_checksum_validation"}),
 }
-_ERRORS = {"MalformedHeaderError": MalformedHeaderError, "UnsupportedVersionError": UnsupportedVersionError}
 
 
 class _hybrid:
@@ -141,6 +164,32 @@ def scrub(options: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+#: connections an S3 target made here may hold open: listings fetch every object's head at
+#: once (``_heads.HEAD_CONCURRENCY`` in flight); botocore's default pool (10) would queue them
+S3_POOL_CONNECTIONS = 64
+
+
+def _with_pool(protocol: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """Target options with a connection pool for concurrent head fetches, when the target is
+    s3fs and the caller set none (a caller's ``max_pool_connections`` is kept)."""
+    out = dict(options)
+    if protocol in ("s3", "s3a"):
+        config = dict(out.get("config_kwargs") or {})
+        config.setdefault("max_pool_connections", S3_POOL_CONNECTIONS)
+        out["config_kwargs"] = config
+    return out
+
+
+async def _gather_infos(target: Any, paths: list[str]) -> list[Any]:
+    gate = asyncio.Semaphore(HEAD_CONCURRENCY)
+
+    async def one(path: str) -> Any:
+        async with gate:
+            return await target._info(path)
+
+    return await asyncio.gather(*(one(p) for p in paths), return_exceptions=True)
+
+
 def _rebuild(cls: type, options: dict[str, Any]) -> EnvcryptFileSystem:
     return cls(**options)  # type: ignore[no-any-return]
 
@@ -176,7 +225,7 @@ class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
         self._given_fs = fs is not None
         if fs is None:
             target_protocol = target_protocol or "file"
-            fs = fsspec.filesystem(target_protocol, **dict(target_options or {}))
+            fs = fsspec.filesystem(target_protocol, **_with_pool(target_protocol, target_options or {}))
         self.target = fs
         self._target_protocol = target_protocol
         self._target_options = dict(target_options or {})
@@ -193,6 +242,7 @@ class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
         if spool not in (None, True, False):
             raise ValueError("spool must be None (auto), True or False")
         self.spool = spool
+        self._trusted_memo: tuple[Any, list[str]] | None = None  # trusted_for without a key policy
 
     def __repr__(self) -> str:
         return f"<EnvcryptFileSystem over {type(self.target).__name__} key_uri={self.key_uri!r}>"
@@ -323,17 +373,56 @@ class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
             self.target.invalidate_cache(path)
         return dict(self.target.info(path, **kwargs))
 
-    def _head(self, path: str, refresh: bool = False) -> Head:
-        path = self._strip_protocol(path)
+    def head(self, path: str, refresh: bool = False) -> Head:
+        """What the first stored bytes of the object at ``path`` say (no key needed): whether it
+        is encrypted, its header, stored and plaintext sizes, the header bytes, and the error
+        class a read raises when it is broken (``Head.error``).  From the head cache when the
+        object is unchanged; ``refresh`` fetches it again."""
+        return self._heads([path], refresh)[0]
+
+    def _heads(self, paths: list[str], refresh: bool = False, stripped: bool = False) -> list[Head]:
+        """Heads of stored files (fetched together: concurrently on async targets)."""
+        if not stripped:
+            paths = [self._strip_protocol(p) for p in paths]
+        if type(self.target) is MemoryFileSystem:  # straight from the store (never cached)
+            found = [memory_head(self.target, p) for p in paths]
+            if all(h is not None for h in found):
+                return found  # type: ignore[return-value]
+        if isinstance(self.target, LocalFileSystem):  # one stat each (no listing cache to consult)
+            local = [local_info(p) for p in paths]
+            if all(i is not None for i in local):
+                if refresh:
+                    for p in paths:
+                        HEADS.forget(self._fs_tok(), p)
+                return fetch_heads(self.target, local, use_cache=not refresh)  # type: ignore[arg-type]
         if refresh:
-            HEADS.forget(self._fs_tok(), path)
-        from_cache = not refresh and self._cached_listing(path)
-        info = self._target_info(path, fresh=refresh)
-        if from_cache and info.get("type") == "file" and not cached(self.target, info):
-            info = self._target_info(path, fresh=True)  # size and header from one version
-        if info.get("type") != "file":
-            raise IsADirectoryError(path)
-        return fetch_heads(self.target, [info], use_cache=not refresh)[0]
+            for path in paths:
+                HEADS.forget(self._fs_tok(), path)
+        from_cache = [not refresh and self._cached_listing(p) for p in paths]
+        infos = self._target_infos(paths, fresh=refresh)
+        stale = [i for i, info in enumerate(infos)
+                 if from_cache[i] and info.get("type") == "file" and not cached(self.target, info)]
+        if stale:  # size and header from one version
+            for i, info in zip(stale, self._target_infos([paths[i] for i in stale], fresh=True), strict=True):
+                infos[i] = info
+        for path, info in zip(paths, infos, strict=True):
+            if info.get("type") != "file":
+                raise IsADirectoryError(path)
+        return fetch_heads(self.target, infos, use_cache=not refresh)
+
+    def _target_infos(self, paths: list[str], fresh: bool) -> list[dict[str, Any]]:
+        """The target's ``info`` of each path: concurrently on an async target (its ``_info``
+        coroutines on its own loop, ``HEAD_CONCURRENCY`` at a time), else one by one."""
+        if len(paths) < 2 or not getattr(self.target, "async_impl", False):
+            return [self._target_info(p, fresh=fresh) for p in paths]
+        if fresh:
+            for path in paths:
+                self.target.invalidate_cache(path)
+        found = fsspec.asyn.sync(self.target.loop, _gather_infos, self.target, paths)
+        failed = next((r for r in found if isinstance(r, BaseException)), None)
+        if failed is not None:
+            raise failed
+        return [dict(info) for info in found]
 
     def info(self, path: str, **kwargs: Any) -> dict[str, Any]:
         path = self._strip_protocol(path)
@@ -431,7 +520,7 @@ class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
     def rm_file(self, path: str) -> None:
         path = self._strip_protocol(path)
         self.target.rm_file(path)
-        self._written(path)
+        self.invalidate_written(path)
 
     def rm(self, path: Any, recursive: bool = False, maxdepth: int | None = None) -> None:
         self.target.rm(self._strip_protocol(path), recursive=recursive, maxdepth=maxdepth)
@@ -450,14 +539,14 @@ class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
         """
         path1, path2 = self._strip_protocol(path1), self._strip_protocol(path2)
         if self.policy.rules and self._other_key(path1, path2) and self.target.isfile(path1):
-            head = self._head(path1)
+            head = self.head(path1)
             if head.encrypted and head.error is None:
                 from ._slots import rewrite_slots
 
                 rewrite_slots(self, path1, path2, normalize_key_uris(self.key_for(path2)))
                 return
         self.target.cp_file(path1, path2, **kwargs)
-        self._written(path2)
+        self.invalidate_written(path2)
 
     def _other_key(self, path1: str, path2: str) -> bool:
         keys1, keys2 = normalize_key_uris(self.key_for(path1)), normalize_key_uris(self.key_for(path2))
@@ -482,7 +571,10 @@ class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
             HEADS.forget(self._fs_tok(), path)
             self.target.invalidate_cache(path)
 
-    def _written(self, path: str) -> None:
+    def invalidate_written(self, path: str) -> None:
+        """Forget what is cached about ``path`` after this process wrote, replaced or removed it:
+        its head and the target's listings of it and of its parent directory."""
+        path = self._strip_protocol(path)
         HEADS.forget(self._fs_tok(), path)
         self.target.invalidate_cache(path)
         self.target.invalidate_cache(self.target._parent(path))
@@ -509,7 +601,18 @@ class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
     def trusted_for(self, path: str) -> list[str]:
         """The keys a read of ``path`` accepts: the key new writes at ``path`` would use (any
         version of it) and the ``trusted_keys`` option.  Another tenant's key is not among them."""
-        own = [key_name(u) for u in normalize_key_uris(self.key_for(path))]
+        if not self.policy.rules:  # the same for every path: computed once per default key
+            default = os.environ.get("ENVCRYPT_KEY_URI")
+            key = self.key_uri
+            state = (key if key is None or isinstance(key, str) else tuple(key), default, tuple(self.trusted_keys))
+            memo = self._trusted_memo
+            if memo is None or memo[0] != state:
+                memo = self._trusted_memo = (state, self._trusted(key))
+            return list(memo[1])
+        return self._trusted(self.key_for(path))
+
+    def _trusted(self, key: KeyChoice | None) -> list[str]:
+        own = [key_name(u) for u in normalize_key_uris(key)]
         return list(dict.fromkeys(own + self.trusted_keys))
 
     def _policy_anchor(self, path: str) -> str:
@@ -548,7 +651,7 @@ class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
             with open(lpath, "rb") as src, open(sealed, "wb") as dst, EncryptingWriter(dst, header, dek) as writer:
                 shutil.copyfileobj(src, writer, PUT_BUFFER)
             self.target.put_file(sealed, rpath, callback=callback, **kwargs)
-        self._written(rpath)
+        self.invalidate_written(rpath)
 
     def get_file(self, rpath: str, lpath: Any = None, callback: Any = DEFAULT_CALLBACK, outfile: Any = None,
                  **kwargs: Any) -> None:
@@ -637,31 +740,58 @@ class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
             raise
 
     def _open_read(self, path: str, block_size: Any, cache_options: Any, **kwargs: Any) -> Any:
+        opened = self._open_object(path)
+        if opened is None:  # a plaintext object, allowed
+            return self.target.open(path, "rb", block_size=block_size, cache_options=cache_options, **kwargs)
+        kwargs.pop("size", None)
+        return EnvcryptReadFile(
+            self, path, opened.head, opened.immutable_size, opened.cipher, block_size=block_size,
+            cache_type=kwargs.pop("cache_type", "none"), cache_options=cache_options, **kwargs,
+        )
+
+    def _open_object(self, path: str, refresh: bool = False) -> Opened | None:
+        """The opened object at ``path`` (a stripped path; None: not encrypted, and
+        ``plaintext="allow"``)."""
         trusted = self.trusted_for(path)  # first: a path the key policy refuses is never read
-        head = self._head(path)
-        if not head.encrypted or head.error is not None:
+        head = self._heads([path], refresh, stripped=True)[0]
+        if not refresh and (not head.encrypted or head.error is not None):
             # never serve stored bytes as plaintext (or fail) on a cached head: look again
-            head = self._head(path, refresh=True)
-        if head.error == "FileNotFoundError":
+            head = self._heads([path], refresh=True, stripped=True)[0]
+        return self._opened(path, head, trusted)
+
+    def _opened(self, path: str, head: Head, trusted: list[str]) -> Opened | None:
+        if head.error is FileNotFoundError:
             raise FileNotFoundError(path)
         if not head.encrypted:
             if self.plaintext == "allow":
-                return self.target.open(path, "rb", block_size=block_size, cache_options=cache_options, **kwargs)
+                return None
             raise NotEncryptedError(f"{path} is not an envcrypt object (pass plaintext='allow' to read it)")
         if head.error is not None:
-            raise _ERRORS.get(head.error, MalformedHeaderError)(f"{path}: unreadable envcrypt header")
+            raise head.error(f"{path}: unreadable envcrypt header")
         if head.plaintext_size is None:
             raise IntegrityError()
-        header, header_size = parse_header(head.data)
-        check_context(header, self.encryption_context)
-        prefix = head.data[header_size : header_size + BODY_PREFIX_SIZE]
-        cipher = open_body(header, prefix, trusted, self.resolver_options)
-        immutable = len(header.immutable)
-        kwargs.pop("size", None)
-        return EnvcryptReadFile(
-            self, path, head, immutable, cipher, block_size=block_size,
-            cache_type=kwargs.pop("cache_type", "none"), cache_options=cache_options, **kwargs,
-        )
+        return open_head(head, trusted, self.encryption_context, self.resolver_options)
+
+    # ------------------------------------------------------------ whole objects and ranges
+
+    def cat_file(self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any) -> bytes:
+        """Plaintext of an object or of a range of it: each object opened once (its key work
+        served from the read-side DEK cache when it was opened recently), only the sealed
+        chunks of the range fetched.  A whole object is fetched with one read, header included."""
+        if kwargs:  # options meant for a file object (block sizes, caches): fsspec's way
+            return super().cat_file(path, start, end, **kwargs)  # type: ignore[no-any-return]
+        path = self._strip_protocol(path)
+        if not start and end is None:
+            return cat_whole(self, path)
+        return cat_range(self, path, start, end)
+
+    def cat_ranges(self, paths: list[str], starts: Any, ends: Any, max_gap: Any = None, on_error: str = "return",
+                   **kwargs: Any) -> list[Any]:
+        """Plaintext ranges of one or more objects, each object opened once and the sealed chunks
+        of all ranges fetched together (``_ranges.cat_ranges``)."""
+        if max_gap is not None:
+            raise NotImplementedError
+        return cat_ranges(self, paths, starts, ends, on_error)
 
 
 class _DuckDBFileSystem(EnvcryptFileSystem):

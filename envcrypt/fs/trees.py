@@ -46,7 +46,7 @@ from .manifest import MANIFEST_NAME
 from .progress import Progress
 from .urls import encrypted_fs, plain_fs
 
-__all__ = ["TreeReport", "encrypt_tree", "decrypt_tree", "migrate", "rewrap", "rewrap_object"]
+__all__ = ["TreeReport", "encrypt_tree", "decrypt_tree", "migrate", "rewrap", "rewrap_object", "copy_object"]
 
 COPY_BUFFER = 8 * 1024 * 1024
 
@@ -225,6 +225,36 @@ def migrate(
 
 
 # ---------------------------------------------------------------- rewrap
+
+
+def copy_object(src_fs: EnvcryptFileSystem, src: str, dst_fs: EnvcryptFileSystem, dst: str) -> None:
+    """Copy one stored object from ``src_fs`` to ``dst_fs``, which may be another store.
+
+    On one store: ``cp_file`` (its key policy decides the copy's key).  Across
+    stores, when the destination has a key policy and the source is encrypted,
+    the object gets the key the policy gives ``dst`` (slots rewritten, or
+    re-encrypted under a fresh DEK when the new key does not hold the DEK; the
+    source is read under the keys ``src_fs`` trusts for ``src``).  Otherwise the
+    stored bytes are copied as they are.  Every copy goes through the
+    destination's atomic sink: a failed copy publishes nothing.
+    """
+    if src_fs.target is dst_fs.target:
+        dst_fs.makedirs(dst_fs._parent(dst), exist_ok=True)
+        src_fs.cp_file(src, dst)
+        return
+    if dst_fs.policy.rules and src_fs.head(src).encrypted:
+        rewrite_slots(dst_fs, src, dst, normalize_key_uris(dst_fs.key_for(dst)), source=src_fs.target,
+                      trusted_keys=src_fs.trusted_for(src))
+        return
+    sink = open_sink(dst_fs.target, dst, make_parents=True)
+    try:
+        with src_fs.target.open(src, "rb") as s:
+            shutil.copyfileobj(s, sink.raw, COPY_BUFFER)
+        sink.commit()
+    except BaseException:  # abort, then re-raise whatever it was
+        sink.abort()
+        raise
+    dst_fs.invalidate_written(dst)
 
 
 def rewrap_object(fs: EnvcryptFileSystem, path: str, key_uris: Sequence[str],

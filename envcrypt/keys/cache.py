@@ -8,31 +8,37 @@ policy:
   and its key slots.  An entry serves at most ``max_objects`` objects and
   ``max_bytes`` plaintext bytes (sizes that are unknown up front, as in streaming
   writes, are charged as 0 bytes) and lives at most ``max_age`` seconds.
-* **decryption**: ``(slot bytes, encryption context, resolver options)`` -> the DEK,
-  used at most ``max_objects`` times within ``max_age`` seconds.
+* **decryption** (the read side): ``(resolver, slot bytes, immutable header, resolver
+  options)`` -> the DEK, used at most ``max_objects`` times within ``max_age``
+  seconds; the table holds at most ``max_read_bytes`` bytes of slots and headers
+  (its keys) besides ``max_entries`` entries.  A hit is looked up only for a slot
+  that already names a key the read trusts (``envcrypt.slots.open_slots`` checks
+  trust first): a cached DEK never opens an object through an untrusted slot.
 
 Both hold at most ``max_entries`` entries (least recently used out first) and
 are thread-safe.  Defaults: 60 s, 10,000 objects, 64 GiB per DEK.
 
-A key state change never leaves a cached DEK serving writes under a key the
-resolver would refuse: a change made in this process (disable, delete, purge,
-expiry, operations) drops the key's entries everywhere (:func:`forget_key`,
-called by the vault); before a cached DEK serves another write, a resolver that
-can check cheaply (``check_usable``: the local vault, whose files another
-process may have changed) is asked again.  A key service without such a check
-(AWS KMS: it would cost the call the cache saves) is trusted for at most
-``max_age`` seconds: the usual trade of DEK caching (AWS Encryption SDK, Tink)
-and the reason for a short default age.
+A key state change made in this process (disable, delete, purge, expiry,
+operations) drops the key's entries everywhere (:func:`forget_key`, called by
+the vault): the next read or write asks the resolver again, which refuses.
+Before a cached DEK serves another *write*, a resolver that can check cheaply
+(``check_usable``: the local vault, whose files another process may have
+changed) is asked again.  A cached DEK serving a *read* is not re-checked (that
+check would cost what the cache saves): a change made by another process is
+seen by this process's readers within ``max_age`` seconds, the usual trade of
+DEK caching (AWS Encryption SDK, Tink) and the reason for a short default age.
 
-The envelope layer turns the cache on by default only when every resolver of
-an object says ``cache_by_default`` (on for ``aws-kms``, off for ``local``); the
-resolver option ``dek_cache`` (False, True or a :class:`DekCache`) overrides
-that, and ``ENVCRYPT_DEK_CACHE=0`` turns the default off everywhere.
+Defaults: **reads** use the cache for every resolver (``local:`` included);
+**writes** only when every resolver of an object says ``cache_by_default`` (on for
+``aws-kms``, off for ``local``).  The resolver option ``dek_cache`` (False, True or
+a :class:`DekCache`) overrides both per call, and the one process-wide switch
+``ENVCRYPT_DEK_CACHE=0`` turns both defaults off.
 """
 
 from __future__ import annotations
 
 import hmac
+import itertools
 import os
 import threading
 import time
@@ -45,12 +51,14 @@ from typing import Any
 from ..format import KeySlot
 
 __all__ = ["DekCache", "StreamCharge", "default_cache", "forget_key", "CACHE_OPTION", "resolver_options_only",
-           "options_key"]
+           "options_key", "choose_read_cache", "resolver_token", "decryption_key"]
 
 CACHE_OPTION = "dek_cache"
 #: seconds a cached DEK serves new objects or opens (short: a key disabled, deleted or purged
 #: by another process is noticed by a resolver without ``check_usable`` within this time)
 DEFAULT_MAX_AGE = 60.0
+#: bytes of slots and headers (the keys of the read-side table) held at most
+DEFAULT_MAX_READ_BYTES = 16 * 1024**2
 ENV_SWITCH = "ENVCRYPT_DEK_CACHE"
 
 
@@ -63,6 +71,12 @@ class _Entry:
     nbytes: int = 0
     #: the key URIs the entry's DEK is wrapped under (what :func:`forget_key` matches)
     key_uris: tuple[str, ...] = ()
+    #: bytes the entry holds (its key's bytes fields and the DEK): the read-side byte bound
+    held: int = 0
+    #: an opened object (a reader's chunk cipher and what it needs), in place of a DEK
+    opened: Any = field(default=None, repr=False)
+    #: for an opened object: the key of the DEK entry it was derived from (its age and uses)
+    parent: Hashable | None = None
 
 
 def resolver_options_only(options: Mapping[str, Any]) -> dict[str, Any]:
@@ -119,11 +133,13 @@ class DekCache:
         max_bytes: int = 64 * 1024**3,
         max_entries: int = 1024,
         clock: Callable[[], float] = time.monotonic,
+        max_read_bytes: int = DEFAULT_MAX_READ_BYTES,
     ) -> None:
-        if max_age <= 0 or max_objects < 1 or max_bytes < 0 or max_entries < 1:
+        if max_age <= 0 or max_objects < 1 or max_bytes < 0 or max_entries < 1 or max_read_bytes < 1:
             raise ValueError("DEK cache limits must be positive")
         self.max_age, self.max_objects, self.max_bytes = max_age, max_objects, max_bytes
-        self.max_entries = max_entries
+        self.max_entries, self.max_read_bytes = max_entries, max_read_bytes
+        self._read_held = 0  # bytes held by the decryption table
         self._clock = clock
         self._lock = threading.Lock()
         self._encrypt: OrderedDict[Hashable, _Entry] = OrderedDict()
@@ -145,16 +161,24 @@ class DekCache:
             return None
         over = entry.nbytes >= self.max_bytes if nbytes is None else entry.nbytes + nbytes > self.max_bytes
         if self._clock() - entry.created >= self.max_age or entry.objects >= self.max_objects or over:
-            del table[key]
+            self._drop(table, key)
             return None
         table.move_to_end(key)
         return entry
 
+    def _drop(self, table: OrderedDict[Hashable, _Entry], key: Hashable) -> None:
+        entry = table.pop(key)
+        if table is self._decrypt:
+            self._read_held -= entry.held
+
     def _insert(self, table: OrderedDict[Hashable, _Entry], key: Hashable, entry: _Entry) -> None:
+        if key in table:
+            self._drop(table, key)
         table[key] = entry
-        table.move_to_end(key)
-        while len(table) > self.max_entries:
-            table.popitem(last=False)
+        if table is self._decrypt:
+            self._read_held += entry.held
+        while len(table) > self.max_entries or (table is self._decrypt and self._read_held > self.max_read_bytes):
+            self._drop(table, next(iter(table)))
 
     # ------------------------------------------------------------ encryption
 
@@ -193,14 +217,14 @@ class DekCache:
                 return  # already retired (and maybe replaced by a fresh DEK)
             entry.nbytes += nbytes
             if entry.nbytes >= self.max_bytes:
-                del self._encrypt[key]
+                self._drop(self._encrypt, key)
 
     # ------------------------------------------------------------ decryption
 
     def take_decryption(self, key: Hashable) -> bytes | None:
         with self._lock:
             entry = self._live(self._decrypt, key, 0)
-            if entry is None:
+            if entry is None or entry.opened is not None:
                 self.misses += 1
                 return None
             entry.objects += 1
@@ -209,8 +233,42 @@ class DekCache:
         return entry.dek
 
     def put_decryption(self, key: Hashable, dek: bytes, key_uri: str = "") -> None:
+        """Remember a DEK a resolver unwrapped (after its key commitment checked); an entry
+        larger than the whole byte bound is not kept."""
+        held = len(dek) + _bytes_in(key)
+        if held > self.max_read_bytes:
+            return
         with self._lock:
-            self._insert(self._decrypt, key, _Entry(dek, (), self._clock(), 1, 0, (key_uri,)))
+            self._insert(self._decrypt, key, _Entry(dek, (), self._clock(), 1, 0, (key_uri,), held))
+
+    def take_opened(self, key: Hashable) -> Any:
+        """An opened object :meth:`put_opened` kept (None on a miss).  It lives only as long as
+        the DEK entry it was derived from, and each use is charged to that entry: the bounds
+        (age since the unwrap, uses) and :func:`forget_key` of a cached DEK apply unchanged."""
+        with self._lock:
+            entry = self._live(self._decrypt, key, 0)
+            parent = self._live(self._decrypt, entry.parent, 0) if entry is not None and entry.parent else None
+            if entry is None or entry.opened is None or parent is None or parent.opened is not None:
+                if entry is not None:
+                    self._drop(self._decrypt, key)
+                self.misses += 1
+                return None
+            parent.objects += 1
+            self.hits += 1
+            return entry.opened
+
+    def put_opened(self, key: Hashable, opened: Any, parent: Hashable, held: int = 0) -> None:
+        """Remember what opening an object gave (a reader's chunk cipher), derived from the DEK
+        cached under ``parent`` (:func:`decryption_key`); ``held`` is what it holds beside its key."""
+        held += _bytes_in(key)
+        if held > self.max_read_bytes:
+            return
+        with self._lock:
+            dek = self._decrypt.get(parent)
+            if dek is None or dek.opened is not None:
+                return  # the DEK was not kept (or is gone already): nothing to derive from
+            self._insert(self._decrypt, key,
+                         _Entry(b"", (), dek.created, 0, 0, dek.key_uris, held, opened, parent))
 
     def forget(self, key_uri: str) -> int:
         """Drop the entries whose DEK is wrapped under ``key_uri`` (or a version of it)."""
@@ -218,7 +276,7 @@ class DekCache:
         with self._lock:
             for table in (self._encrypt, self._decrypt):
                 for k in [k for k, e in table.items() if any(names_key(key_uri, u) for u in e.key_uris)]:
-                    del table[k]
+                    self._drop(table, k)
                     dropped += 1
         return dropped
 
@@ -226,11 +284,50 @@ class DekCache:
         with self._lock:
             self._encrypt.clear()
             self._decrypt.clear()
+            self._read_held = 0
             self.hits = self.misses = 0
 
     def __len__(self) -> int:
         with self._lock:
             return len(self._encrypt) + len(self._decrypt)
+
+
+def decryption_key(resolver: Any, slot: KeySlot, immutable: bytes, options: Mapping[str, Any]) -> Hashable:
+    """The read-side cache key of the DEK in ``slot``: the resolver instance, the slot's bytes,
+    the object's immutable header and the resolver options."""
+    return (resolver_token(resolver), slot.key_uri, slot.wrap_algorithm, slot.wrapped_dek, immutable,
+            options_key(options))
+
+
+def _bytes_in(key: Hashable) -> int:
+    """The bytes a cache key holds in its bytes and str fields (nested tuples included)."""
+    if isinstance(key, (bytes, bytearray, str)):
+        return len(key)
+    if isinstance(key, tuple):
+        return sum(_bytes_in(part) for part in key)
+    return 8
+
+
+#: resolver instance -> a number never given to another instance (an id() can be reused)
+_resolver_tokens: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+_unweakable: dict[int, tuple[Any, int]] = {}
+_token_counter = itertools.count(1)
+
+
+def resolver_token(resolver: Any) -> int:
+    """A number naming one resolver instance for as long as it lives: part of a read-side key,
+    so a DEK one resolver unwrapped (one vault) never serves a read through another."""
+    with _caches_lock:
+        try:
+            token = _resolver_tokens.get(resolver)
+            if token is None:
+                token = _resolver_tokens[resolver] = next(_token_counter)
+            return token
+        except TypeError:  # not weakly referenceable: keep it alive so that its id stays its own
+            held = _unweakable.get(id(resolver))
+            if held is None or held[0] is not resolver:
+                held = _unweakable[id(resolver)] = (resolver, next(_token_counter))
+            return held[1]
 
 
 class StreamCharge:
@@ -260,12 +357,24 @@ def default_cache() -> DekCache:
     return _default
 
 
+def _switched_off() -> bool:
+    return os.environ.get(ENV_SWITCH, "").lower() in ("0", "off", "false", "no")
+
+
+def choose_read_cache(setting: Any) -> DekCache | None:
+    """The cache a read uses: from the ``dek_cache`` option, else on (for every resolver)
+    unless ``ENVCRYPT_DEK_CACHE=0``."""
+    if setting is None:
+        return None if _switched_off() else _default
+    return choose_cache(setting, [])
+
+
 def choose_cache(setting: Any, resolvers: list[Any]) -> DekCache | None:
-    """The cache to use for an operation: from the ``dek_cache`` option, else the resolvers' default."""
+    """The cache a write uses: from the ``dek_cache`` option, else the resolvers' default."""
     if isinstance(setting, DekCache):
         return setting
     if setting is None:
-        if os.environ.get(ENV_SWITCH, "").lower() in ("0", "off", "false", "no"):
+        if _switched_off():
             return None
         setting = bool(resolvers) and all(getattr(r, "cache_by_default", False) for r in resolvers)
     if setting is True:

@@ -1,0 +1,322 @@
+"""Plaintext byte ranges of opened objects: which sealed chunks, fetched how, opened into what.
+
+A plaintext range ``[start, end)`` lives in chunks ``start // CHUNK_SIZE`` ..
+``(end - 1) // CHUNK_SIZE``; a range that reaches the end of the object always
+takes the (short) final chunk too, whose authentication proves the length.
+Many ranges of one call (``cat_ranges``) are planned together: their sealed
+spans are sorted and neighbours (overlapping, or less than ``COALESCE_GAP``
+apart) merged, and the merged spans of every object are fetched with one
+``cat_ranges`` call of the target (concurrent on async targets: s3fs, gcsfs,
+adlfs), with ``pread`` on one descriptor per object on a local disk, and as
+views of the stored buffer in memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from fsspec.implementations.local import LocalFileSystem
+from fsspec.implementations.memory import MemoryFileSystem
+
+from .. import _buffers
+from ..chunked import open_span
+from ..envelope import open_whole_body
+from ..errors import IntegrityError
+from ..format import BODY_PREFIX_SIZE, CHUNK_SIZE, SEALED_CHUNK_SIZE, sealed_chunk_end
+from ._heads import PROBE_SIZE, parse_head
+from ._opened import Opened
+
+if TYPE_CHECKING:
+    from .filesystem import EnvcryptFileSystem
+
+__all__ = ["Planned", "plan", "coalesce", "fetch_spans", "open_planned", "clamp", "cat_range", "cat_whole",
+           "cat_ranges"]
+
+#: sealed bytes between two spans below which they are fetched as one (a request costs more)
+COALESCE_GAP = 4 * SEALED_CHUNK_SIZE
+#: results up to this size are built in a bytearray and copied (``_buffers`` pays off above it)
+_SMALL = 64 * 1024
+#: "to the end" for a whole-object fetch
+_WHOLE = 1 << 62
+
+
+def clamp(size: int, start: int | None, end: int | None) -> tuple[int, int]:
+    """fsspec's ``cat_file`` range arguments (None, negative from the end) as ``0 <= start <= end <= size``."""
+    lo = 0 if start is None else (max(0, size + start) if start < 0 else start)
+    hi = size if end is None else (size + end if end < 0 else end)
+    hi = max(0, min(hi, size))
+    return min(lo, hi), hi
+
+
+@dataclass(frozen=True)
+class Planned:
+    """One plaintext range of an opened object and the sealed span that holds it."""
+
+    start: int
+    end: int
+    first: int  # first chunk index
+    lo: int  # stored offsets of the sealed chunks first..last
+    hi: int
+
+
+def plan(opened: Opened, start: int | None, end: int | None) -> Planned:
+    """The chunks of a plaintext range; a range reaching the end takes the final chunk."""
+    size = opened.head.plaintext_size
+    if size is None:
+        raise IntegrityError()
+    start, end = clamp(size, start, end)
+    first, last = start // CHUNK_SIZE, (max(end, start + 1) - 1) // CHUNK_SIZE
+    if end == size:
+        first, last = min(first, size // CHUNK_SIZE), size // CHUNK_SIZE
+    body = opened.head.header_size + BODY_PREFIX_SIZE
+    return Planned(start, end, first, body + first * SEALED_CHUNK_SIZE, body + sealed_chunk_end(last, size))
+
+
+def coalesce(spans: Sequence[tuple[int, int]], gap: int = COALESCE_GAP) -> tuple[list[tuple[int, int]], list[int]]:
+    """Merged spans and, for every input span, the index of the merged span that holds it."""
+    order = sorted(range(len(spans)), key=lambda i: spans[i])
+    merged: list[tuple[int, int]] = []
+    where = [0] * len(spans)
+    for i in order:
+        lo, hi = spans[i]
+        if merged and lo <= merged[-1][1] + gap:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
+        else:
+            merged.append((lo, hi))
+        where[i] = len(merged) - 1
+    return merged, where
+
+
+@contextlib.contextmanager
+def fetch_spans(target: Any, requests: Sequence[tuple[str, int, int]]) -> Iterator[list[Any]]:
+    """The stored bytes of ``(path, lo, hi)`` spans, in order: a buffer, or the exception
+    the target raised for that span (``FileNotFoundError``, ...)."""
+    if type(target) is MemoryFileSystem:
+        views: list[Any] = []
+        try:
+            for path, lo, hi in requests:
+                stored = target.store.get(path)
+                if stored is None:
+                    views.append(FileNotFoundError(path))
+                    continue
+                whole = stored.getbuffer()
+                views.append(bytes(whole[lo:hi]) if hi - lo <= CHUNK_SIZE * 4 else whole[lo:hi])
+                whole.release()  # a slice keeps its own export of the buffer
+            yield views
+        finally:
+            for view in views:
+                if isinstance(view, memoryview):
+                    view.release()
+        return
+    if isinstance(target, LocalFileSystem):
+        yield _pread_spans(requests)
+        return
+    if not requests:
+        yield []
+        return
+    paths = [r[0] for r in requests]
+    yield list(target.cat_ranges(paths, [r[1] for r in requests], [r[2] for r in requests], on_error="return"))
+
+
+def _pread_spans(requests: Sequence[tuple[str, int, int]]) -> list[Any]:
+    out: list[Any] = []
+    fds: dict[str, int | BaseException] = {}
+    sizes: dict[int, int] = {}
+    try:
+        for path, lo, hi in requests:
+            fd = fds.get(path)
+            if fd is None:
+                try:
+                    fd = fds[path] = os.open(path, os.O_RDONLY)
+                except OSError as exc:
+                    fd = fds[path] = exc
+            if isinstance(fd, BaseException):
+                out.append(fd)
+                continue
+            try:
+                out.append(_pread(fd, lo, hi, sizes))
+            except OSError as exc:
+                out.append(exc)
+    finally:
+        for fd in fds.values():
+            if isinstance(fd, int):
+                os.close(fd)
+    return out
+
+
+def _pread(fd: int, lo: int, hi: int, sizes: dict[int, int]) -> bytes:
+    if fd not in sizes:
+        sizes[fd] = os.fstat(fd).st_size
+    parts, offset, hi = [], lo, min(hi, sizes[fd])
+    while offset < hi:
+        piece = os.pread(fd, hi - offset, offset)
+        if not piece:
+            break
+        parts.append(piece)
+        offset += len(piece)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def open_planned(opened: Opened, planned: Planned, sealed: memoryview) -> bytes:
+    """Plaintext of ``planned`` from its sealed chunks (every chunk in ``sealed`` authenticated)."""
+    if len(sealed) != planned.hi - planned.lo:
+        raise IntegrityError()  # the object is shorter than its head said
+    size = opened.head.plaintext_size
+    if size is None:
+        raise IntegrityError()
+    n = planned.end - planned.start
+    if n <= _SMALL:  # a copy of a small result costs less than building bytes in place
+        small = bytearray(n)
+        open_span(opened.cipher, sealed, planned.first, planned.start, planned.end, memoryview(small),
+                  plaintext_size=size, scratch=memoryview(bytearray(CHUNK_SIZE)))
+        return bytes(small)
+    result, out = _buffers.new_bytes(n)
+    open_span(opened.cipher, sealed, planned.first, planned.start, planned.end, out, plaintext_size=size,
+              scratch=memoryview(bytearray(CHUNK_SIZE)))
+    return _buffers.finish(result)
+
+
+# ---------------------------------------------------------------- cat_file / cat_ranges of the filesystem
+
+
+def cat_range(fs: EnvcryptFileSystem, path: str, start: int | None, end: int | None) -> bytes:
+    """Plaintext ``[start, end)`` of the object at the stripped ``path`` (fsspec's range rules)."""
+    for refresh in (False, True):
+        opened = fs._open_object(path, refresh)
+        if opened is None:  # a plaintext object, allowed
+            return fs.target.cat_file(path, start, end)  # type: ignore[no-any-return]
+        planned = plan(opened, start, end)
+        with fetch_spans(fs.target, [(path, planned.lo, planned.hi)]) as (sealed,):
+            if isinstance(sealed, BaseException):
+                raise sealed
+            try:
+                return open_planned(opened, planned, memoryview(sealed))
+            except IntegrityError:
+                if refresh:
+                    raise
+    raise IntegrityError()  # unreachable: the second pass returns or raises
+
+
+def cat_whole(fs: EnvcryptFileSystem, path: str) -> bytes:
+    """The plaintext of the object at the stripped ``path``: one read of the target, header included."""
+    trusted = fs.trusted_for(path)
+    whole = isinstance(fs.target, (LocalFileSystem, MemoryFileSystem))
+    with fetch_spans(fs.target, [(path, 0, _WHOLE)] if whole else []) as spans:
+        data = spans[0] if whole else fs.target.cat_file(path)
+        if isinstance(data, BaseException):
+            raise data
+        view = memoryview(data).cast("B")
+        want = PROBE_SIZE
+        while True:  # the header's length is known from its first bytes: at most three steps
+            head, more = parse_head(bytes(view[:want]), len(view))
+            if more is None or more <= want:
+                break
+            want = more
+        opened = fs._opened(path, head, trusted)
+        if opened is None:
+            return bytes(view)
+        size = opened.head.plaintext_size
+        if size is None:
+            raise IntegrityError()
+        return open_whole_body(opened.cipher, view[opened.head.header_size :], size)
+
+
+def cat_ranges(fs: EnvcryptFileSystem, paths: list[str], starts: Any, ends: Any, on_error: str) -> list[Any]:
+    """Plaintext ranges of one or more objects, each object opened once.
+
+    The sealed chunks of all ranges are fetched together (neighbours merged):
+    one ``cat_ranges`` of the target, concurrent on object stores.  A range
+    whose chunks fail to authenticate because the object was replaced
+    meanwhile (a rewrap) is read again once from a fresh head.
+    ``on_error="return"`` puts each range's exception in its place; anything
+    else raises the first.
+    """
+    if not isinstance(paths, list):
+        raise TypeError("paths is a list")
+    starts = starts if isinstance(starts, list) else [starts] * len(paths)
+    ends = ends if isinstance(ends, list) else [ends] * len(paths)
+    if len(starts) != len(paths) or len(ends) != len(paths):
+        raise ValueError("paths, starts and ends differ in length")
+    stripped = [fs._strip_protocol(p) for p in paths]
+    out: list[Any] = [None] * len(paths)
+    retry = _read_ranges(fs, stripped, starts, ends, list(range(len(paths))), out, refresh=False)
+    if retry:  # failed to authenticate: once more from fresh heads (a rewrap may have moved the body)
+        _read_ranges(fs, stripped, starts, ends, retry, out, refresh=True)
+    if on_error != "return":
+        failed = next((r for r in out if isinstance(r, BaseException)), None)
+        if failed is not None:
+            raise failed
+    return out
+
+
+def _read_ranges(fs: EnvcryptFileSystem, paths: list[str], starts: list[Any], ends: list[Any], todo: list[int],
+             out: list[Any], refresh: bool) -> list[int]:
+    """Fill ``out`` for the ranges ``todo``; the ones that failed to authenticate (to retry)."""
+    by_path: dict[str, list[int]] = {}
+    for i in todo:
+        by_path.setdefault(paths[i], []).append(i)
+    opened: dict[str, Opened | None] = {}
+    try:
+        heads = fs._heads(list(by_path), refresh=refresh, stripped=True)
+        if not refresh:  # never serve stored bytes as plaintext (or fail) on a cached head
+            stale = [p for p, h in zip(by_path, heads, strict=True) if not h.encrypted or h.error is not None]
+            fresh = dict(zip(stale, fs._heads(stale, refresh=True, stripped=True), strict=True)) if stale else {}
+            heads = [fresh.get(p, h) for p, h in zip(by_path, heads, strict=True)]
+    except Exception:
+        heads = []  # one of them failed: open them one by one, for each path's own error
+    for n, path in enumerate(list(by_path)):
+        try:
+            if heads:
+                opened[path] = fs._opened(path, heads[n], fs.trusted_for(path))
+            else:
+                opened[path] = fs._open_object(path, refresh)
+        except Exception as exc:
+            for i in by_path.pop(path):
+                out[i] = exc
+    plain = [i for path, idx in by_path.items() if opened[path] is None for i in idx]
+    if plain:  # plaintext objects, allowed: the target's own ranges
+        got = fs.target.cat_ranges([paths[i] for i in plain], [starts[i] for i in plain],
+                                     [ends[i] for i in plain], on_error="return")
+        for i, data in zip(plain, got, strict=True):
+            out[i] = data
+    plans: dict[int, Planned] = {}
+    requests: list[tuple[str, int, int]] = []
+    owners: list[list[int]] = []
+    for path, idx in by_path.items():
+        obj = opened[path]
+        if obj is None:
+            continue
+        for i in idx:
+            try:
+                plans[i] = plan(obj, starts[i], ends[i])
+            except Exception as exc:
+                out[i] = exc
+        mine = [i for i in idx if i in plans]
+        merged, where = coalesce([(plans[i].lo, plans[i].hi) for i in mine])
+        base = len(requests)
+        requests.extend((path, lo, hi) for lo, hi in merged)
+        owners.extend([] for _ in merged)
+        for i, w in zip(mine, where, strict=True):
+            owners[base + w].append(i)
+    retry: list[int] = []
+    with fetch_spans(fs.target, requests) as fetched:
+        for (path, lo, _), data, idx in zip(requests, fetched, owners, strict=True):
+            obj = opened[path]
+            for i in idx:
+                if isinstance(data, BaseException):
+                    out[i] = data
+                    continue
+                planned = plans[i]
+                sealed = memoryview(data)[planned.lo - lo : planned.hi - lo]
+                try:
+                    out[i] = open_planned(obj, planned, sealed)  # type: ignore[arg-type]
+                except IntegrityError as exc:
+                    out[i] = exc
+                    retry.append(i)
+                finally:
+                    sealed.release()
+    return retry if not refresh else []
