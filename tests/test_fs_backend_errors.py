@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import botocore.exceptions
-from s3fs.utils import FileExpired
+import pytest
 
 from envcrypt.fs._backend import ConcurrentModificationError, changed_while_rewritten, object_changed
 from envcrypt.fs._sinks import ConcurrentModificationError as FromSinks
 
+botocore_exceptions = pytest.importorskip("botocore.exceptions")
+FileExpired = pytest.importorskip("s3fs.utils").FileExpired
 
-def _client_error(code: str, status: int) -> botocore.exceptions.ClientError:
-    return botocore.exceptions.ClientError(
+
+def _client_error(code: str, status: int) -> botocore_exceptions.ClientError:
+    return botocore_exceptions.ClientError(
         {"Error": {"Code": code, "Message": "x"}, "ResponseMetadata": {"HTTPStatusCode": status}}, "PutObject")
 
 
@@ -19,7 +21,7 @@ def test_a_412_anywhere_in_the_cause_chain_and_s3fs_file_expired_mean_changed() 
     try:
         try:
             raise _client_error("Whatever", 412)
-        except botocore.exceptions.ClientError as inner:
+        except botocore_exceptions.ClientError as inner:
             raise OSError("s3fs wraps it") from inner
     except OSError as outer:
         assert object_changed(outer)

@@ -7,13 +7,14 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 
-import boto3
 import pytest
 
 from envcrypt import encrypt
 from envcrypt.fs import EnvcryptFileSystem
 from envcrypt.fs._heads import HEADS
 from tests.latency_proxy import LatencyProxy
+
+boto3 = pytest.importorskip("boto3")
 
 OBJECTS = 80
 

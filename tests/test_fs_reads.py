@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import s3fs
 from fsspec.implementations.memory import MemoryFileSystem
 
 import envcrypt
@@ -22,6 +21,8 @@ from envcrypt.keys.base import clear_resolver_cache
 from envcrypt.keys.cache import DekCache, default_cache
 from envcrypt.keys.vault import LocalVault, LocalVaultResolver
 from tests.latency_proxy import LatencyProxy
+
+s3fs = pytest.importorskip("s3fs")
 
 MiB = 1 << 20
 DATA = os.urandom(3 * MiB + 12_345)
