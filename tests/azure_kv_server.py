@@ -44,7 +44,7 @@ from cryptography.x509.oid import NameOID
 
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 RESOURCE = "https://vault.azure.net"
-_OAEP = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
+OAEP = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
 _NOT_FOUND = ("A key with (name/id) {name} was not found in this key vault. If you recently deleted this key "
               "you may be able to recover it using the correct recovery command. For help resolving this "
               "issue, please see https://go.microsoft.com/fwlink/?linkid=2125182")
@@ -250,13 +250,13 @@ class LoopbackKeyVault:
         alg, value = body.get("alg"), unb64url(str(body.get("value", "")))
         if op == "wrapKey":
             if alg == "RSA-OAEP-256" and entry.kty.startswith("RSA"):
-                return {"kid": kid, "value": b64url(entry.material.public_key().encrypt(value, _OAEP))}
+                return {"kid": kid, "value": b64url(entry.material.public_key().encrypt(value, OAEP))}
             if alg == "A256KW" and entry.kty.startswith("oct"):
                 return {"kid": kid, "value": b64url(aes_key_wrap(entry.material, value))}
         elif op == "unwrapKey":
             try:
                 if alg == "RSA-OAEP-256" and entry.kty.startswith("RSA"):
-                    return {"kid": kid, "value": b64url(entry.material.decrypt(value, _OAEP))}
+                    return {"kid": kid, "value": b64url(entry.material.decrypt(value, OAEP))}
                 if alg == "A256KW" and entry.kty.startswith("oct"):
                     return {"kid": kid, "value": b64url(aes_key_unwrap(entry.material, value))}
             except (ValueError, InvalidUnwrap):

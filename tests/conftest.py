@@ -101,3 +101,21 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
     gc.collect()
     time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def kv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A loopback Azure Key Vault over TLS (tests/azure_kv_server.py), one per test module."""
+    from tests.azure_kv_server import LoopbackKeyVault
+
+    vault = LoopbackKeyVault(tmp_path_factory.mktemp("kv-tls")).start()
+    yield vault
+    vault.stop()
+
+
+@pytest.fixture
+def opts(kv: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """Resolver options (and environment) that point azure-kv:// at the loopback vault."""
+    from tests.azure_kv_server import use_loopback
+
+    return use_loopback(kv, monkeypatch)

@@ -8,13 +8,10 @@ import os
 import pickle
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.keywrap import aes_key_unwrap
 
 import envcrypt
@@ -32,22 +29,15 @@ from envcrypt.format import KeySlot
 from envcrypt.keys.azure_kv import AzureKeyVaultResolver, parse_azure_kv_uri
 from envcrypt.keys.base import WRAP_AES256_KW, WRAP_RSA_OAEP_SHA256, get_resolver
 from envcrypt.keys.cache import DekCache
-from tests.azure_kv_server import HSM_HOST, OTHER_HOST, VAULT_HOST, LoopbackKeyVault, use_loopback
+from tests.azure_kv_server import (
+    HSM_HOST,
+    OAEP,
+    OTHER_HOST,
+    VAULT_HOST,
+    LoopbackKeyVault,
+)
 
 pytestmark = pytest.mark.cloud
-OAEP = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
-
-
-@pytest.fixture(scope="module")
-def kv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopbackKeyVault]:
-    vault = LoopbackKeyVault(tmp_path_factory.mktemp("kv-tls")).start()
-    yield vault
-    vault.stop()
-
-
-@pytest.fixture
-def opts(kv: LoopbackKeyVault, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    return use_loopback(kv, monkeypatch)
 
 
 def _name() -> str:

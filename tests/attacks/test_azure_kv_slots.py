@@ -7,34 +7,24 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding
 
 import envcrypt
 from envcrypt.chunked import new_message
 from envcrypt.errors import UntrustedKeyError, WrongKeyError
 from envcrypt.format import Header, KeySlot, parse_header
 from envcrypt.keys.base import WRAP_AES256_KW, WRAP_RSA_OAEP_SHA256
-from tests.azure_kv_server import HSM_HOST, OTHER_HOST, VAULT_HOST, LoopbackKeyVault, use_loopback
+from tests.azure_kv_server import (
+    HSM_HOST,
+    OAEP,
+    OTHER_HOST,
+    VAULT_HOST,
+    LoopbackKeyVault,
+)
 
 pytestmark = pytest.mark.cloud
-OAEP = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
-
-
-@pytest.fixture(scope="module")
-def kv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopbackKeyVault]:
-    vault = LoopbackKeyVault(tmp_path_factory.mktemp("kv-tls")).start()
-    yield vault
-    vault.stop()
-
-
-@pytest.fixture
-def opts(kv: LoopbackKeyVault, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    return use_loopback(kv, monkeypatch)
 
 
 def _forged(slots: list[KeySlot], dek: bytes, plaintext: bytes) -> bytes:
