@@ -119,3 +119,19 @@ def opts(kv: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     from tests.azure_kv_server import use_loopback
 
     return use_loopback(kv, monkeypatch)
+
+
+@pytest.fixture
+def unwraps(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every slot the local vault resolver is asked to unwrap (its key URI): a spy on the real resolver."""
+    from envcrypt.keys.vault import LocalVaultResolver
+
+    seen: list[str] = []
+    real = LocalVaultResolver.unwrap
+
+    def spy(self: Any, slot: Any, context: Any) -> bytes:
+        seen.append(slot.key_uri)
+        return real(self, slot, context)
+
+    monkeypatch.setattr(LocalVaultResolver, "unwrap", spy)
+    return seen

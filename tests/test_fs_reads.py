@@ -19,21 +19,14 @@ from envcrypt.fs import EnvcryptFileSystem
 from envcrypt.fs._heads import HEADS
 from envcrypt.keys.base import clear_resolver_cache
 from envcrypt.keys.cache import DekCache, default_cache
-from envcrypt.keys.vault import LocalVault, LocalVaultResolver
+from envcrypt.keys.vault import LocalVault
 from tests.latency_proxy import LatencyProxy
+from tests.time_helpers import Clock
 
 s3fs = pytest.importorskip("s3fs")
 
 MiB = 1 << 20
 DATA = os.urandom(3 * MiB + 12_345)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture(autouse=True)
@@ -43,20 +36,6 @@ def _fresh_caches(_isolated_vault: Path) -> Iterator[None]:
     yield
     default_cache().clear()
     HEADS.clear()
-
-
-@pytest.fixture
-def unwraps(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every unwrap the local resolver is asked for (the key URI of the slot)."""
-    calls: list[str] = []
-    real = LocalVaultResolver.unwrap
-
-    def counting(self: LocalVaultResolver, slot: Any, context: Any) -> bytes:
-        calls.append(slot.key_uri)
-        return real(self, slot, context)
-
-    monkeypatch.setattr(LocalVaultResolver, "unwrap", counting)
-    return calls
 
 
 def _memory_fs(**options: Any) -> EnvcryptFileSystem:

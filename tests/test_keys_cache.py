@@ -13,16 +13,9 @@ import envcrypt
 from envcrypt.format import KeySlot, parse_header
 from envcrypt.keys.base import get_resolver
 from envcrypt.keys.cache import DekCache, default_cache
+from tests.time_helpers import Clock
 
 CTX = {"dataset": "orders"}
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture(autouse=True)

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.keywrap import aes_key_wrap_with_padding  # 
 import envcrypt.parquet as ep  # noqa: E402
 from envcrypt.errors import NotEncryptedError, UntrustedKeyError, WrongKeyError  # noqa: E402
 from envcrypt.keys.base import WRAP_AES256_KWP, WRAP_RSA_OAEP_SHA256  # noqa: E402
-from envcrypt.keys.vault import LocalVaultResolver, vault_for  # noqa: E402
+from envcrypt.keys.vault import vault_for  # noqa: E402
 from tests.attacks.forge import OAEP  # noqa: E402
 from tests.parquet_helpers import typed_table  # noqa: E402
 
@@ -68,20 +68,6 @@ def vault_keys(_isolated_vault: Path) -> Any:
     vault.create_key("pii")
     yield vault
     ep.clear_factories()
-
-
-@pytest.fixture
-def unwraps(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every slot the vault resolver is asked to unwrap (a spy on the real resolver)."""
-    seen: list[str] = []
-    real = LocalVaultResolver.unwrap
-
-    def spy(self: Any, slot: Any, context: Any) -> bytes:
-        seen.append(slot.key_uri)
-        return real(self, slot, context)
-
-    monkeypatch.setattr(LocalVaultResolver, "unwrap", spy)
-    return seen
 
 
 def test_a_file_under_the_attackers_own_key_is_refused_without_a_key_service_call(

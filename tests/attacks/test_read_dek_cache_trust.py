@@ -22,13 +22,13 @@ from envcrypt.errors import EnvcryptError, UntrustedKeyError
 from envcrypt.format import KeySlot, parse_header
 from envcrypt.fs import EnvcryptFileSystem
 from envcrypt.keys.cache import default_cache
-from envcrypt.keys.vault import LocalVault, LocalVaultResolver
+from envcrypt.keys.vault import LocalVault
 
 SECRET = os.urandom(50_000)
 
 
 @pytest.fixture
-def lake(_isolated_vault: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+def lake(_isolated_vault: Path, tmp_path: Path, unwraps: list[str]) -> dict[str, Any]:
     default_cache().clear()
     vault = LocalVault(_isolated_vault)
     vault.create_key("tenant-a")
@@ -40,14 +40,7 @@ def lake(_isolated_vault: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     fs = EnvcryptFileSystem(target_protocol="file", key_policy=policy, skip_instance_cache=True)
     fs.pipe_file(f"{root}/tenants/b/secret.bin", SECRET)
     fs.pipe_file(f"{root}/tenants/a/own.bin", b"tenant a's own data")
-    calls: list[str] = []
-    real = LocalVaultResolver.unwrap
-
-    def counting(self: LocalVaultResolver, slot: Any, context: Any) -> bytes:
-        calls.append(slot.key_uri)
-        return real(self, slot, context)
-
-    monkeypatch.setattr(LocalVaultResolver, "unwrap", counting)
+    calls = unwraps
     # tenant b's reader: the DEK and the opened object are now cached in this process
     for _ in range(2):
         assert fs.cat_file(f"{root}/tenants/b/secret.bin") == SECRET
