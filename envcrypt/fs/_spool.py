@@ -24,14 +24,32 @@ import tempfile
 import weakref
 from typing import Any
 
-__all__ = ["Spool", "COPY_BUFFER"]
+__all__ = ["Spool", "COPY_BUFFER", "private_file", "remove_private"]
 
 COPY_BUFFER = 4 * 1024 * 1024  # bytes per read when sealing the spool
 
 
-def _remove(file: io.BufferedRandom, directory: str) -> None:
+def private_file(prefix: str, spool_dir: str | None = None) -> tuple[str, int]:
+    """A fresh ``0700`` directory (``prefix*`` under ``spool_dir``, default the system temp dir)
+    holding one new ``0600`` file, opened read/write: ``(directory, fd)``."""
+    directory = tempfile.mkdtemp(prefix=prefix, dir=spool_dir)  # mode 0700
+    try:
+        fd = os.open(os.path.join(directory, "plaintext"),
+                     os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+    return directory, fd
+
+
+def remove_private(file: io.BufferedRandom | int, directory: str) -> None:
+    """Close the file of :func:`private_file` (an open file object or its descriptor) and remove
+    its directory; safe to call again."""
     with contextlib.suppress(OSError):
-        file.close()
+        if isinstance(file, int):
+            os.close(file)
+        else:
+            file.close()
     shutil.rmtree(directory, ignore_errors=True)
 
 
@@ -39,15 +57,13 @@ class Spool:
     """A private read/write temp file (``file``), removed by ``remove()`` or when collected."""
 
     def __init__(self) -> None:
-        self.directory = tempfile.mkdtemp(prefix="envcrypt-spool-")  # mode 0700
+        self.directory, fd = private_file("envcrypt-spool-")
         try:
-            fd = os.open(os.path.join(self.directory, "plaintext"),
-                         os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
             self.file: io.BufferedRandom = os.fdopen(fd, "w+b")
         except BaseException:
-            shutil.rmtree(self.directory, ignore_errors=True)
+            remove_private(fd, self.directory)
             raise
-        self._finalizer = weakref.finalize(self, _remove, self.file, self.directory)
+        self._finalizer = weakref.finalize(self, remove_private, self.file, self.directory)
 
     def __repr__(self) -> str:
         return f"<Spool {self.directory!r}>"

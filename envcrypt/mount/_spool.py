@@ -16,36 +16,22 @@ but that plaintext, named ``envcrypt-mount-*``.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import weakref
 from typing import Any
+
+from ..fs._spool import private_file, remove_private
 
 __all__ = ["Spool", "PUBLISH_BUFFER"]
 
 PUBLISH_BUFFER = 4 * 1024 * 1024  # plaintext bytes per read when sealing a spool
 
 
-def _remove(fd: int, directory: str) -> None:
-    try:
-        os.close(fd)
-    except OSError:
-        pass
-    shutil.rmtree(directory, ignore_errors=True)
-
-
 class Spool:
     """A private temp file addressed by offset (``pread``/``pwrite``), removed by ``remove``."""
 
     def __init__(self, spool_dir: str | None = None) -> None:
-        self.directory = tempfile.mkdtemp(prefix="envcrypt-mount-", dir=spool_dir)  # mode 0700
-        try:
-            self.fd = os.open(os.path.join(self.directory, "plaintext"),
-                              os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
-        except BaseException:
-            shutil.rmtree(self.directory, ignore_errors=True)
-            raise
-        self._finalizer = weakref.finalize(self, _remove, self.fd, self.directory)
+        self.directory, self.fd = private_file("envcrypt-mount-", spool_dir)
+        self._finalizer = weakref.finalize(self, remove_private, self.fd, self.directory)
 
     def __repr__(self) -> str:
         return f"<Spool {self.directory!r}>"
