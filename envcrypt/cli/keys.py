@@ -12,6 +12,7 @@ import base64
 import datetime as dt
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -235,16 +236,6 @@ def _key_rotate(args: argparse.Namespace) -> int:
     return output(args, {"uri": uri}, uri)
 
 
-def _key_disable(args: argparse.Namespace) -> int:
-    open_vault(args).disable_key(args.name)
-    return output(args, {"disabled": args.name}, f"disabled {args.name}")
-
-
-def _key_enable(args: argparse.Namespace) -> int:
-    open_vault(args).enable_key(args.name)
-    return output(args, {"enabled": args.name}, f"enabled {args.name}")
-
-
 def _key_update(args: argparse.Namespace) -> int:
     vault = open_vault(args)
     if args.ops is not None:
@@ -261,19 +252,23 @@ def _key_update(args: argparse.Namespace) -> int:
     return output(args, vault.show_key(args.name))
 
 
+def _state_change(method: str, done: str, note: str = "") -> Callable[[argparse.Namespace], int]:
+    """A command that calls ``LocalVault.<method>(NAME)`` and reports ``{done: NAME}``."""
+    def run(args: argparse.Namespace) -> int:
+        getattr(open_vault(args), method)(args.name)
+        return output(args, {done: args.name}, f"{done} {args.name}{note}")
+    return run
+
+
+_key_disable = _state_change("disable_key", "disabled")
+_key_enable = _state_change("enable_key", "enabled")
+_key_recover = _state_change("recover_key", "recovered")
+_key_purge = _state_change("purge_key", "purged", ": data under it is unrecoverable")
+
+
 def _key_delete(args: argparse.Namespace) -> int:
     open_vault(args).delete_key(args.name, args.retention_days)
     return output(args, {"deleted": args.name}, f"deleted {args.name} (recoverable until purged)")
-
-
-def _key_recover(args: argparse.Namespace) -> int:
-    open_vault(args).recover_key(args.name)
-    return output(args, {"recovered": args.name}, f"recovered {args.name}")
-
-
-def _key_purge(args: argparse.Namespace) -> int:
-    open_vault(args).purge_key(args.name)
-    return output(args, {"purged": args.name}, f"purged {args.name}: data under it is unrecoverable")
 
 
 def _key_purge_due(args: argparse.Namespace) -> int:

@@ -105,11 +105,9 @@ def spki(key: Any) -> bytes:
 
 
 def private_kind(key: Any) -> str:
-    if isinstance(key, rsa.RSAPrivateKey):
-        return vc.RSA
-    if isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP256R1):
-        return vc.EC_P256
-    raise KeyUsageError("a certificate's key is an RSA or EC P-256 private key")
+    if not isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)):
+        raise KeyUsageError("a certificate's key is an RSA or EC P-256 private key")
+    return public_kind(key.public_key())
 
 
 def pkcs8(key: Any) -> bytes:
