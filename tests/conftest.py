@@ -135,3 +135,16 @@ def unwraps(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(LocalVaultResolver, "unwrap", spy)
     return seen
+
+
+@pytest.fixture
+def s3(moto_server: str) -> Iterator[dict[str, Any]]:
+    """A fresh bucket on the moto server: its name, a boto3 client, fsspec storage options and the endpoint."""
+    import uuid
+
+    boto3 = pytest.importorskip("boto3")
+    client = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1")
+    bucket = f"b-{uuid.uuid4().hex[:12]}"
+    client.create_bucket(Bucket=bucket)
+    options = {"s3": {"client_kwargs": {"endpoint_url": moto_server}, "skip_instance_cache": True}}
+    yield {"bucket": bucket, "client": client, "options": options, "endpoint": moto_server}

@@ -8,8 +8,6 @@ what was written (or with pandas).
 from __future__ import annotations
 
 import os
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,16 +35,6 @@ def _frame(n: int = 600, seed: int = 0) -> Any:
 
 def _local_fs(**options: Any) -> EnvcryptFileSystem:
     return EnvcryptFileSystem(target_protocol="file", skip_instance_cache=True, **options)
-
-
-@pytest.fixture
-def s3(moto_server: str) -> Iterator[dict[str, Any]]:
-    """A fresh bucket on the moto server; yields its name, a boto3 client and storage options."""
-    client = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1")
-    bucket = f"c-{uuid.uuid4().hex[:12]}"
-    client.create_bucket(Bucket=bucket)
-    options = {"s3": {"client_kwargs": {"endpoint_url": moto_server}, "skip_instance_cache": True}}
-    yield {"bucket": bucket, "client": client, "options": options}
 
 
 def _s3_fs(s3: dict[str, Any], **options: Any) -> EnvcryptFileSystem:

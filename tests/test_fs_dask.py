@@ -17,12 +17,7 @@ distributed = pytest.importorskip("distributed")
 boto3 = pytest.importorskip("boto3")
 
 
-@pytest.fixture
-def client(dask_client: Any) -> Any:
-    return dask_client  # the session's cluster (conftest)
-
-
-def test_dask_parquet_roundtrip_on_worker_processes(client: Any, moto_server: str, _isolated_vault: Path) -> None:
+def test_dask_parquet_roundtrip_on_worker_processes(dask_client: Any, moto_server: str, _isolated_vault: Path) -> None:
     s3 = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1")
     bucket = f"dask-{uuid.uuid4().hex[:10]}"
     s3.create_bucket(Bucket=bucket)
@@ -41,10 +36,10 @@ def test_dask_parquet_roundtrip_on_worker_processes(client: Any, moto_server: st
     for key in keys:
         raw = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
         assert raw[:8] == b"ENVCRYPT" and b"@example.com" not in raw
-    with distributed.get_task_stream(client) as stream:
+    with distributed.get_task_stream(dask_client) as stream:
         back = dd.read_parquet(url, storage_options=so).compute()
     pd.testing.assert_frame_equal(back.sort_values("id").reset_index(drop=True), df, check_dtype=False)
-    workers = set(client.scheduler_info()["workers"])
+    workers = set(dask_client.scheduler_info()["workers"])
     ran_on = {t["worker"] for t in stream.data}
     assert ran_on and ran_on <= workers  # the reads ran in the worker processes, not in this one
     some = dd.read_parquet(url, columns=["email"], storage_options=so).compute()
@@ -58,10 +53,10 @@ def test_dask_parquet_roundtrip_on_worker_processes(client: Any, moto_server: st
     paths = sorted(fs.find(root))
     expected = {p: len(fs.cat_file(p)) for p in paths}
     assert all(expected[p] == fs.info(p)["size"] < fs.info(p)["stored_size"] for p in paths)
-    futures = [client.submit(_sizes_in_worker, fs, paths, workers=[w], pure=False, allow_other_workers=False)
+    futures = [dask_client.submit(_sizes_in_worker, fs, paths, workers=[w], pure=False, allow_other_workers=False)
                for w in sorted(workers)]
-    results = client.gather(futures)
-    pids = client.run(os.getpid)
+    results = dask_client.gather(futures)
+    pids = dask_client.run(os.getpid)
     assert sorted(pid for pid, _ in results) == sorted(pids.values())
     assert os.getpid() not in {pid for pid, _ in results}
     for _, sizes in results:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import fsspec
@@ -24,16 +22,6 @@ pq = pytest.importorskip("pyarrow.parquet")
 ds = pytest.importorskip("pyarrow.dataset")
 boto3 = pytest.importorskip("boto3")
 pytest.importorskip("s3fs")
-
-
-@pytest.fixture
-def s3(moto_server: str) -> Iterator[dict[str, Any]]:
-    """A fresh bucket; yields the bucket name, boto3 client and storage options."""
-    client = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1")
-    bucket = f"b-{uuid.uuid4().hex[:12]}"
-    client.create_bucket(Bucket=bucket)
-    options = {"s3": {"client_kwargs": {"endpoint_url": moto_server}, "skip_instance_cache": True}}
-    yield {"bucket": bucket, "client": client, "options": options, "endpoint": moto_server}
 
 
 def _raw(s3: dict[str, Any], key: str) -> bytes:
