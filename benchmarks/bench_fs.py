@@ -31,20 +31,12 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
 from typing import Any
+
+from _timing import median_time
 
 MiB = 1 << 20
 ROWS: list[tuple[str, float, str, str]] = []
-
-
-def median_time(fn: Callable[[], object], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def row(name: str, ratio: float, target: str, detail: str) -> None:

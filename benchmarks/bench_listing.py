@@ -22,13 +22,14 @@ from __future__ import annotations
 import argparse
 import os
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from _timing import paired
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.latency_proxy
 
@@ -102,23 +103,13 @@ def main() -> int:
             fn()
             return proxy.total, proxy.max_in_flight
 
-        def paired(ours: Callable[[], None], repeat: int) -> tuple[float, float]:
-            """Median times of plain and ``ours``, measured alternately (load drift hits both)."""
-            times: tuple[list[float], list[float]] = ([], [])
-            for _ in range(repeat):
-                for fn, out in ((plain_ls, times[0]), (ours, times[1])):
-                    t0 = time.perf_counter()
-                    fn()
-                    out.append(time.perf_counter() - t0)
-            return statistics.median(times[0]), statistics.median(times[1])
-
         print(f"envcrypt listing benchmark (python {sys.version.split()[0]}, {os.cpu_count()} cpus, "
               f"{n} objects, +{args.delay_ms:g} ms per request)")
         base_req, _ = counted(plain_ls)
         cold_req, cold_flight = counted(cold)
         warm_req, _ = counted(warm)
-        base, ours_cold = paired(cold, args.repeat)
-        base_w, ours_warm = paired(warm, args.repeat * 3)
+        base, ours_cold = paired(plain_ls, cold, args.repeat, warm=False)
+        base_w, ours_warm = paired(plain_ls, warm, args.repeat * 3, warm=False)
         print(f"  plain s3fs ls -l                  {base * 1e3:8.0f} ms  {base_req:5d} requests")
         print(f"  envcrypt ls -l, cold (heads)      {ours_cold * 1e3:8.0f} ms  {cold_req:5d} requests, "
               f"{cold_flight} in flight at most  {ours_cold / base:6.2f}x  (target <= 3x)")

@@ -23,28 +23,14 @@ import atexit
 import os
 import random
 import shutil
-import statistics
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from typing import Any
+
+from _timing import paired
 
 MiB = 1 << 20
 ROWS: list[tuple[str, float, str]] = []
-
-
-def paired(plain: Callable[[], object], ours: Callable[[], object], repeat: int) -> tuple[float, float]:
-    """Median times of both, measured alternately (a busy machine drifts: both see the same load)."""
-    plain()  # warm: imports, the DEK cache, the head cache
-    ours()
-    times: tuple[list[float], list[float]] = ([], [])
-    for _ in range(repeat):
-        for fn, out in ((plain, times[0]), (ours, times[1])):
-            t0 = time.perf_counter()
-            fn()
-            out.append(time.perf_counter() - t0)
-    return statistics.median(times[0]), statistics.median(times[1])
 
 
 def row(name: str, ours: float, base: float, target: str) -> None:
