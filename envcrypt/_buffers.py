@@ -11,14 +11,20 @@ sees it.  For large sizes we also ask the kernel for transparent huge pages
 Elsewhere (PyPy, or if ctypes is unavailable) we fall back to a bytearray and
 one copy.  Either way the caller gets ``(result, writable_view)`` and must
 fill the view completely before returning ``result``.
+
+Sources already in memory (bytes-like objects, mmaps, ``io.BytesIO``) are read
+in place: :func:`whole_view` gives a reader their memory, so spans are decrypted
+from it without a copy.
 """
 
 from __future__ import annotations
 
+import io
 import sys
 from collections.abc import Callable
+from typing import Any
 
-__all__ = ["new_bytes", "finish"]
+__all__ = ["new_bytes", "finish", "ViewFile", "whole_view"]
 
 _HUGE_PAGE = 2 << 20
 _MADV_HUGEPAGE = 14
@@ -81,3 +87,55 @@ def new_bytes(size: int) -> tuple[bytes | bytearray, memoryview]:
 
 def finish(result: bytes | bytearray) -> bytes:
     return result if isinstance(result, bytes) else bytes(result)
+
+
+class ViewFile(io.RawIOBase):
+    """A seekable, read-only binary file over a bytes-like object (bytes, bytearray, memoryview,
+    mmap) that also exposes the memory itself (:attr:`view`), so a reader can decrypt straight
+    from it instead of copying every span first.  Closing it releases the view."""
+
+    def __init__(self, data: Any) -> None:
+        super().__init__()
+        self.view = memoryview(data).cast("B")
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: len(self.view)}.get(whence)
+        if base is None:
+            raise ValueError(f"invalid whence {whence}")
+        if base + offset < 0:
+            raise ValueError("negative seek position")
+        self._pos = base + offset
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        out = memoryview(buffer).cast("B")
+        n = max(0, min(len(out), len(self.view) - self._pos))
+        out[:n] = self.view[self._pos : self._pos + n]
+        self._pos += n
+        return n
+
+    def close(self) -> None:
+        if not self.closed:
+            self.view.release()
+        super().close()
+
+
+def whole_view(raw: Any) -> Callable[[], memoryview] | None:
+    """For a source whose bytes are already in memory, a function giving a view of all of them
+    (no copy); None for anything else (read it)."""
+    if isinstance(raw, ViewFile):
+        return lambda: raw.view
+    if type(raw) is io.BytesIO:
+        # getvalue() shares the BytesIO's buffer (no copy) unless a buffer export is active
+        return lambda: memoryview(raw.getvalue())
+    return None

@@ -3,9 +3,9 @@
 Every cell is one standard AEAD operation from OpenSSL, never our own AES or
 GHASH.  Two interchangeable cores produce the same bytes:
 
-* **compiled** (``envcrypt._cellgcm``, built at install when a C compiler and the
-  OpenSSL headers exist): a C loop over the cells driving OpenSSL's EVP
-  AES-256-GCM / AES-256-SIV, one cipher context per call with the key set once,
+* **compiled** (the native kernel ``envcrypt._gcmbatch``, :mod:`envcrypt._kernel`,
+  the same one that seals object bodies): a C loop over the cells driving OpenSSL's
+  EVP AES-256-GCM / AES-256-SIV, one cipher context per call with the key set once,
   the GIL released; a long run is split over two threads;
 * **pure** (``cryptography``): ``AESGCM.encrypt_into`` / ``AESSIV.encrypt_into``
   per cell, driven by ``map`` over prebuilt views (no Python bytecode per cell).
@@ -22,11 +22,8 @@ Deterministic cells (AES-256-SIV, RFC 5297, one associated-data string):
 
 from __future__ import annotations
 
-import os
-import threading
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from itertools import repeat
 from typing import Any
 
@@ -34,6 +31,7 @@ import numpy as np
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, AESSIV
 
+from .. import _kernel
 from ..errors import IntegrityError
 
 __all__ = ["GCM_OVERHEAD", "SIV_OVERHEAD", "NONCE_SIZE", "seal", "open_", "compiled_available", "core"]
@@ -45,63 +43,27 @@ SIV_OVERHEAD = 16
 #: a run shorter than this many cells stays on the calling thread
 PARALLEL_MIN_CELLS = 16384
 
-try:  # the optional compiled core
-    from .. import _cellgcm as _c  # type: ignore[attr-defined]
-except ImportError:  # no compiler or no OpenSSL headers at install: the pure core
-    _c = None
 
-_forced = os.environ.get("ENVCRYPT_COLUMNS_CORE", "")  # "pure" or "compiled" (tests, benchmarks)
-_pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
+
+def _native() -> Any:
+    return _kernel._native
 
 
 def compiled_available() -> bool:
-    return _c is not None
+    return _kernel.available()
 
 
 def core(name: str | None = None) -> str:
-    """The core in use: ``name`` if given ("pure"/"compiled"), else the compiled one when built."""
-    choice = name or _forced or ("compiled" if _c is not None else "pure")
-    if choice not in ("pure", "compiled"):
-        raise ValueError(f"unknown columns core {choice!r} (pure or compiled)")
-    if choice == "compiled" and _c is None:
-        raise ImportError("the compiled columns core (envcrypt._cellgcm) is not built in this install")
-    return choice
-
-
-def _executor() -> ThreadPoolExecutor:
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(1, thread_name_prefix="envcrypt-cells")
-        return _pool
-
-
-def _forget_pool_after_fork() -> None:
-    global _pool, _pool_lock
-    _pool, _pool_lock = None, threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forget_pool_after_fork)
-
-
-def _split(n: int) -> list[tuple[int, int]]:
-    threads = min(2, os.cpu_count() or 1)
-    if threads < 2 or n < PARALLEL_MIN_CELLS:
-        return [(0, n)]
-    mid = n // 2
-    return [(0, mid), (mid, n)]
+    """The core in use: ``name`` if given ("pure"/"compiled"), else the compiled one when built
+    (``ENVCRYPT_KERNEL`` / ``ENVCRYPT_COLUMNS_CORE`` force one)."""
+    if name is not None and name not in ("pure", "compiled"):
+        raise ValueError(f"unknown columns core {name!r} (pure or compiled)")
+    return _kernel.active(name)
 
 
 def _run_compiled(fn: Callable[..., int], args: tuple[Any, ...], n: int) -> int:
     """Run ``fn(*args, lo, hi)`` over two halves in two threads; -1, or the first failing cell."""
-    parts = _split(n)
-    if len(parts) == 1:
-        return int(fn(*args, 0, n))
-    future = _executor().submit(fn, *args, *parts[1])
-    first = int(fn(*args, *parts[0]))
-    second = int(future.result())
-    return first if first >= 0 else second
+    return _kernel.run_split(fn, args, n, n >= PARALLEL_MIN_CELLS and _kernel.two_cores())
 
 
 # ------------------------------------------------------------------ sealing
@@ -116,7 +78,7 @@ def seal(mode: str, key: bytes, ad: bytes, src: np.ndarray, src_off: np.ndarray,
     if core(use) == "compiled":
         if mode == "siv":
             valid = _siv_empty_cells_pure(valid, src_off, 0, "seal", key, ad, src, src_off, dst, dst_off)
-        fn = _c.gcm_seal if mode == "gcm" else _c.siv_seal
+        fn = _native().gcm_seal if mode == "gcm" else _native().siv_seal
         args: tuple[Any, ...] = (key, ad, src, src_off, valid.view(np.uint8), dst, dst_off)
         if mode == "gcm":
             args += (first_counter,)
@@ -180,7 +142,7 @@ def open_(mode: str, key: bytes, ad: bytes, src: np.ndarray, src_off: np.ndarray
             if mode == "siv":
                 valid = _siv_empty_cells_pure(valid, src_off, SIV_OVERHEAD, "open", key, ad, src, src_off, dst,
                                               dst_off)
-            fn = _c.gcm_open if mode == "gcm" else _c.siv_open
+            fn = _native().gcm_open if mode == "gcm" else _native().siv_open
             failed = _run_compiled(fn, (key, ad, src, src_off, valid.view(np.uint8), dst, dst_off), n)
             if failed >= 0:
                 raise InvalidTag()
@@ -233,7 +195,7 @@ def seal_salted(key: bytes, salt: bytes, ad: bytes, src: np.ndarray, src_off: np
     if len(salt) != SALT_SIZE:
         raise ValueError(f"a salt is {SALT_SIZE} bytes")
     if core(use) == "compiled":  # the same bytes in one pass, without the interleaved description
-        if _run_compiled(_c.gcm_seal_salted, (key, salt, ad, src, src_off, valid.view(np.uint8), dst, dst_off,
+        if _run_compiled(_native().gcm_seal_salted, (key, salt, ad, src, src_off, valid.view(np.uint8), dst, dst_off,
                                               first_row), n) >= 0:  # pragma: no cover - OpenSSL refused
             raise IntegrityError("internal error: OpenSSL failed to seal a cell")
         return
@@ -284,8 +246,8 @@ def open_salted(keys: Callable[[bytes], bytes], ad: bytes, src: np.ndarray, src_
         start = int(src_off[first])
         salt = src[start : start + SALT_SIZE].tobytes()
         # the common case, one batch: every cell opened in place under the one batch key
-        if _c.salt_mismatch(salt, src, src_off, valid.view(np.uint8)) < 0:
-            if _run_compiled(_c.gcm_open_salted, (keys(salt), salt, ad, src, src_off, valid.view(np.uint8), dst,
+        if _native().salt_mismatch(salt, src, src_off, valid.view(np.uint8)) < 0:
+            if _run_compiled(_native().gcm_open_salted, (keys(salt), salt, ad, src, src_off, valid.view(np.uint8), dst,
                                                   dst_off), len(valid)) >= 0:
                 dst[:] = 0
                 raise IntegrityError()
