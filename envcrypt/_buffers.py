@@ -134,7 +134,7 @@ def whole_view(raw: Any) -> Callable[[], memoryview] | None:
     """For a source whose bytes are already in memory, a function giving a view of all of them
     (no copy); None for anything else (read it)."""
     if isinstance(raw, ViewFile):
-        return lambda: raw.view
+        return lambda: raw.view[:]  # a view of its own, released after each span
     if type(raw) is io.BytesIO:
         # getvalue() shares the BytesIO's buffer (no copy) unless a buffer export is active
         return lambda: memoryview(raw.getvalue())
