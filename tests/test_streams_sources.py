@@ -58,8 +58,8 @@ SOURCES: dict[str, Callable[[bytes, Path], Any]] = {
     "bytearray": lambda blob, _: bytearray(blob),
     "memoryview": lambda blob, _: memoryview(blob),
     "BytesIO": lambda blob, _: io.BytesIO(blob),
-    "file": lambda blob, tmp: open(_write(tmp, blob), "rb"),  # noqa: SIM115 - closed by the test
-    "unbuffered file": lambda blob, tmp: open(_write(tmp, blob), "rb", buffering=0),  # noqa: SIM115
+    "file": lambda blob, tmp: open(_write(tmp, blob), "rb"),
+    "unbuffered file": lambda blob, tmp: open(_write(tmp, blob), "rb", buffering=0),
 }
 
 
