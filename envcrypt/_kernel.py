@@ -46,6 +46,9 @@ if _forced and _forced not in _CHOICES:
 
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
+#: held by the one thread that runs the pure path on a shared run ("hybrid"): two threads
+#: making many short cryptography calls would queue on the GIL, so others use the kernel
+pure_turn = threading.Lock()
 
 
 def available() -> bool:
@@ -97,8 +100,8 @@ def _executor() -> ThreadPoolExecutor:
 
 def _forget_pool_after_fork() -> None:
     # the child has none of the parent's threads, and the lock may have been held
-    global _pool, _pool_lock
-    _pool, _pool_lock = None, threading.Lock()
+    global _pool, _pool_lock, pure_turn
+    _pool, _pool_lock, pure_turn = None, threading.Lock(), threading.Lock()
 
 
 os.register_at_fork(after_in_child=_forget_pool_after_fork)

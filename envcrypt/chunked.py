@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import hmac
 import os
-import threading
 from collections import deque
 from collections.abc import Callable
 from itertools import repeat
@@ -77,8 +76,6 @@ SUB_BATCH_CHUNKS = 64
 
 #: threads per long run (1: the calling thread only; at most 2 are used)
 _threads = int(os.environ.get("ENVCRYPT_THREADS", "0")) or min(os.cpu_count() or 1, 2)
-#: held by the one thread running the pure path on a shared run (see the module docstring)
-_pure_turn = threading.Lock()
 
 
 def set_threads(count: int) -> None:
@@ -235,11 +232,11 @@ class ChunkCipher:
             return int(fn(*args, lo, hi))
 
         helper = kernel if _threads > 1 and _kernel.two_cores() else None
-        if mode == "hybrid" and _pure_turn.acquire(blocking=False):
+        if mode == "hybrid" and _kernel.pure_turn.acquire(blocking=False):
             try:
                 return _kernel.run_shared(count, PIECE_CHUNKS, pure, helper)
             finally:
-                _pure_turn.release()
+                _kernel.pure_turn.release()
         return _kernel.run_shared(count, PIECE_CHUNKS, kernel, helper)
 
     def _pure(
