@@ -4,6 +4,7 @@ setting ever changed."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import threading
@@ -198,3 +199,28 @@ def test_the_kernel_refuses_spans_outside_its_buffers(count: int, src_len: int, 
         native.chunk_open(bytes(32), bytes(12), 0, bytes(SEALED_CHUNK_SIZE + 15), bytearray(2 * CHUNK_SIZE), 2, 0, 2)
     with pytest.raises(ValueError):  # a bad key length
         native.chunk_seal(bytes(31), bytes(12), 0, bytes(10), bytearray(26), 1, 0, 1)
+
+
+@pytest.mark.skipif(not _kernel.available(), reason="needs the native kernel")
+def test_wycheproof_aes_gcm_through_the_chunk_kernel() -> None:
+    """Every 96-bit-nonce, 128-bit-tag case without associated data (C2SP chunks have none) of
+    aes_gcm_test.json as one final chunk at index 0, whose nonce is then the base nonce itself."""
+    from tests.conftest import VECTORS
+
+    native = _kernel._native
+    assert native is not None
+    data = json.loads((VECTORS / "aes_gcm_test.json").read_text())
+    cases = [t for g in data["testGroups"] if g["ivSize"] == 96 and g["tagSize"] == 128
+             for t in g["tests"] if not t["aad"] and len(t["msg"]) // 2 < CHUNK_SIZE]
+    assert len(cases) > 10
+    for case in cases:
+        key, iv, msg = (bytes.fromhex(case[k]) for k in ("key", "iv", "msg"))
+        sealed = bytes.fromhex(case["ct"] + case["tag"])
+        out = bytearray(len(sealed) - TAG_SIZE)
+        failed = native.chunk_open(key, iv, 0, sealed, out, 1, 0, 1)
+        if case["result"] == "invalid":
+            assert failed == 0
+            continue
+        assert failed == -1 and bytes(out) == msg
+        again = bytearray(len(msg) + TAG_SIZE)
+        assert native.chunk_seal(key, iv, 0, msg, again, 1, 0, 1) == -1 and bytes(again) == sealed
