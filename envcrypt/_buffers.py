@@ -24,7 +24,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["new_bytes", "finish", "ViewFile", "whole_view"]
+__all__ = ["new_bytes", "finish", "ViewFile", "whole_view", "is_private", "zero"]
 
 _HUGE_PAGE = 2 << 20
 _MADV_HUGEPAGE = 14
@@ -89,14 +89,25 @@ def finish(result: bytes | bytearray) -> bytes:
     return result if isinstance(result, bytes) else bytes(result)
 
 
+def is_private(data: Any) -> bool:
+    """Whether ``data`` is memory of this process only (bytes, bytearray, or a view of one):
+    nothing outside the process can change it while AES-GCM reads it."""
+    obj = data.obj if isinstance(data, memoryview) else data
+    return isinstance(obj, (bytes, bytearray))
+
+
 class ViewFile(io.RawIOBase):
     """A seekable, read-only binary file over a bytes-like object (bytes, bytearray, memoryview,
-    mmap) that also exposes the memory itself (:attr:`view`), so a reader can decrypt straight
-    from it instead of copying every span first.  Closing it releases the view."""
+    mmap).  For process-private memory (:attr:`private`) a reader decrypts straight from
+    :attr:`view` instead of copying every span first.  A shared mapping (an mmap of a file in
+    storage) is read by copy: another process could rewrite it between OpenSSL's GHASH pass and
+    its CTR pass over the same bytes, so plaintext would not be what the tag authenticated.
+    Closing it releases the view."""
 
     def __init__(self, data: Any) -> None:
         super().__init__()
         self.view = memoryview(data).cast("B")
+        self.private = is_private(data)
         self._pos = 0
 
     def readable(self) -> bool:
@@ -131,11 +142,22 @@ class ViewFile(io.RawIOBase):
 
 
 def whole_view(raw: Any) -> Callable[[], memoryview] | None:
-    """For a source whose bytes are already in memory, a function giving a view of all of them
-    (no copy); None for anything else (read it)."""
-    if isinstance(raw, ViewFile):
+    """For a source whose bytes are already in this process's private memory, a function giving
+    a view of all of them (no copy); None for anything else (read it into a private buffer)."""
+    if isinstance(raw, ViewFile) and raw.private:
         return lambda: raw.view[:]  # a view of its own, released after each span
     if type(raw) is io.BytesIO:
         # getvalue() shares the BytesIO's buffer (no copy) unless a buffer export is active
         return lambda: memoryview(raw.getvalue())
     return None
+
+
+_ZEROS = memoryview(bytes(1 << 20))
+
+
+def zero(view: memoryview) -> None:
+    """Overwrite a (possibly large) writable view with zeros."""
+    step = len(_ZEROS)
+    for offset in range(0, len(view), step):
+        n = min(step, len(view) - offset)
+        view[offset : offset + n] = _ZEROS[:n]

@@ -27,9 +27,11 @@ from .errors import (
 )
 from .format import (
     BODY_PREFIX_SIZE,
+    CHUNK_SIZE,
     FIXED_PREFIX_SIZE,
     MAX_HEADER_SIZE,
     MAX_SLOTS,
+    SEALED_CHUNK_SIZE,
     Header,
     KeySlot,
     body_size,
@@ -281,11 +283,36 @@ def decrypt(
     return open_whole_body(cipher, body, size)
 
 
+#: sealed chunks copied at a time from memory another process may change (an mmap)
+_SHARED_SPAN_CHUNKS = 256
+
+
 def open_whole_body(cipher: ChunkCipher, body: memoryview, size: int) -> bytes:
     """The plaintext of a whole body (``size`` from its length), returned only if all of it
-    authenticates."""
+    authenticates.
+
+    Process-private memory (bytes, bytearray) is decrypted in place.  Anything else (a view of
+    an mmap of a file in storage) is copied span by span into a private buffer first: OpenSSL
+    reads a chunk twice (GHASH, then CTR), and a storage writer changing the bytes in between
+    would release plaintext that the tag did not authenticate.
+    """
     result, out = _buffers.new_bytes(size)
-    cipher.open(0, body[BODY_PREFIX_SIZE:], out, final=True)
+    sealed = body[BODY_PREFIX_SIZE:]
+    if _buffers.is_private(body):
+        cipher.open(0, sealed, out, final=True)
+        return _buffers.finish(result)
+    step = _SHARED_SPAN_CHUNKS * SEALED_CHUNK_SIZE
+    private = bytearray(min(step, len(sealed)))
+    try:
+        for first in range(0, max(len(sealed), 1), step):  # an empty body still has its final chunk
+            span = sealed[first : first + step]
+            at = first // SEALED_CHUNK_SIZE
+            local = memoryview(private)[: len(span)]
+            local[:] = span
+            cipher.open(at, local, out[at * CHUNK_SIZE :], final=first + step >= len(sealed))
+    except IntegrityError:
+        _buffers.zero(out)
+        raise
     return _buffers.finish(result)
 
 

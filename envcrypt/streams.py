@@ -524,8 +524,9 @@ def open_reader(
     (None: the default key only).
 
     ``fileobj`` may also be the object's bytes themselves (bytes, bytearray, memoryview, mmap):
-    spans are then decrypted in place, as they are from an ``io.BytesIO``; the reader holds a
-    view of the memory until it is closed.
+    spans of process-private memory (bytes, bytearray, an ``io.BytesIO``) are decrypted in
+    place; a mapping that another process could change (mmap) is copied span by span first,
+    like a file.  The reader holds a view of the memory until it is closed.
     """
     if isinstance(fileobj, (bytes, bytearray, memoryview, mmap.mmap)):
         view_file = _buffers.ViewFile(fileobj)
