@@ -123,19 +123,22 @@ def run_split(fn: Callable[..., int], args: tuple[Any, ...], n: int, split: bool
 def run_shared(
     n: int, piece: int, caller: Callable[[int, int], int], helper: Callable[[int, int], int] | None
 ) -> int:
-    """Items ``[0, n)`` in pieces of ``piece``, taken in order by the calling thread (``caller``)
-    and, when given, the helper thread (``helper``); -1, or the smallest failed index reported.
+    """Items ``[0, n)`` in pieces of at most ``piece``, taken in order by the calling thread
+    (``caller``) and, when given, the helper thread (``helper``); -1, or the smallest failed
+    index reported.
 
     Each function takes ``(lo, hi)`` and returns -1 or the first index in it that failed.
+    Pieces shrink towards the end of the run (a quarter of what is left, down to a quarter of
+    ``piece``), so the thread that finishes first waits for little work of the other's.
     """
     if helper is None or n <= piece:
         return caller(0, n)
-    starts = iter(range(0, n, piece))  # next() on it is atomic: each piece goes to one thread
+    pieces = iter(_pieces(n, piece))  # next() on it is atomic: each piece goes to one thread
     failed: list[int] = []
 
     def work(fn: Callable[[int, int], int]) -> None:
-        for lo in starts:
-            bad = fn(lo, min(lo + piece, n))
+        for lo, hi in pieces:
+            bad = fn(lo, hi)
             if bad >= 0:
                 failed.append(bad)
 
@@ -149,3 +152,13 @@ def run_shared(
         if not future.cancel():  # started: wait for its piece, so the buffers stay ours
             future.result()
     return min(failed) if failed else -1
+
+
+def _pieces(n: int, piece: int) -> list[tuple[int, int]]:
+    smallest = max(1, piece // 4)
+    out, lo = [], 0
+    while lo < n:
+        hi = min(n, lo + max(smallest, min(piece, (n - lo) // 4)))
+        out.append((lo, hi))
+        lo = hi
+    return out
