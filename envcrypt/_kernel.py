@@ -107,8 +107,19 @@ def _forget_pool_after_fork() -> None:
 os.register_at_fork(after_in_child=_forget_pool_after_fork)
 
 
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # what this process may run on (taskset, cgroups)
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+_CPUS = _usable_cpus()
+
+
 def two_cores() -> bool:
-    return (os.cpu_count() or 1) >= 2
+    """Whether a helper thread can run beside the caller (at least two usable CPUs)."""
+    return _CPUS >= 2
 
 
 def run_split(fn: Callable[..., int], args: tuple[Any, ...], n: int, split: bool) -> int:
