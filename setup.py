@@ -1,8 +1,9 @@
 """Only the optional C extension lives here; everything else is in pyproject.toml.
 
-envcrypt._cellgcm drives OpenSSL's EVP AES-GCM / AES-SIV over many table cells with the GIL
-released (envcrypt.columns).  It is optional: without a C compiler or the OpenSSL headers the
-build of it fails quietly and envcrypt.columns uses its pure path (byte-identical output).
+envcrypt._gcmbatch drives OpenSSL's EVP AES-GCM / AES-SIV over many segments with the GIL
+released: the C2SP chunks of object bodies (envcrypt.chunked) and the cells of encrypted
+columns (envcrypt.columns).  It is optional: without a C compiler or the OpenSSL headers the
+build of it fails quietly and both use their pure path (byte-identical output).
 """
 
 from setuptools import Extension, setup
@@ -10,8 +11,8 @@ from setuptools import Extension, setup
 setup(
     ext_modules=[
         Extension(
-            "envcrypt._cellgcm",
-            sources=["envcrypt/_cellgcm.c"],
+            "envcrypt._gcmbatch",
+            sources=["envcrypt/_gcmbatch.c"],
             libraries=["crypto"],
             extra_compile_args=["-O2"],
             optional=True,

@@ -1,31 +1,36 @@
 """The vectorized C2SP chunked-encryption core (Cobblestone-256).
 
-Only the batching is ours: every AES-GCM operation is one call of
-``cryptography``'s ``AESGCM.encrypt_into`` / ``decrypt_into`` on one 16 KiB
-chunk, and the key derivation is ``cryptography``'s HKDF-Expand (SHA-512).
-What this module adds is the driving:
+Only the batching is ours: every AES-GCM operation is one standard AEAD call on
+one 16 KiB chunk, and the key derivation is ``cryptography``'s HKDF-Expand
+(SHA-512).  What this module adds is the driving, on one of two paths that give
+the same bytes (:mod:`envcrypt._kernel`):
 
-- a run of chunks is sealed or opened with one ``map`` over prebuilt nonce and
-  buffer views, straight into the caller's preallocated output: no per-chunk
-  ``bytes`` objects, no concatenation;
-- a long run is split into contiguous segments run on a shared thread pool
-  (the AESGCM calls release the GIL), so both cores work on one object;
-- a failed open zeroes the whole output span before raising, so no
-  unauthenticated plaintext is ever left in a caller's buffer.
+- **pure**: ``cryptography``'s ``AESGCM.encrypt_into`` / ``decrypt_into`` per
+  chunk, driven by one ``map`` over prebuilt nonces and views, on the calling
+  thread only (each call takes the GIL to start, so two threads on 16 KiB calls
+  fight for it and run slower than one);
+- **native kernel** (``envcrypt._gcmbatch``, OpenSSL EVP AES-GCM): one call
+  seals or opens a piece of many chunks with the GIL released.  A run of at
+  least two pieces is shared with a helper thread that runs the kernel, while
+  the calling thread runs the pure path ("hybrid", the default when the kernel
+  is built) or the kernel too ("compiled").  Only one thread at a time runs the
+  pure path on a shared run; other callers run the kernel, so concurrent
+  streams never queue on the GIL per chunk.
+
+Either way the output goes straight into the caller's preallocated buffer (no
+per-chunk ``bytes``, no concatenation), no interpreter-wide setting is touched,
+and a failed open zeroes the whole output span before raising, so no
+unauthenticated plaintext is ever left in a caller's buffer.
 
 Spec: https://c2sp.org/chunked-encryption, summarised in FORMAT.md.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hmac
 import os
-import sys
-import threading
 from collections import deque
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
 from itertools import repeat
 from typing import NoReturn
 
@@ -34,6 +39,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 
+from . import _kernel
 from .errors import IntegrityError, WrongKeyError
 from .format import (
     CHUNK_SIZE,
@@ -61,78 +67,26 @@ NONCE_SIZE = 12
 _INFO_PREFIX = b"c2sp.org/chunked-encryption@v1+" + AEAD_NAME + b"\x00"
 _DERIVED_SIZE = DEK_SIZE + NONCE_SIZE + COMMITMENT_SIZE
 
-#: runs shorter than this many chunks per thread stay on the calling thread
-PARALLEL_MIN_CHUNKS = 32  # 512 KiB
-#: chunks per ``map`` call: small enough that the views stay in cache
+#: chunks per piece of a shared run (a run of two pieces or more uses the helper thread);
+#: 1 MiB measured best on 2 cores (benchmarks/bench_core.py --pieces): smaller pieces pay
+#: more GIL hand-overs between the threads, larger ones leave a core idle at the end
+PARALLEL_MIN_CHUNKS = PIECE_CHUNKS = 64
+#: pure path: chunks per ``map`` call, small enough that the views stay in cache
 SUB_BATCH_CHUNKS = 64
 
-_pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
-#: threads per long run: every chunk is one AESGCM call that takes the GIL to start, so
-#: past a few threads they queue on the GIL instead of adding throughput
-DEFAULT_MAX_THREADS = 4
-_threads = int(os.environ.get("ENVCRYPT_THREADS", "0")) or min(os.cpu_count() or 1, DEFAULT_MAX_THREADS)
+#: threads per long run (1: the calling thread only; at most 2 are used)
+_threads = int(os.environ.get("ENVCRYPT_THREADS", "0")) or min(os.cpu_count() or 1, 2)
 
 
 def set_threads(count: int) -> None:
-    """Set how many threads seal/open one long run of chunks (1 = no thread pool)."""
-    global _pool, _threads
+    """Set how many threads seal/open one long run of chunks (1 = the calling thread only).
+
+    A second thread runs only the native kernel; without it every run stays on the caller's.
+    """
+    global _threads
     if count < 1:
         raise ValueError("thread count must be >= 1")
-    with _pool_lock:
-        if _pool is not None:
-            _pool.shutdown(wait=False)
-        _pool, _threads = None, count
-
-
-def _executor() -> ThreadPoolExecutor:
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(max(1, _threads - 1), thread_name_prefix="envcrypt")
-        return _pool
-
-
-#: GIL switch interval while a parallel run is in flight (0 = leave the interpreter's alone)
-PARALLEL_SWITCH_INTERVAL = float(os.environ.get("ENVCRYPT_SWITCH_INTERVAL", "2e-5"))
-_switch_users = 0
-_switch_saved = 0.0
-
-
-@contextlib.contextmanager
-def _fast_switching() -> Iterator[None]:
-    """Shorten the GIL switch interval while threads share one run of chunks.
-
-    Each chunk is one AESGCM call that releases the GIL for a couple of
-    microseconds; with the default 5 ms interval a thread waiting for the GIL
-    rarely gets it in time, and two threads run slower than one.  The interval
-    is restored when the last parallel run ends.
-    """
-    global _switch_users, _switch_saved
-    if PARALLEL_SWITCH_INTERVAL <= 0:
-        yield
-        return
-    with _pool_lock:
-        if _switch_users == 0:
-            _switch_saved = sys.getswitchinterval()
-            sys.setswitchinterval(min(_switch_saved, PARALLEL_SWITCH_INTERVAL))
-        _switch_users += 1
-    try:
-        yield
-    finally:
-        with _pool_lock:
-            _switch_users -= 1
-            if _switch_users == 0:
-                sys.setswitchinterval(_switch_saved)
-
-
-def _forget_pool_after_fork() -> None:
-    # the child has none of the parent's threads, and the lock may have been held
-    global _pool, _pool_lock, _switch_users
-    _pool, _pool_lock, _switch_users = None, threading.Lock(), 0
-
-
-os.register_at_fork(after_in_child=_forget_pool_after_fork)
+    _threads = count
 
 
 def derive(dek: bytes, salt: bytes, context: bytes) -> tuple[bytes, bytes, bytes]:
@@ -180,10 +134,12 @@ class ChunkCipher:
     holds key material, so it has no informative repr and refuses to pickle.
     """
 
-    __slots__ = ("_aead", "_base")
+    __slots__ = ("_aead", "_base", "_key", "_base_nonce")
 
     def __init__(self, aead_key: bytes, base_nonce: bytes) -> None:
         self._aead = AESGCM(aead_key)
+        self._key = bytes(aead_key)  # for the native kernel, which takes the key per run
+        self._base_nonce = bytes(base_nonce)
         self._base = int.from_bytes(base_nonce, "big")
 
     def __repr__(self) -> str:
@@ -214,7 +170,8 @@ class ChunkCipher:
         out_size = len(src) + count * TAG_SIZE
         if len(dst) < out_size:
             raise ValueError("output buffer too small")
-        self._run(self._aead.encrypt_into, first_chunk, count, src, CHUNK_SIZE, dst[:out_size], SEALED_CHUNK_SIZE)
+        if self._run(True, first_chunk, count, src, dst[:out_size]) >= 0:
+            raise IntegrityError("internal error: OpenSSL failed to seal a chunk")
         return out_size
 
     def open(self, first_chunk: int, src: memoryview, dst: memoryview, final: bool) -> int:
@@ -238,9 +195,8 @@ class ChunkCipher:
         if len(dst) < out_size:
             raise ValueError("output buffer too small")
         try:
-            self._run(
-                self._aead.decrypt_into, first_chunk, count, src, SEALED_CHUNK_SIZE, dst[:out_size], CHUNK_SIZE
-            )
+            if self._run(False, first_chunk, count, src, dst[:out_size]) >= 0:
+                raise InvalidTag()
         except InvalidTag:
             _zero(dst[:out_size])
             raise IntegrityError() from None
@@ -251,47 +207,39 @@ class ChunkCipher:
         if first_chunk < 0 or first_chunk + count > MAX_CHUNKS:
             raise IntegrityError()
 
-    def _run(
-        self,
-        op: Callable[..., int],
-        first: int,
-        count: int,
-        src: memoryview,
-        src_step: int,
-        dst: memoryview,
-        dst_step: int,
-    ) -> None:
-        if count == 0:
-            return
-        workers = min(_threads, count // PARALLEL_MIN_CHUNKS)
-        if workers <= 1:
-            self._segment(op, first, 0, count, src, src_step, dst, dst_step)
-            return
-        bounds = [count * i // workers for i in range(workers + 1)]
-        pool = _executor()
-        error: BaseException | None = None
-        with _fast_switching():
-            futures: list[Future[None]] = []
-            inline = [(bounds[0], bounds[1])]
-            for lo, hi in zip(bounds[1:-1], bounds[2:], strict=True):
-                try:
-                    futures.append(pool.submit(self._segment, op, first, lo, hi, src, src_step, dst, dst_step))
-                except RuntimeError:  # the interpreter is shutting down: no new work; run it here
-                    inline.append((lo, hi))
-            try:
-                for lo, hi in inline:
-                    self._segment(op, first, lo, hi, src, src_step, dst, dst_step)
-            except BaseException as exc:  # wait for the others before raising
-                error = exc
-            for future in futures:
-                try:
-                    future.result()
-                except BaseException as exc:
-                    error = error or exc
-        if error is not None:
-            raise error
+    def _run(self, seal: bool, first: int, count: int, src: memoryview, dst: memoryview) -> int:
+        """Seal or open chunks ``first .. first + count - 1``; -1, or (kernel) the first that failed.
 
-    def _segment(
+        The pure path raises InvalidTag itself; the kernel reports a failed chunk's index.
+        """
+        if count == 0:
+            return -1
+        mode = _kernel.mode()
+        native = _kernel.module()
+        steps = (CHUNK_SIZE, SEALED_CHUNK_SIZE) if seal else (SEALED_CHUNK_SIZE, CHUNK_SIZE)
+        op = self._aead.encrypt_into if seal else self._aead.decrypt_into
+
+        def pure(lo: int, hi: int) -> int:
+            self._pure(op, first, lo, hi, src, steps[0], dst, steps[1])
+            return -1
+
+        if native is None:
+            return pure(0, count)
+        fn = native.chunk_seal if seal else native.chunk_open
+        args = (self._key, self._base_nonce, first, src, dst, count)
+
+        def kernel(lo: int, hi: int) -> int:
+            return int(fn(*args, lo, hi))
+
+        helper = kernel if _threads > 1 and _kernel.two_cores() else None
+        if mode == "hybrid" and _kernel.pure_turn.acquire(blocking=False):
+            try:
+                return _kernel.run_shared(count, PIECE_CHUNKS, pure, helper)
+            finally:
+                _kernel.pure_turn.release()
+        return _kernel.run_shared(count, PIECE_CHUNKS, kernel, helper)
+
+    def _pure(
         self,
         op: Callable[..., int],
         first: int,
@@ -302,7 +250,7 @@ class ChunkCipher:
         dst: memoryview,
         dst_step: int,
     ) -> None:
-        """Chunks ``lo..hi-1`` of the run, in sub-batches: one C-level ``map`` over prebuilt views each."""
+        """Chunks ``lo .. hi - 1`` of the run, in sub-batches: one C-level ``map`` over prebuilt views each."""
         # ``src`` and ``dst`` end exactly where the run ends, so slicing at the
         # fixed strides gives the short final chunk its right length on both sides.
         base = self._base
@@ -348,22 +296,22 @@ def open_span(
         hi = min((j + 1 - first_chunk) * SEALED_CHUNK_SIZE, len(sealed))
         return cipher.open(i, sealed[lo:hi], dst, final=j == final_index)
 
+    # chunks wholly inside [start, end) form one range [whole_lo, whole_hi): computed, not searched
+    whole_lo = max(first_chunk, -(-start // CHUNK_SIZE))
+    whole_hi = min(last, final_index) + 1 if end >= plaintext_size else min(last + 1, end // CHUNK_SIZE)
+    if whole_lo >= whole_hi:
+        whole_lo = whole_hi = last + 1
     kept: tuple[int, int] | None = None
-    i = first_chunk
-    while i <= last:
-        j = i
-        while j <= last and j * CHUNK_SIZE >= start and chunk_end(j) <= end:
-            j += 1
-        if j > i:  # chunks i..j-1 lie wholly inside [start, end)
-            run(i, j - 1, out[i * CHUNK_SIZE - start : chunk_end(j - 1) - start])
-            i = j
+    for i in [*range(first_chunk, whole_lo), -1, *range(whole_hi, last + 1)]:  # -1: the whole run, in order
+        if i < 0:
+            if whole_hi > whole_lo:
+                run(whole_lo, whole_hi - 1, out[whole_lo * CHUNK_SIZE - start : chunk_end(whole_hi - 1) - start])
             continue
         n = run(i, i, scratch)
         lo, hi = max(start, i * CHUNK_SIZE), min(end, chunk_end(i))
         if hi > lo:
             out[lo - start : hi - start] = scratch[lo - i * CHUNK_SIZE : hi - i * CHUNK_SIZE]
         kept = (i, n)
-        i += 1
     return kept
 
 

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import io
 import os
-import threading
-import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -29,9 +27,11 @@ from .errors import (
 )
 from .format import (
     BODY_PREFIX_SIZE,
+    CHUNK_SIZE,
     FIXED_PREFIX_SIZE,
     MAX_HEADER_SIZE,
     MAX_SLOTS,
+    SEALED_CHUNK_SIZE,
     Header,
     KeySlot,
     body_size,
@@ -104,36 +104,6 @@ def _cache_for(schemes: Sequence[str], options: Mapping[str, Any]) -> tuple[DekC
     return choose_cache(setting, resolvers), plain
 
 
-# Streaming writes (size unknown up front) that took a DEK from the cache: the header
-# new_header returned -> the charge the writer calls with the bytes it sealed.
-_stream_charges: dict[int, tuple[weakref.ref[Header], StreamCharge]] = {}
-_stream_charges_lock = threading.Lock()
-
-
-def _record_charge(header: Header, charge: StreamCharge) -> None:
-    ident = id(header)
-
-    def forget(_: object) -> None:
-        with _stream_charges_lock:
-            held = _stream_charges.get(ident)
-            if held is not None and held[0]() is None:
-                del _stream_charges[ident]
-
-    with _stream_charges_lock:
-        _stream_charges[ident] = (weakref.ref(header, forget), charge)
-
-
-def claim_stream_charge(header: Header) -> Callable[[int], None] | None:
-    """The byte charge :func:`new_header` recorded for ``header`` (a streaming write that took
-    its DEK from the DEK cache), once; the writer calls it with the bytes it sealed."""
-    with _stream_charges_lock:
-        held = _stream_charges.get(id(header))
-        if held is None or held[0]() is not header:
-            return None
-        del _stream_charges[id(header)]
-        return held[1]
-
-
 def new_header(
     key_uri: KeyUris,
     encryption_context: Mapping[str, str] | None,
@@ -144,12 +114,35 @@ def new_header(
 ) -> tuple[bytes, Header]:
     """A DEK and a header whose key slots wrap it.
 
-    The DEK is fresh, or taken from the DEK cache when it is on for these keys.
-    ``plaintext_size``, when known, is charged to the cache entry's byte budget;
-    when it is None (a streaming write), a charge is recorded for the returned
-    header and an :class:`~envcrypt.streams.EncryptingWriter` made with it charges
-    the bytes it sealed when it closes (:func:`claim_stream_charge`).
+    The DEK is fresh, or taken from the DEK cache when it is on for these keys;
+    ``plaintext_size``, when known, is charged to the cache entry's byte budget.
+    A streaming write, whose size is known only at its end, uses
+    :func:`new_stream_header` and hands the charge it returns to its writer.
     """
+    dek, header, _ = _make_header(key_uri, encryption_context, options, plaintext_size, also_in_play)
+    return dek, header
+
+
+def new_stream_header(
+    key_uri: KeyUris,
+    encryption_context: Mapping[str, str] | None,
+    options: Mapping[str, Any],
+    *,
+    also_in_play: Sequence[str] = (),
+) -> tuple[bytes, Header, StreamCharge | None]:
+    """:func:`new_header` for a streaming write: also the charge to call with the bytes the
+    writer sealed when it closes (None when the DEK did not come from the DEK cache); pass it
+    as ``EncryptingWriter(..., charge=)``."""
+    return _make_header(key_uri, encryption_context, options, None, also_in_play)
+
+
+def _make_header(
+    key_uri: KeyUris,
+    encryption_context: Mapping[str, str] | None,
+    options: Mapping[str, Any],
+    plaintext_size: int | None,
+    also_in_play: Sequence[str],
+) -> tuple[bytes, Header, StreamCharge | None]:
     context = dict(encryption_context or {})
     uris = normalize_key_uris(key_uri)
     cache, plain = _cache_for([split_key_uri(u)[0] for u in uris], options)
@@ -159,18 +152,17 @@ def new_header(
         hit = cache.take_encryption(cache_key, plaintext_size)
         if hit is not None:
             _recheck(cache, [slot.key_uri for slot in hit[1]], plain)
-            header = Header(context, hit[1])
-            if plaintext_size is None:
-                _record_charge(header, StreamCharge(cache, cache_key, hit[0]))
-            return hit[0], header
+            charge = StreamCharge(cache, cache_key, hit[0]) if plaintext_size is None else None
+            return hit[0], Header(context, hit[1]), charge
     dek = os.urandom(DEK_SIZE)
     slots = wrap_dek(dek, uris, context, plain, also_in_play=also_in_play)
     header = Header(context, slots)
+    charge = None
     if cache is not None:
         cache.put_encryption(cache_key, dek, slots, plaintext_size)
         if plaintext_size is None:
-            _record_charge(header, StreamCharge(cache, cache_key, dek))
-    return dek, header
+            charge = StreamCharge(cache, cache_key, dek)
+    return dek, header, charge
 
 
 def _recheck(cache: DekCache, uris: Sequence[str], options: Mapping[str, Any]) -> None:
@@ -291,11 +283,36 @@ def decrypt(
     return open_whole_body(cipher, body, size)
 
 
+#: sealed chunks copied at a time from memory another process may change (an mmap)
+_SHARED_SPAN_CHUNKS = 256
+
+
 def open_whole_body(cipher: ChunkCipher, body: memoryview, size: int) -> bytes:
     """The plaintext of a whole body (``size`` from its length), returned only if all of it
-    authenticates."""
+    authenticates.
+
+    Process-private memory (bytes, bytearray) is decrypted in place.  Anything else (a view of
+    an mmap of a file in storage) is copied span by span into a private buffer first: OpenSSL
+    reads a chunk twice (GHASH, then CTR), and a storage writer changing the bytes in between
+    would release plaintext that the tag did not authenticate.
+    """
     result, out = _buffers.new_bytes(size)
-    cipher.open(0, body[BODY_PREFIX_SIZE:], out, final=True)
+    sealed = body[BODY_PREFIX_SIZE:]
+    if _buffers.is_private(body):
+        cipher.open(0, sealed, out, final=True)
+        return _buffers.finish(result)
+    step = _SHARED_SPAN_CHUNKS * SEALED_CHUNK_SIZE
+    private = bytearray(min(step, len(sealed)))
+    try:
+        for first in range(0, max(len(sealed), 1), step):  # an empty body still has its final chunk
+            span = sealed[first : first + step]
+            at = first // SEALED_CHUNK_SIZE
+            local = memoryview(private)[: len(span)]
+            local[:] = span
+            cipher.open(at, local, out[at * CHUNK_SIZE :], final=first + step >= len(sealed))
+    except IntegrityError:
+        _buffers.zero(out)
+        raise
     return _buffers.finish(result)
 
 

@@ -17,14 +17,15 @@ reader keeps failing.
 from __future__ import annotations
 
 import io
+import mmap
 import sys
 import warnings
-from collections.abc import Mapping
-from typing import IO, Any
+from collections.abc import Callable, Mapping
+from typing import IO, Any, cast
 
 from . import _buffers
 from .chunked import ChunkCipher, new_message, open_span
-from .envelope import KeyUris, check_context, claim_stream_charge, new_header, open_body, read_header
+from .envelope import KeyUris, check_context, new_stream_header, open_body, read_header
 from .errors import ClosedError, IntegrityError, InternalError, UnpublishedWriteWarning
 from .format import (
     BODY_PREFIX_SIZE,
@@ -53,7 +54,10 @@ class EncryptingWriter(io.RawIOBase):
         *,
         batch_chunks: int = DEFAULT_BATCH_CHUNKS,
         close_fileobj: bool = False,
+        charge: Callable[[int], None] | None = None,
     ) -> None:
+        """``charge`` (from :func:`envcrypt.envelope.new_stream_header`) is called once at close
+        with the plaintext bytes sealed: the DEK cache's byte budget of a cached DEK."""
         super().__init__()
         if batch_chunks < 1:
             raise ValueError("batch_chunks must be >= 1")
@@ -69,7 +73,7 @@ class EncryptingWriter(io.RawIOBase):
         self._chunk = 0  # index of the next chunk to seal
         self._written = 0  # plaintext bytes accepted
         self._sealed = 0  # plaintext bytes sealed (charged to the DEK cache at close)
-        self._charge = claim_stream_charge(header)  # None unless the DEK came from the cache
+        self._charge = charge
         self._failed = False
         self._with_depth = 0  # > 0 inside our own ``with`` block
         self._exception_at_open = sys.exc_info()[1]  # see close()
@@ -230,6 +234,7 @@ class DecryptingReader(io.RawIOBase):
         self._edge = bytearray(CHUNK_SIZE)
         self._error: BaseException | None = None
         self._seekable = fileobj.seekable()
+        self._view_of = _buffers.whole_view(fileobj)  # in-memory source: decrypt in place
         self._final_checked = False
         self._size: int | None = None
         self._final_index: int | None = None
@@ -381,7 +386,10 @@ class DecryptingReader(io.RawIOBase):
         done = 0
         while pos < end:
             first = pos // CHUNK_SIZE
-            last = min((end - 1) // CHUNK_SIZE, first + DEFAULT_BATCH_CHUNKS - 1)
+            # a span read from a file goes through a reused buffer of at most a batch;
+            # an in-memory source needs no buffer, so a read is one span
+            batch = DEFAULT_BATCH_CHUNKS if self._view_of is None else MAX_CHUNKS
+            last = min((end - 1) // CHUNK_SIZE, first + batch - 1)
             span_end = min(end, (last + 1) * CHUNK_SIZE)
             if span_end == self._size:
                 last = self._final_index  # reaching the end opens the (maybe empty) final chunk
@@ -395,9 +403,21 @@ class DecryptingReader(io.RawIOBase):
         if self._size is None:
             raise InternalError("random access without a plaintext size")
         body = self._body + BODY_PREFIX_SIZE
-        stop = body + sealed_chunk_end(last, self._size)
-        sealed = self._fetch(body + first * SEALED_CHUNK_SIZE, stop - body - first * SEALED_CHUNK_SIZE)
-        open_span(self._cipher, sealed, first, start, end, out, plaintext_size=self._size, scratch=memoryview(self._edge))
+        at = body + first * SEALED_CHUNK_SIZE
+        length = body + sealed_chunk_end(last, self._size) - at
+        scratch = memoryview(self._edge)
+        if self._view_of is None:
+            sealed = self._fetch(at, length)
+            open_span(self._cipher, sealed, first, start, end, out, plaintext_size=self._size, scratch=scratch)
+        else:
+            whole = self._view_of()
+            try:
+                if len(whole) < at + length:
+                    raise IntegrityError()
+                open_span(self._cipher, whole[at : at + length], first, start, end, out, plaintext_size=self._size,
+                          scratch=scratch)
+            finally:
+                whole.release()  # an mmap can be closed again once the reader is done with it
         if last == self._final_index:
             self._final_checked = True
 
@@ -487,12 +507,13 @@ def open_writer(
     chunk; leaving it with an exception does not, so the partial output is
     never a valid object.
     """
-    dek, header = new_header(key_uri, encryption_context, resolver_options)
-    return EncryptingWriter(fileobj, header, dek, batch_chunks=batch_chunks, close_fileobj=close_fileobj)
+    dek, header, charge = new_stream_header(key_uri, encryption_context, resolver_options)
+    return EncryptingWriter(fileobj, header, dek, batch_chunks=batch_chunks, close_fileobj=close_fileobj,
+                            charge=charge)
 
 
 def open_reader(
-    fileobj: IO[bytes],
+    fileobj: IO[bytes] | bytes | bytearray | memoryview | mmap.mmap,
     *,
     trusted_keys: TrustedKeysArg = None,
     encryption_context: Mapping[str, str] | None = None,
@@ -506,23 +527,47 @@ def open_reader(
     the caller knows it.  A non-seekable ``fileobj`` gives a forward-only reader.
     ``trusted_keys`` are the master keys this reader accepts, as in :func:`envcrypt.decrypt`
     (None: the default key only).
+
+    ``fileobj`` may also be the object's bytes themselves (bytes, bytearray, memoryview, mmap):
+    spans of process-private memory (bytes, bytearray, an ``io.BytesIO``) are decrypted in
+    place; a mapping that another process could change (mmap) is copied span by span first,
+    like a file.  The reader holds a view of the memory until it is closed.
     """
-    start = fileobj.tell() if fileobj.seekable() else 0
-    header, header_size = read_header(fileobj)
+    if isinstance(fileobj, (bytes, bytearray, memoryview, mmap.mmap)):
+        view_file = _buffers.ViewFile(fileobj)
+        try:
+            return _open_reader(cast(IO[bytes], view_file), trusted_keys, encryption_context, stored_size, True,
+                                resolver_options)
+        except BaseException:
+            view_file.close()  # an mmap can be closed again
+            raise
+    return _open_reader(fileobj, trusted_keys, encryption_context, stored_size, close_fileobj, resolver_options)
+
+
+def _open_reader(
+    raw: IO[bytes],
+    trusted_keys: TrustedKeysArg,
+    encryption_context: Mapping[str, str] | None,
+    stored_size: int | None,
+    close_fileobj: bool,
+    resolver_options: Mapping[str, Any],
+) -> DecryptingReader:
+    start = raw.tell() if raw.seekable() else 0
+    header, header_size = read_header(raw)
     check_context(header, encryption_context)
-    if stored_size is None and fileobj.seekable():
-        here = fileobj.tell()
-        stored_size = fileobj.seek(0, io.SEEK_END) - start
-        fileobj.seek(here)
+    if stored_size is None and raw.seekable():
+        here = raw.tell()
+        stored_size = raw.seek(0, io.SEEK_END) - start
+        raw.seek(here)
     if stored_size is not None:  # an impossible body length fails before any key is asked (FORMAT.md)
         try:
             plaintext_size(stored_size - header_size)
         except ValueError:
             raise IntegrityError() from None
     prefix = bytearray(BODY_PREFIX_SIZE)
-    if _readinto_full(fileobj, memoryview(prefix)) < BODY_PREFIX_SIZE:
+    if _readinto_full(raw, memoryview(prefix)) < BODY_PREFIX_SIZE:
         raise IntegrityError()
     cipher = open_body(header, bytes(prefix), trusted_keys, resolver_options)
     return DecryptingReader(
-        fileobj, header, header_size, cipher, start=start, stored_size=stored_size, close_fileobj=close_fileobj
+        raw, header, header_size, cipher, start=start, stored_size=stored_size, close_fileobj=close_fileobj
     )

@@ -27,7 +27,7 @@ import pytest
 from cryptography.cobblestone import Cobblestone128Decryptor, Cobblestone256Decryptor
 from cryptography.exceptions import InvalidTag
 
-from envcrypt import chunked
+from envcrypt import _kernel, chunked
 from envcrypt.chunked import ChunkCipher, derive, new_message, open_message, set_threads
 from envcrypt.errors import EnvcryptError, IntegrityError, WrongKeyError
 from envcrypt.format import (
@@ -137,6 +137,14 @@ def open_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int, bool]]:
 
     monkeypatch.setattr(ChunkCipher, "open", counting)
     return calls
+
+
+@pytest.fixture(autouse=True, params=["pure", "compiled", "hybrid"] if _kernel.available() else ["pure"])
+def kernel_mode(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every vector through every path: pure (cryptography), the native kernel, and both shared."""
+    _kernel.use(request.param)
+    yield request.param
+    _kernel.use(None)
 
 
 @pytest.fixture(params=[1, 3], ids=["1thread", "3threads"])

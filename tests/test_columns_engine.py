@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, AESSIV
 
+from envcrypt import _kernel
 from envcrypt.columns import _engine
 from envcrypt.errors import IntegrityError
 from tests.conftest import VECTORS
@@ -25,7 +27,7 @@ def _cells(lengths: list[int], seed: int = 7) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _seal(mode: str, key: bytes, ad: bytes, src: np.ndarray, off: np.ndarray, valid: np.ndarray,
-          use: str, counter: int = 0) -> tuple[np.ndarray, np.ndarray]:
+          use: str | None, counter: int = 0) -> tuple[np.ndarray, np.ndarray]:
     overhead = _engine.GCM_OVERHEAD if mode == "gcm" else _engine.SIV_OVERHEAD
     out_off = np.zeros(len(off), np.int64)
     np.cumsum(np.where(valid, np.diff(off) + overhead, 0), out=out_off[1:])
@@ -199,3 +201,42 @@ def test_salted_cells_are_the_same_bytes_in_both_cores_and_open_across_batches()
         with pytest.raises(IntegrityError):
             _engine.open_salted(keys.__getitem__, b"ad", bad, o1, valid, back, off, use=use)
         assert not back.any()
+
+
+@pytest.fixture
+def hybrid() -> Iterator[None]:
+    if not _kernel.available():
+        pytest.skip("the compiled core is not built in this install")
+    _kernel.use("hybrid")
+    yield
+    _kernel.use(None)
+
+
+def test_hybrid_deterministic_cells_are_the_pure_bytes(hybrid: None) -> None:
+    """The calling thread (cryptography) and the helper (kernel) share a run: the same bytes."""
+    rng = np.random.default_rng(21)
+    lengths = rng.integers(0, 80, 6 * _engine.SIV_PIECE_CELLS + 11).tolist()
+    src, off = _cells(lengths, seed=9)
+    valid = rng.random(len(lengths)) > 0.1
+    key = os.urandom(64)
+    pure, o1 = _seal("siv", key, b"ad", src, off, valid, "pure")
+    shared, o2 = _seal("siv", key, b"ad", src, off, valid, None)
+    assert (o1 == o2).all() and pure.tobytes() == shared.tobytes()
+    back = np.zeros(len(src), np.uint8)
+    _engine.open_("siv", key, b"ad", shared, o1, valid, back, off)
+    mask = np.repeat(valid, lengths)
+    assert (back[mask] == src[mask]).all()
+
+
+@pytest.mark.parametrize("bad", [0, _engine.SIV_PIECE_CELLS + 3, 5 * _engine.SIV_PIECE_CELLS - 1])
+def test_hybrid_deterministic_open_fails_whole_whichever_thread_sees_the_bad_cell(hybrid: None, bad: int) -> None:
+    lengths = [12] * (5 * _engine.SIV_PIECE_CELLS)
+    src, off = _cells(lengths)
+    valid = np.ones(len(lengths), np.bool_)
+    key = os.urandom(64)
+    dst, out_off = _seal("siv", key, b"ad", src, off, valid, "pure")
+    dst[out_off[bad] + 3] ^= 1
+    back = np.zeros(len(src), np.uint8)
+    with pytest.raises(IntegrityError):
+        _engine.open_("siv", key, b"ad", dst, out_off, valid, back, off)
+    assert not back.any()

@@ -32,12 +32,13 @@ from ._keys import ColumnKey
 from ._policy import ColumnPolicy, ColumnPolicyError
 from ._rotate import rotate
 from ._table import decrypt_table, encrypt_table, encrypt_value, encrypted_columns, load_column_key
+from ._writer import parquet_write_options
 
 __all__ = [
     "encrypt_table", "decrypt_table", "encrypt_value", "load_column_key", "new_column_key",
     "encrypted_columns", "ColumnPolicy", "ColumnPolicyError", "ColumnKey", "UnsupportedTypeError",
     "compiled_available", "rotate", "encrypt_frame", "decrypt_frame", "frame_schema", "dask_encrypt",
-    "dask_decrypt", "FRAME_ATTR",
+    "dask_decrypt", "FRAME_ATTR", "parquet_write_options",
 ]
 
 

@@ -3,9 +3,9 @@
 Every cell is one standard AEAD operation from OpenSSL, never our own AES or
 GHASH.  Two interchangeable cores produce the same bytes:
 
-* **compiled** (``envcrypt._cellgcm``, built at install when a C compiler and the
-  OpenSSL headers exist): a C loop over the cells driving OpenSSL's EVP
-  AES-256-GCM / AES-256-SIV, one cipher context per call with the key set once,
+* **compiled** (the native kernel ``envcrypt._gcmbatch``, :mod:`envcrypt._kernel`,
+  the same one that seals object bodies): a C loop over the cells driving OpenSSL's
+  EVP AES-256-GCM / AES-256-SIV, one cipher context per call with the key set once,
   the GIL released; a long run is split over two threads;
 * **pure** (``cryptography``): ``AESGCM.encrypt_into`` / ``AESSIV.encrypt_into``
   per cell, driven by ``map`` over prebuilt views (no Python bytecode per cell).
@@ -22,11 +22,8 @@ Deterministic cells (AES-256-SIV, RFC 5297, one associated-data string):
 
 from __future__ import annotations
 
-import os
-import threading
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from itertools import repeat
 from typing import Any
 
@@ -34,6 +31,7 @@ import numpy as np
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, AESSIV
 
+from .. import _kernel
 from ..errors import IntegrityError
 
 __all__ = ["GCM_OVERHEAD", "SIV_OVERHEAD", "NONCE_SIZE", "seal", "open_", "compiled_available", "core"]
@@ -45,63 +43,27 @@ SIV_OVERHEAD = 16
 #: a run shorter than this many cells stays on the calling thread
 PARALLEL_MIN_CELLS = 16384
 
-try:  # the optional compiled core
-    from .. import _cellgcm as _c  # type: ignore[attr-defined]
-except ImportError:  # no compiler or no OpenSSL headers at install: the pure core
-    _c = None
 
-_forced = os.environ.get("ENVCRYPT_COLUMNS_CORE", "")  # "pure" or "compiled" (tests, benchmarks)
-_pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
+
+def _native() -> Any:
+    return _kernel._native
 
 
 def compiled_available() -> bool:
-    return _c is not None
+    return _kernel.available()
 
 
 def core(name: str | None = None) -> str:
-    """The core in use: ``name`` if given ("pure"/"compiled"), else the compiled one when built."""
-    choice = name or _forced or ("compiled" if _c is not None else "pure")
-    if choice not in ("pure", "compiled"):
-        raise ValueError(f"unknown columns core {choice!r} (pure or compiled)")
-    if choice == "compiled" and _c is None:
-        raise ImportError("the compiled columns core (envcrypt._cellgcm) is not built in this install")
-    return choice
-
-
-def _executor() -> ThreadPoolExecutor:
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(1, thread_name_prefix="envcrypt-cells")
-        return _pool
-
-
-def _forget_pool_after_fork() -> None:
-    global _pool, _pool_lock
-    _pool, _pool_lock = None, threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forget_pool_after_fork)
-
-
-def _split(n: int) -> list[tuple[int, int]]:
-    threads = min(2, os.cpu_count() or 1)
-    if threads < 2 or n < PARALLEL_MIN_CELLS:
-        return [(0, n)]
-    mid = n // 2
-    return [(0, mid), (mid, n)]
+    """The core in use: ``name`` if given ("pure"/"compiled"), else the compiled one when built
+    (``ENVCRYPT_KERNEL`` / ``ENVCRYPT_COLUMNS_CORE`` force one)."""
+    if name is not None and name not in ("pure", "compiled"):
+        raise ValueError(f"unknown columns core {name!r} (pure or compiled)")
+    return _kernel.active(name)
 
 
 def _run_compiled(fn: Callable[..., int], args: tuple[Any, ...], n: int) -> int:
     """Run ``fn(*args, lo, hi)`` over two halves in two threads; -1, or the first failing cell."""
-    parts = _split(n)
-    if len(parts) == 1:
-        return int(fn(*args, 0, n))
-    future = _executor().submit(fn, *args, *parts[1])
-    first = int(fn(*args, *parts[0]))
-    second = int(future.result())
-    return first if first >= 0 else second
+    return _kernel.run_split(fn, args, n, n >= PARALLEL_MIN_CELLS and _kernel.two_cores())
 
 
 # ------------------------------------------------------------------ sealing
@@ -116,7 +78,9 @@ def seal(mode: str, key: bytes, ad: bytes, src: np.ndarray, src_off: np.ndarray,
     if core(use) == "compiled":
         if mode == "siv":
             valid = _siv_empty_cells_pure(valid, src_off, 0, "seal", key, ad, src, src_off, dst, dst_off)
-        fn = _c.gcm_seal if mode == "gcm" else _c.siv_seal
+            if use is None and _siv_shared("seal", key, ad, src, src_off, valid, dst, dst_off):
+                return
+        fn = _native().gcm_seal if mode == "gcm" else _native().siv_seal
         args: tuple[Any, ...] = (key, ad, src, src_off, valid.view(np.uint8), dst, dst_off)
         if mode == "gcm":
             args += (first_counter,)
@@ -141,6 +105,53 @@ def seal(mode: str, key: bytes, ad: bytes, src: np.ndarray, src_off: np.ndarray,
     else:
         outs = map(dst_mv.__getitem__, map(slice, d_lo.tolist(), d_hi.tolist()))
         deque(map(AESSIV(key).encrypt_into, ins, repeat([ad]), outs), maxlen=0)
+
+
+#: deterministic cells per piece of a run shared by the pure path and the kernel
+SIV_PIECE_CELLS = 4096
+
+
+def _siv_shared(op: str, key: bytes, ad: bytes, src: np.ndarray, src_off: np.ndarray, valid: np.ndarray,
+                dst: np.ndarray, dst_off: np.ndarray) -> bool:
+    """Deterministic cells in the "hybrid" mode: the calling thread runs ``cryptography``'s AESSIV
+    while the helper thread runs the kernel, on pieces taken in turn.  OpenSSL 3.0's SIV has no way
+    to start a new message under a set key but a context copy (~3.6 us a cell, mostly allocation),
+    while cryptography's bundled OpenSSL starts one in ~1.3 us; the two together beat either alone.
+
+    False (nothing done) unless the mode is "hybrid" and no other thread runs the pure path; an
+    open that fails raises InvalidTag after both threads stopped (the caller zeroes ``dst``).
+    """
+    n = len(valid)
+    if _kernel.mode() != "hybrid" or n < 2 * SIV_PIECE_CELLS or not _kernel.two_cores():
+        return False
+    if not _kernel.pure_turn.acquire(blocking=False):
+        return False
+    try:
+        fn = _native().siv_seal if op == "seal" else _native().siv_open
+        v8 = valid.view(np.uint8)
+
+        def kernel(lo: int, hi: int) -> int:
+            return int(fn(key, ad, src, src_off, v8, dst, dst_off, lo, hi))
+
+        def pure(lo: int, hi: int) -> int:
+            piece = (key, ad, src, src_off[lo : hi + 1], valid[lo:hi], dst, dst_off[lo : hi + 1])
+            if op == "seal":
+                seal("siv", *piece, use="pure")
+                return -1
+            try:
+                open_("siv", *piece, use="pure")
+            except IntegrityError:
+                return lo
+            return -1
+
+        failed = _kernel.run_shared(n, SIV_PIECE_CELLS, pure, kernel)
+    finally:
+        _kernel.pure_turn.release()
+    if failed >= 0:
+        if op == "seal":  # pragma: no cover - OpenSSL refused an operation
+            raise IntegrityError("internal error: OpenSSL failed to seal a cell")
+        raise InvalidTag()
+    return True
 
 
 def _siv_empty_cells_pure(valid: np.ndarray, src_off: np.ndarray, empty_size: int, op: str,
@@ -180,7 +191,9 @@ def open_(mode: str, key: bytes, ad: bytes, src: np.ndarray, src_off: np.ndarray
             if mode == "siv":
                 valid = _siv_empty_cells_pure(valid, src_off, SIV_OVERHEAD, "open", key, ad, src, src_off, dst,
                                               dst_off)
-            fn = _c.gcm_open if mode == "gcm" else _c.siv_open
+                if use is None and _siv_shared("open", key, ad, src, src_off, valid, dst, dst_off):
+                    return
+            fn = _native().gcm_open if mode == "gcm" else _native().siv_open
             failed = _run_compiled(fn, (key, ad, src, src_off, valid.view(np.uint8), dst, dst_off), n)
             if failed >= 0:
                 raise InvalidTag()
@@ -233,7 +246,7 @@ def seal_salted(key: bytes, salt: bytes, ad: bytes, src: np.ndarray, src_off: np
     if len(salt) != SALT_SIZE:
         raise ValueError(f"a salt is {SALT_SIZE} bytes")
     if core(use) == "compiled":  # the same bytes in one pass, without the interleaved description
-        if _run_compiled(_c.gcm_seal_salted, (key, salt, ad, src, src_off, valid.view(np.uint8), dst, dst_off,
+        if _run_compiled(_native().gcm_seal_salted, (key, salt, ad, src, src_off, valid.view(np.uint8), dst, dst_off,
                                               first_row), n) >= 0:  # pragma: no cover - OpenSSL refused
             raise IntegrityError("internal error: OpenSSL failed to seal a cell")
         return
@@ -284,8 +297,8 @@ def open_salted(keys: Callable[[bytes], bytes], ad: bytes, src: np.ndarray, src_
         start = int(src_off[first])
         salt = src[start : start + SALT_SIZE].tobytes()
         # the common case, one batch: every cell opened in place under the one batch key
-        if _c.salt_mismatch(salt, src, src_off, valid.view(np.uint8)) < 0:
-            if _run_compiled(_c.gcm_open_salted, (keys(salt), salt, ad, src, src_off, valid.view(np.uint8), dst,
+        if _native().salt_mismatch(salt, src, src_off, valid.view(np.uint8)) < 0:
+            if _run_compiled(_native().gcm_open_salted, (keys(salt), salt, ad, src, src_off, valid.view(np.uint8), dst,
                                                   dst_off), len(valid)) >= 0:
                 dst[:] = 0
                 raise IntegrityError()

@@ -71,7 +71,7 @@ from fsspec.implementations.local import LocalFileSystem
 from fsspec.implementations.memory import MemoryFileSystem
 from fsspec.utils import isfilelike
 
-from ..envelope import new_header, normalize_key_uris
+from ..envelope import new_stream_header, normalize_key_uris
 from ..errors import IntegrityError, NotEncryptedError
 from ..slots import key_name, trusted_key_list
 from ..streams import EncryptingWriter
@@ -645,10 +645,11 @@ class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
             return
         if mode == "create" and self.target.exists(rpath):
             raise FileExistsError(rpath)
-        dek, header = new_header(self.key_for(rpath), self.encryption_context, self.resolver_options)
+        dek, header, charge = new_stream_header(self.key_for(rpath), self.encryption_context, self.resolver_options)
         with tempfile.TemporaryDirectory(prefix="envcrypt-put-") as tmp:
             sealed = os.path.join(tmp, "object")
-            with open(lpath, "rb") as src, open(sealed, "wb") as dst, EncryptingWriter(dst, header, dek) as writer:
+            with open(lpath, "rb") as src, open(sealed, "wb") as dst, \
+                    EncryptingWriter(dst, header, dek, charge=charge) as writer:
                 shutil.copyfileobj(src, writer, PUT_BUFFER)
             self.target.put_file(sealed, rpath, callback=callback, **kwargs)
         self.invalidate_written(rpath)
@@ -724,11 +725,11 @@ class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
                     spool: bool | None = False) -> EnvcryptWriteFile:
         """An atomic writer; ``expect`` (``_sinks.version_of``) makes publication conditional;
         ``spool`` as the option (``EnvcryptWriteFile``)."""
-        dek, header = new_header(self.key_for(path), self.encryption_context, self.resolver_options)
+        dek, header, charge = new_stream_header(self.key_for(path), self.encryption_context, self.resolver_options)
         sink = open_sink(self.target, path, block_size=block_size if isinstance(block_size, int) else None,
                          expect=expect, make_parents=self.auto_mkdir)
         try:
-            writer = EncryptingWriter(sink.raw, header, dek)
+            writer = EncryptingWriter(sink.raw, header, dek, charge=charge)
         except BaseException:
             sink.abort()
             raise

@@ -1,8 +1,18 @@
-/* envcrypt._cellgcm: OpenSSL EVP AES-256-GCM / AES-256-SIV over many cells, GIL released.
+/* envcrypt._gcmbatch: OpenSSL EVP AES-GCM / AES-256-SIV over many segments, GIL released.
  *
- * Only the driving loop is here: every cell is one standard EVP AEAD operation of the
+ * The one native kernel of envcrypt: the C2SP chunks of an object body (envcrypt/chunked.py)
+ * and the cells of an encrypted column (envcrypt/columns/_engine.py) are both "many short
+ * AEAD messages under one key", sealed or opened here in one call per run.
+ *
+ * Only the driving loop is here: every segment is one standard EVP AEAD operation of the
  * system OpenSSL (no AES, no GHASH of our own).  One cipher context per call, the key
- * set once; a run of cells [lo, hi) is described by int64 offsets into one source and
+ * set once.  Key derivation (HKDF) stays in Python (cryptography).
+ *
+ * Chunks (FORMAT.md, C2SP chunked encryption): chunk i of a run starting at chunk index
+ * `first` is in[i * step_in, min((i + 1) * step_in, len(in))), its nonce base_nonce XOR
+ * BE96(first + i), no associated data; sealed = ciphertext || tag(16).
+ *
+ * Cells: a run of cells [lo, hi) is described by int64 offsets into one source and
  * one destination buffer, and a uint8 validity mask (0: a null, skipped).  The layouts
  * are those of envcrypt/columns/_engine.py (its pure path gives the same bytes):
  *   GCM seal: dst = nonce(12) || ciphertext || tag(16), nonce = BE96(counter0 + i)
@@ -297,6 +307,95 @@ static PyObject *siv_run(PyObject *args, int enc) {
 static PyObject *siv_seal(PyObject *self, PyObject *args) { return siv_run(args, 1); }
 static PyObject *siv_open(PyObject *self, PyObject *args) { return siv_run(args, 0); }
 
+/* ------------------------------------------------------------------ C2SP chunks */
+
+#define CHUNK 16384
+#define SEALED (CHUNK + TAG)
+/* C2SP: at most 2^38 chunks per message (the Python side refuses more; here only no overflow) */
+#define MAX_FIRST (1ULL << 62)
+
+/* chunk_seal / chunk_open (key, base_nonce, first, src, dst, count, lo, hi) -> -1 or the run index of
+ * the first chunk that failed.  The run has `count` chunks: every one but the last is whole, the last
+ * is what remains of src (empty allowed when sealing; at least a tag when opening).  Only chunks
+ * [lo, hi) are processed, so that two threads can share one run. */
+static PyObject *chunk_run(PyObject *args, int enc) {
+    PyObject *ko, *no, *so, *dobj;
+    unsigned long long first;
+    Py_ssize_t count, lo, hi, failed = -1;
+    Py_buffer key, nonce, src, dst;
+    if (!PyArg_ParseTuple(args, "OOKOOnnn", &ko, &no, &first, &so, &dobj, &count, &lo, &hi)) return NULL;
+    if (PyObject_GetBuffer(ko, &key, PyBUF_C_CONTIGUOUS) < 0) return NULL;
+    if (PyObject_GetBuffer(no, &nonce, PyBUF_C_CONTIGUOUS) < 0) {
+        PyBuffer_Release(&key);
+        return NULL;
+    }
+    if (PyObject_GetBuffer(so, &src, PyBUF_C_CONTIGUOUS) < 0) {
+        PyBuffer_Release(&key);
+        PyBuffer_Release(&nonce);
+        return NULL;
+    }
+    if (PyObject_GetBuffer(dobj, &dst, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0) {
+        PyBuffer_Release(&key);
+        PyBuffer_Release(&nonce);
+        PyBuffer_Release(&src);
+        return NULL;
+    }
+    const Py_ssize_t step_in = enc ? CHUNK : SEALED, step_out = enc ? SEALED : CHUNK;
+    /* the last chunk's length; every span is checked here, once, so the loop cannot overrun */
+    Py_ssize_t last_in = count > 0 ? src.len - (count - 1) * step_in : 0;
+    Py_ssize_t last_out = enc ? last_in + TAG : last_in - TAG;
+    int bad = (key.len != 16 && key.len != 24 && key.len != 32) || nonce.len != NONCE || count < 0 ||
+              count > PY_SSIZE_T_MAX / SEALED - 1 || first > MAX_FIRST || lo < 0 || lo > hi || hi > count;
+    if (!bad && count > 0)
+        bad = last_in < 0 || last_in > step_in || last_out < 0 || dst.len < (count - 1) * step_out + last_out;
+    if (bad) {
+        PyBuffer_Release(&key);
+        PyBuffer_Release(&nonce);
+        PyBuffer_Release(&src);
+        PyBuffer_Release(&dst);
+        PyErr_SetString(PyExc_ValueError, "bad key or nonce length, chunk count, range or buffer sizes");
+        return NULL;
+    }
+    const unsigned char *in0 = src.buf;
+    unsigned char *out0 = dst.buf;
+    unsigned char iv[NONCE], tag[TAG];
+    int ok;
+    Py_BEGIN_ALLOW_THREADS
+    EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+    ok = ctx && EVP_CipherInit_ex(ctx, gcm_cipher(key.len), NULL, key.buf, NULL, enc) == 1;
+    for (Py_ssize_t i = lo; ok && i < hi; i++) {
+        unsigned long long c = first + (unsigned long long)i;
+        const unsigned char *in = in0 + i * step_in;
+        unsigned char *out = out0 + i * step_out;
+        int len = (int)(i == count - 1 ? (enc ? last_in : last_out) : CHUNK), outl = 0;
+        memcpy(iv, nonce.buf, NONCE);
+        for (int k = 0; k < 8; k++) iv[4 + k] ^= (unsigned char)(c >> (56 - 8 * k));
+        if (enc) {
+            ok = EVP_EncryptInit_ex(ctx, NULL, NULL, NULL, iv) == 1 &&
+                 EVP_EncryptUpdate(ctx, out, &outl, in, len) == 1 &&
+                 EVP_EncryptFinal_ex(ctx, out + outl, &outl) == 1 && get_tag(ctx, out + len) == 1;
+        } else {
+            memcpy(tag, in + len, TAG);
+            ok = EVP_DecryptInit_ex(ctx, NULL, NULL, NULL, iv) == 1 &&
+                 EVP_DecryptUpdate(ctx, out, &outl, in, len) == 1 && set_tag(ctx, tag) == 1 &&
+                 EVP_DecryptFinal_ex(ctx, out + outl, &outl) == 1;
+        }
+        if (!ok) failed = i;
+    }
+    if (!ctx) failed = lo;
+    else if (ok == 0 && failed < 0) failed = lo; /* the key could not be set */
+    EVP_CIPHER_CTX_free(ctx);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&key);
+    PyBuffer_Release(&nonce);
+    PyBuffer_Release(&src);
+    PyBuffer_Release(&dst);
+    return PyLong_FromSsize_t(failed);
+}
+
+static PyObject *chunk_seal(PyObject *self, PyObject *args) { return chunk_run(args, 1); }
+static PyObject *chunk_open(PyObject *self, PyObject *args) { return chunk_run(args, 0); }
+
 static PyObject *openssl_version(PyObject *self, PyObject *noargs) {
     return PyUnicode_FromString(OpenSSL_version(OPENSSL_VERSION));
 }
@@ -311,11 +410,15 @@ static PyMethodDef methods[] = {
     {"gcm_open_salted", gcm_open_salted, METH_VARARGS,
      "open salted cells [lo, hi) that start with salt; -1 or the first failed index"},
     {"salt_mismatch", salt_mismatch, METH_VARARGS, "-1 or the first valid cell not starting with salt"},
+    {"chunk_seal", chunk_seal, METH_VARARGS,
+     "seal C2SP chunks [lo, hi) of a run of count chunks starting at chunk index first; -1 or a failed index"},
+    {"chunk_open", chunk_open, METH_VARARGS,
+     "open C2SP chunks [lo, hi) of a run of count sealed chunks; -1 or the first failed index"},
     {"openssl_version", openssl_version, METH_NOARGS, "the OpenSSL this module runs with"},
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_cellgcm", "OpenSSL EVP AEAD over many cells", -1,
-                                    methods};
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_gcmbatch",
+                                    "OpenSSL EVP AEAD over many chunks or cells", -1, methods};
 
-PyMODINIT_FUNC PyInit__cellgcm(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__gcmbatch(void) { return PyModule_Create(&module); }
