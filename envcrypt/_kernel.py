@@ -80,6 +80,13 @@ def use(name: str | None) -> None:
     _forced = name or ""
 
 
+def native() -> Any:
+    """The native module, whatever the mode (ImportError when it is not built)."""
+    if _native is None:
+        raise ImportError("the native kernel (envcrypt._gcmbatch) is not built in this install")
+    return _native
+
+
 def module() -> Any:
     """The native module unless the mode is "pure"."""
     return _native if mode() != "pure" else None

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import io
 
-import pyarrow as pa
-import pyarrow.parquet as pq
+import pytest
 
-import envcrypt.columns as ec
-from envcrypt.keys.vault import vault_for
+pa = pytest.importorskip("pyarrow")
+pq = pytest.importorskip("pyarrow.parquet")
+
+import envcrypt.columns as ec  # noqa: E402
+from envcrypt.keys.vault import vault_for  # noqa: E402
 
 
 def test_encrypted_columns_get_no_dictionary_no_statistics_and_their_own_codec() -> None:

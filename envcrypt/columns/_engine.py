@@ -46,7 +46,7 @@ PARALLEL_MIN_CELLS = 16384
 
 
 def _native() -> Any:
-    return _kernel._native
+    return _kernel.native()
 
 
 def compiled_available() -> bool:
