@@ -20,14 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-
-def median_time(fn: Callable[[], Any], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+from _timing import median_time
 
 
 def main() -> None:

@@ -24,6 +24,7 @@ import tempfile
 import time
 from collections.abc import Callable
 
+from _timing import median_time
 from cryptography.cobblestone import Cobblestone256Decryptor, Cobblestone256Encryptor
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -57,15 +58,6 @@ def paired(fn: Callable[[], object], base: Callable[[], object], repeat: int) ->
         times.append(t2 - t1)
         ratios.append((t1 - t0) / (t2 - t1))
     return statistics.median(times), statistics.median(ratios)
-
-
-def median_time(fn: Callable[[], object], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def rate(nbytes: int, seconds: float) -> float:
