@@ -40,6 +40,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 
 from . import _kernel
+from ._buffers import zero
 from .errors import IntegrityError, WrongKeyError
 from .format import (
     CHUNK_SIZE,
@@ -198,7 +199,7 @@ class ChunkCipher:
             if self._run(False, first_chunk, count, src, dst[:out_size]) >= 0:
                 raise InvalidTag()
         except InvalidTag:
-            _zero(dst[:out_size])
+            zero(dst[:out_size])
             raise IntegrityError() from None
         return out_size
 
@@ -314,13 +315,3 @@ def open_span(
         kept = (i, n)
     return kept
 
-
-_ZEROS = memoryview(bytes(1 << 20))
-
-
-def _zero(view: memoryview) -> None:
-    """Overwrite a (possibly large) writable view with zeros."""
-    step = len(_ZEROS)
-    for offset in range(0, len(view), step):
-        n = min(step, len(view) - offset)
-        view[offset : offset + n] = _ZEROS[:n]
