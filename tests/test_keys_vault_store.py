@@ -44,6 +44,8 @@ def test_insecure_permissions_refused(_isolated_vault: Path) -> None:
     os.chmod(_isolated_vault, 0o755)
     with pytest.raises(VaultError, match="insecure"):
         LocalVault(_isolated_vault).encrypt("k", b"x")
+    os.chmod(_isolated_vault, 0o700)  # the refusals' queued audit lines can be written again
+    LocalVault(_isolated_vault).audit.verify()
 
 
 def test_symlinks_refused(_isolated_vault: Path, tmp_path: Path) -> None:
