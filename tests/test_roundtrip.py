@@ -214,9 +214,9 @@ def test_object_inside_a_larger_file(tmp_path: Path) -> None:
     assert envcrypt.inspect(container).header_size == parse_header(blob)[1]
 
 
-def test_concurrent_callers_share_the_pool(threads: int) -> None:
+def test_concurrent_callers_share_the_kernel(threads: int) -> None:
     """Several threads running parallel chunk runs at once all get their own bytes back,
-    and the GIL switch interval is put back when the last run ends."""
+    and the GIL switch interval is never touched."""
     switch = sys.getswitchinterval()
     plaintexts = [data(40 * C + i, seed=i) for i in range(6)]
     blobs = [envcrypt.encrypt(p) for p in plaintexts]
