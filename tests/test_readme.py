@@ -40,6 +40,8 @@ NOT_RUN = {
     ".venv/bin/python benchmarks/bench_parquet.py": "a benchmark: minutes of measurement",
     ".venv/bin/python benchmarks/bench_columns.py": "a benchmark: minutes of measurement",
     ".venv/bin/python benchmarks/bench_mount.py": "a benchmark: minutes of measurement",
+    ".venv/bin/python benchmarks/bench_azure_kv.py": "a benchmark: minutes of measurement",
+    ".venv/bin/python benchmarks/bench_peers.py": "a benchmark: minutes of measurement (peers in the bench extra)",
     ".venv/bin/python benchmarks/bench_small_reads.py": "a benchmark: minutes of measurement",
     ".venv/bin/python benchmarks/bench_listing.py": "a benchmark: minutes of measurement",
 }
