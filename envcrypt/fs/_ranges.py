@@ -64,13 +64,17 @@ class Planned:
 
 
 def plan(opened: Opened, start: int | None, end: int | None) -> Planned:
-    """The chunks of a plaintext range; a range reaching the end takes the final chunk."""
+    """The chunks of a plaintext range; a range reaching the end, or with a bound counted from
+    the end, takes the final chunk."""
     size = opened.head.plaintext_size
     if size is None:
         raise IntegrityError()
+    # a bound counted from the end is an offset only once the length is proven: that range
+    # takes the final chunk too (its tag authenticates the length), as one reaching the end does
+    from_end = (start is not None and start < 0) or (end is not None and end < 0)
     start, end = clamp(size, start, end)
     first, last = start // CHUNK_SIZE, (max(end, start + 1) - 1) // CHUNK_SIZE
-    if end == size:
+    if end == size or from_end:
         first, last = min(first, size // CHUNK_SIZE), size // CHUNK_SIZE
     body = opened.head.header_size + BODY_PREFIX_SIZE
     return Planned(start, end, first, body + first * SEALED_CHUNK_SIZE, body + sealed_chunk_end(last, size))
