@@ -101,7 +101,8 @@ def rewrap_header(
     uris = normalize_key_uris(new_key_uris)
     new_schemes = [split_key_uri(u)[0] for u in uris]
     trusted = rewrap_trust(trusted_keys, uris)
-    opened = open_slots(parsed, body_prefix, trusted, resolver_options, also_in_play=new_schemes)
+    opened = open_slots(parsed, body_prefix, trusted, resolver_options, also_in_play=new_schemes,
+                        rewriting=True)
     if not holds_dek(uris, opened.trusted_slots, resolver_options):
         raise KeyAccessDeniedError(
             f"rewrapping to {', '.join(uris)} would hand this object's data key to a key that does not "
@@ -126,7 +127,7 @@ def rewrap(
     uris = normalize_key_uris(new_key_uris)
     trusted = rewrap_trust(trusted_keys, uris)
     opened = open_slots(header, bytes(view[size : size + BODY_PREFIX_SIZE]), trusted, resolver_options,
-                        also_in_play=[split_key_uri(u)[0] for u in uris])
+                        also_in_play=[split_key_uri(u)[0] for u in uris], rewriting=True)
     if holds_dek(uris, opened.trusted_slots, resolver_options):
         slots = wrap_dek(opened.dek, uris, header.encryption_context, resolver_options,
                          also_in_play=_schemes(header))

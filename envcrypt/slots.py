@@ -120,6 +120,7 @@ def open_slots(
     options: Mapping[str, Any],
     *,
     also_in_play: Sequence[str] = (),
+    rewriting: bool = False,
 ) -> OpenedSlot:
     """The DEK of the first slot that names a trusted key and passes the body's key commitment.
 
@@ -128,6 +129,10 @@ def open_slots(
     object chose), and a later slot's key service is not called when an earlier
     slot opens.  A DEK enters the DEK cache only after its commitment checked.
     ``also_in_play`` names further schemes whose options may be in ``options``.
+    ``rewriting``: the DEK goes into a new, lasting object (rewrap, a copy to another key), so
+    a cached DEK is used only after the resolver confirms the key may still unwrap
+    (``check_usable``, where the resolver has it): a key another process disabled, deleted
+    or purged must not have its data revived under another key from this process's cache.
     """
     if len(body_prefix) < BODY_PREFIX_SIZE:
         raise IntegrityError()
@@ -147,6 +152,8 @@ def open_slots(
             fresh = dek is None
             if dek is None:
                 dek = resolver.unwrap(slot, header.encryption_context)
+            elif rewriting and (check := getattr(resolver, "check_usable", None)) is not None:
+                check(slot.key_uri, "unwrapKey")
             cipher = open_message(dek, header.immutable, prefix)
         except VaultError:
             raise

@@ -62,6 +62,19 @@ def test_reopening_an_object_asks_the_resolver_once_and_audits_once(tmp_path: Pa
     assert _audited_unwraps() == 1  # one audit line per unwrap, not per open
 
 
+def test_reads_served_from_the_cache_are_counted_in_the_audit_log(tmp_path: Path, unwraps: list[str]) -> None:
+    fs = EnvcryptFileSystem(target_protocol="file", skip_instance_cache=True)
+    fs.pipe_file(f"{tmp_path}/a.bin", DATA)
+    for _ in range(10):
+        assert fs.cat_file(f"{tmp_path}/a.bin", 100, 200) == DATA[100:200]
+        assert fs.cat_file(f"{tmp_path}/a.bin") == DATA
+    vault = LocalVault()
+    vault.audit.flush()
+    hits = sum(e.get("hits", 0) for e in vault.audit.entries() if e["op"] == "cache-hits")
+    assert len(unwraps) == 1 and _audited_unwraps() == 1
+    assert hits == 19  # every later read is a use of the cached DEK, counted (one summary line per commit)
+
+
 def test_the_cache_serves_objects_sharing_slots_but_not_other_objects(unwraps: list[str]) -> None:
     fs = _memory_fs()
     for i in range(3):

@@ -79,7 +79,8 @@ def rewrite_slots(fs: EnvcryptFileSystem, src: str, dst: str, key_uris: Sequence
             f.seek(0)
             packed, prefix, reader = b"", b"", f  # copied as it is
         else:
-            opened = open_slots(header, prefix, trusted, fs.resolver_options, also_in_play=new_schemes)
+            opened = open_slots(header, prefix, trusted, fs.resolver_options, also_in_play=new_schemes,
+                                rewriting=True)
             if holds_dek(key_uris, opened.trusted_slots, fs.resolver_options):
                 slots = wrap_dek(opened.dek, key_uris, header.encryption_context, fs.resolver_options)
                 packed, reader = header.with_slots(slots).pack(), f

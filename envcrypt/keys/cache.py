@@ -255,7 +255,9 @@ class DekCache:
                 return None
             parent.objects += 1
             self.hits += 1
-            return entry.opened
+            uris, opened = parent.key_uris, entry.opened
+        _audit_hit(uris)  # an opened object served is a use of its cached DEK: counted as one
+        return opened
 
     def put_opened(self, key: Hashable, opened: Any, parent: Hashable, held: int = 0) -> None:
         """Remember what opening an object gave (a reader's chunk cipher), derived from the DEK

@@ -574,14 +574,16 @@ class LocalVaultResolver:
             return
         self.vault.store.require(f"no key {key_uri}")
 
-    def check_usable(self, key_uri: str) -> None:
-        """Raise the key error a wrap under ``key_uri`` (an exact version) would raise now.
+    def check_usable(self, key_uri: str, op: str = "wrapKey") -> None:
+        """Raise the key error ``op`` (``wrapKey``, ``unwrapKey``) under ``key_uri`` (an exact
+        version) would raise now.
 
-        Asked before a cached DEK serves another write (envcrypt.envelope): another process
-        may have disabled, deleted or purged the key since the DEK was cached.  A read of
-        the record (kept while its files are unchanged), no audit line (nothing is wrapped).
+        Asked before a cached DEK serves another write (envcrypt.envelope) or a rewrite of an
+        object (slots.open_slots): another process may have disabled, deleted or purged the
+        key since the DEK was cached.  A read of the record (kept while its files are
+        unchanged), no audit line (nothing is wrapped).
         """
-        self.vault.check_usable(split_key_uri(key_uri)[1], "wrapKey")
+        self.vault.check_usable(split_key_uri(key_uri)[1], op)
 
     def identity(self, key_uri: str) -> str:
         self._auto_create(key_uri)
