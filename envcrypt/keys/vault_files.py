@@ -91,6 +91,10 @@ def private_stamp(path: str | Path, want_dir: bool = False) -> Stamp:
     """The stamp of a vault file after :func:`check_private`'s checks; FileNotFoundError when missing."""
     st = os.lstat(path)
     _check_stat(path, st, want_dir)
+    return _stamp(st)
+
+
+def _stamp(st: os.stat_result) -> Stamp:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode, st.st_uid)
 
 
@@ -115,17 +119,22 @@ def atomic_write(path: Path, data: bytes) -> None:
         os.close(dir_fd)
 
 
-def read_private(path: Path) -> bytes:
-    """Read a vault file after checking it; FileNotFoundError when missing."""
+def read_private(path: Path, seen: list[Stamp] | None = None) -> bytes:
+    """Read a vault file after checking it; FileNotFoundError when missing.  ``seen`` gets the
+    stamp of the file actually read (``fstat`` of the open descriptor): a stamp taken of the
+    path before the read proves what was read only when the two are equal (a directory
+    swapped in between and back again shows as another inode)."""
     check_private(path, want_dir=False)
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     with os.fdopen(fd, "rb") as f:
+        if seen is not None:
+            seen.append(_stamp(os.fstat(fd)))
         return f.read()
 
 
-def read_json(path: Path) -> dict[str, Any]:
+def read_json(path: Path, seen: list[Stamp] | None = None) -> dict[str, Any]:
     try:
-        value = json.loads(read_private(path))
+        value = json.loads(read_private(path, seen))
     except json.JSONDecodeError:
         raise VaultError(f"corrupt vault file: {path.name}") from None
     if not isinstance(value, dict):

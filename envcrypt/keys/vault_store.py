@@ -57,6 +57,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ..errors import VaultError, VaultNotFoundError
 from .vault_files import (
+    Stamp,
     atomic_write,
     b64d,
     b64e,
@@ -442,9 +443,9 @@ class VaultStore:
 
     # ------------------------------------------------------------ the index of generations
 
-    def _read_index_raw(self) -> bytes | None:
+    def _read_index_raw(self, seen: list[Stamp] | None = None) -> bytes | None:
         try:
-            return read_private(self.path / INDEX_FILE)
+            return read_private(self.path / INDEX_FILE, seen)
         except FileNotFoundError:
             return None
 
@@ -481,8 +482,11 @@ class VaultStore:
             # the directories are checked when files are read from them (a kept record was)
             check_private(root, want_dir=True)
             check_private(directory, want_dir=True)
-            value = parse(self._read_record(section, name, Path(path), keys))
-            self._records.put(where, stamps, parse, value)
+            read: list[Stamp] = []
+            value = parse(self._read_record(section, name, Path(path), keys, read))
+            # kept only if these very files were read (not others swapped in and back meanwhile)
+            if read == ([stamps[1]] if index_stamp is None else [index_stamp, stamps[1], index_stamp]):
+                self._records.put(where, stamps, parse, value)
         return value
 
     def _set_root(self) -> str:
@@ -490,14 +494,18 @@ class VaultStore:
         self._index_path = os.path.join(self._root, INDEX_FILE)
         return self._root
 
-    def _read_record(self, section: str, name: str, path: Path, keys: MasterKeys) -> dict[str, Any]:
+    def _read_record(self, section: str, name: str, path: Path, keys: MasterKeys,
+                     seen: list[Stamp] | None = None) -> dict[str, Any]:
         """Lock-free: the index is read before and after the record; a write in between
-        changes the index bytes (every write raises the generation), and the read is retried."""
+        changes the index bytes (every write raises the generation), and the read is retried.
+        ``seen`` gets the stamps of the files the accepted read read: index, record, index."""
         label = f"{SECTIONS[section]}:{name}"
         for _ in range(50):
-            before = self._read_index_raw()
-            record = read_json(path)
-            after = self._read_index_raw()
+            if seen is not None:
+                seen.clear()
+            before = self._read_index_raw(seen)
+            record = read_json(path, seen)
+            after = self._read_index_raw(seen)
             if before == after:
                 break
         else:

@@ -42,11 +42,44 @@ def _in_other_process(vault: LocalVault, code: str) -> None:
     subprocess.run([sys.executable, "-c", script], check=True, cwd=Path(__file__).parents[2])
 
 
+def test_a_directory_swapped_in_for_one_read_and_back_is_not_kept(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Someone who can rename the vault directory swaps an old copy in just after the stamps of
+    the paths were taken and back just after the read: that one operation saw the old copy (the
+    race itself), but what it read is not kept under the genuine files' stamps."""
+    import shutil
+
+    monkeypatch.setattr(vault_files, "RACY_NS", int(RACY_S * 1e9))
+    path = tmp_path / "vault"
+    LocalVault(path).create_key("k")
+    shutil.copytree(path, tmp_path / "old", symlinks=True)  # k still enabled in the copy
+    os.chmod(tmp_path / "old", 0o700)
+    _in_other_process(LocalVault(path), "v.disable_key('k')")
+    time.sleep(2 * RACY_S)
+    real = vault_store.VaultStore._read_record
+
+    def swapped(self: vault_store.VaultStore, *args: object, **kwargs: object) -> object:
+        os.rename(path, tmp_path / "genuine")
+        os.rename(tmp_path / "old", path)
+        try:
+            return real(self, *args, **kwargs)  # type: ignore[arg-type]
+        finally:
+            os.rename(path, tmp_path / "old")
+            os.rename(tmp_path / "genuine", path)
+
+    vault = LocalVault(path)
+    with monkeypatch.context() as m:
+        m.setattr(vault_store.VaultStore, "_read_record", swapped)
+        vault.wrap_key("k", os.urandom(32))  # served from the old copy during the swap
+    with pytest.raises(KeyDisabledError):
+        vault.wrap_key("k", os.urandom(32))
+
+
 def test_a_kept_record_is_served_without_reading_the_files(warm: LocalVault,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     reads: list[Path] = []
     real = vault_store.read_json
-    monkeypatch.setattr(vault_store, "read_json", lambda path: reads.append(path) or real(path))
+    monkeypatch.setattr(vault_store, "read_json", lambda path, *a: reads.append(path) or real(path, *a))
     for _ in range(5):
         warm.wrap_key("k", os.urandom(32))
     assert reads == []
@@ -107,7 +140,7 @@ def test_a_record_changed_within_the_racy_window_is_not_kept(tmp_path: Path,
     vault.create_key("k")  # just written: its stamp proves nothing yet (default window, 1 s)
     reads: list[Path] = []
     real = vault_store.read_json
-    monkeypatch.setattr(vault_store, "read_json", lambda path: reads.append(path) or real(path))
+    monkeypatch.setattr(vault_store, "read_json", lambda path, *a: reads.append(path) or real(path, *a))
     vault.wrap_key("k", os.urandom(32))
     vault.wrap_key("k", os.urandom(32))
     assert len(reads) == 2
