@@ -233,9 +233,10 @@ def cat_ranges(fs: EnvcryptFileSystem, paths: list[str], starts: Any, ends: Any,
     """Plaintext ranges of one or more objects, each object opened once.
 
     The sealed chunks of all ranges are fetched together (neighbours merged):
-    one ``cat_ranges`` of the target, concurrent on object stores.  A range
-    whose chunks fail to authenticate because the object was replaced
-    meanwhile (a rewrap) is read again once from a fresh head.
+    one ``cat_ranges`` of the target, concurrent on object stores.  When a
+    range's chunks fail to authenticate because the object was replaced
+    meanwhile (a rewrap), every range of that object is read again once from a
+    fresh head, so the ranges of one object come from one version of it.
     ``on_error="return"`` puts each range's exception in its place; anything
     else raises the first.
     """
@@ -249,7 +250,11 @@ def cat_ranges(fs: EnvcryptFileSystem, paths: list[str], starts: Any, ends: Any,
     out: list[Any] = [None] * len(paths)
     retry = _read_ranges(fs, stripped, starts, ends, list(range(len(paths))), out, refresh=False)
     if retry:  # failed to authenticate: once more from fresh heads (a rewrap may have moved the body)
-        _read_ranges(fs, stripped, starts, ends, retry, out, refresh=True)
+        # every range of such an object, not only those that failed: the answer for one object
+        # comes from one version of it (the ranges that did open may be of the version replaced)
+        again = {stripped[i] for i in retry}
+        _read_ranges(fs, stripped, starts, ends, [i for i, p in enumerate(stripped) if p in again], out,
+                     refresh=True)
     if on_error != "return":
         failed = next((r for r in out if isinstance(r, BaseException)), None)
         if failed is not None:
