@@ -38,6 +38,8 @@ __all__ = [
     "IsAPrefixError",
     "VaultNotFoundError",
     "UnsupportedTypeError",
+    "ObjectExistsError",
+    "ObjectChangedError",
 ]
 
 
@@ -189,3 +191,15 @@ class UnsupportedTypeError(EnvcryptError, TypeError):
     """A column type that ``envcrypt.columns`` cannot encrypt cell by cell (nested types: list,
     struct, map, union; extension and run-end encoded types), or a mode that would be useless
     for it (deterministic encryption of a boolean column).  A TypeError too."""
+
+
+class ObjectExistsError(EnvcryptError, FileExistsError):
+    """An exclusive create (``fs.open(path, "xb")`` or ``overwrite=False``) found an object at
+    the path: another writer created it first, and it was left as that writer made it.
+    A FileExistsError too (the fsspec convention)."""
+
+
+class ObjectChangedError(EnvcryptError):
+    """The stored object was replaced while it was being read: the reader is pinned to the
+    version (ETag) it opened and refuses to continue on another object's bytes.  Nothing is
+    wrong with either object; open the path again to read the new one."""

@@ -40,10 +40,11 @@ from fsspec.spec import AbstractBufferedFile
 
 from .. import _buffers
 from ..chunked import ChunkCipher, open_span
-from ..errors import ClosedError, IntegrityError, UnpublishedWriteWarning
+from ..errors import ClosedError, EnvcryptError, IntegrityError, ObjectChangedError, UnpublishedWriteWarning
 from ..format import BODY_PREFIX_SIZE, CHUNK_SIZE, SEALED_CHUNK_SIZE, sealed_chunk_end
 from ..streams import EncryptingWriter, exception_since
 from ._heads import Head
+from ._pinning import pinned_cat
 from ._sinks import Sink
 from ._spool import Spool
 
@@ -134,7 +135,9 @@ class EnvcryptReadFile(AbstractBufferedFile):  # type: ignore[misc]
         self._size_claimed = head.plaintext_size
         self._size_checked = False
         self._initialising = True
-        self._failed: IntegrityError | None = None  # sticky: a reader that failed keeps failing
+        # sticky: a reader that failed keeps failing (IntegrityError, or ObjectChangedError when
+        # the object it was pinned to was replaced by another one)
+        self._failed: EnvcryptError | None = None
         self._head = head
         self._immutable_size = immutable_size
         self._edge_index = -1
@@ -183,7 +186,7 @@ class EnvcryptReadFile(AbstractBufferedFile):  # type: ignore[misc]
 
     def _check_failed(self) -> None:
         if self._failed is not None:
-            raise IntegrityError()
+            raise ObjectChangedError() if isinstance(self._failed, ObjectChangedError) else IntegrityError()
 
     def _guarded(self, read: Any) -> bytes:
         """Run a plaintext read; after an integrity failure, follow a rewrap once, else fail for good."""
@@ -191,7 +194,7 @@ class EnvcryptReadFile(AbstractBufferedFile):  # type: ignore[misc]
         try:
             result: bytes = read()
             return result
-        except IntegrityError as exc:
+        except (IntegrityError, ObjectChangedError) as exc:  # a rewrap also changes the pinned ETag
             try:
                 followed = self._follow_rewrap()
             except Exception:
@@ -202,7 +205,7 @@ class EnvcryptReadFile(AbstractBufferedFile):  # type: ignore[misc]
         try:
             result = read()
             return result
-        except IntegrityError as exc:
+        except (IntegrityError, ObjectChangedError) as exc:
             self._failed = exc
             raise
 
@@ -317,7 +320,7 @@ class EnvcryptReadFile(AbstractBufferedFile):  # type: ignore[misc]
         if self._local:
             data = self._pread(lo, hi - lo)
         else:
-            data = self.fs.target.cat_file(self.path, start=lo, end=hi)
+            data = pinned_cat(self.fs.target, self.path, lo, hi, self._head.etag)  # If-Match on S3
         self.fetched_bytes += len(data)
         if len(data) != hi - lo:
             raise IntegrityError()

@@ -19,13 +19,14 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from fsspec.implementations.memory import MemoryFileSystem
 
 from ..errors import EnvcryptError, NotEncryptedError
 from ..format import BODY_PREFIX_SIZE, MAGIC, header_length_hint, object_plaintext_size
+from ._pinning import etag_of
 
 #: bytes fetched to find a header: enough for the header and body prefix of
 #: objects with a few key slots; longer headers cost one more read
@@ -47,6 +48,7 @@ class Head:
     plaintext_size: int | None = None  # None when the stored length is impossible
     data: bytes = b""  # the first stored bytes (header + body prefix when complete)
     error: str | None = None  # the error class name for a broken header
+    etag: str | None = None  # S3: the version readers pin their ranged reads to (see _pinning)
 
     @property
     def complete(self) -> bool:
@@ -217,6 +219,9 @@ def fetch_heads(target: Any, infos: Sequence[Mapping[str, Any]], *, use_cache: b
             if isinstance(data, BaseException):
                 raise data
             head, more = parse_head(bytes(data), stored)
+            pin = etag_of(target, infos[i])
+            if pin is not None:
+                head = replace(head, etag=pin)
             if more is not None and more > len(data) and want[i] < stored:
                 want[i] = min(more, stored)
                 again.append(i)

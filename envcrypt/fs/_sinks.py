@@ -26,6 +26,13 @@ memory the check and the swap happen under the GIL.  Other targets have no
 condition (``version_of`` returns None): a concurrent write during a rewrap
 can be lost there.
 
+Exclusive create (``exclusive=True``: ``fs.open(p, "xb")``): the object is published only
+if nothing is at the path, else ``ObjectExistsError`` and the other writer's object stays.
+Exact on local disks (``os.link`` of the sealed temp file fails if the name exists), in
+memory (checked and stored under the GIL) and on S3 (``If-None-Match: *`` on the PUT /
+CompleteMultipartUpload, checked by the store).  Other targets only check ``exists`` just
+before publishing: a writer landing between that check and the upload wins silently.
+
 Local files are created with mode ``0o666 & ~umask`` like ``open()`` does; a
 file that replaces an existing one keeps that file's mode.
 """
@@ -40,7 +47,7 @@ from typing import IO, Any, Protocol
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.implementations.memory import MemoryFile, MemoryFileSystem
 
-from ..errors import EnvcryptError
+from ..errors import EnvcryptError, ObjectExistsError
 
 __all__ = ["Sink", "open_sink", "uses_buffered_sink", "version_of", "ConcurrentModificationError", "TEMP_PREFIX"]
 
@@ -93,9 +100,11 @@ class Sink(Protocol):
 
 
 class LocalSink:
-    def __init__(self, target: LocalFileSystem, path: str, expect: Any = None, make_parents: bool = False) -> None:
+    def __init__(self, target: LocalFileSystem, path: str, expect: Any = None, make_parents: bool = False,
+                 exclusive: bool = False) -> None:
         self.path = path
         self._expect = expect
+        self._exclusive = exclusive
         directory = os.path.dirname(path) or "."
         if make_parents or getattr(target, "auto_mkdir", False):
             os.makedirs(directory, exist_ok=True)
@@ -118,7 +127,15 @@ class LocalSink:
             self.raw.close()
             if self._expect is not None and ("local", _stat_version(self.path)) != self._expect:
                 raise ConcurrentModificationError(f"{self.path} changed while it was rewritten; left as it is")
-            os.replace(self._tmp, self.path)
+            if self._exclusive:
+                # link(2) fails with EEXIST if the name exists: an atomic create-only publish
+                try:
+                    os.link(self._tmp, self.path)
+                except FileExistsError:
+                    raise ObjectExistsError(f"{self.path} exists (another writer created it)") from None
+                os.unlink(self._tmp)
+            else:
+                os.replace(self._tmp, self.path)
         except BaseException:
             self.abort()
             raise
@@ -137,7 +154,7 @@ class LocalSink:
 
 
 class MemorySink:
-    def __init__(self, target: MemoryFileSystem, path: str, expect: Any = None) -> None:
+    def __init__(self, target: MemoryFileSystem, path: str, expect: Any = None, exclusive: bool = False) -> None:
         if path in target.pseudo_dirs:
             raise IsADirectoryError(path)
         parent = path
@@ -146,12 +163,16 @@ class MemorySink:
             if target.isfile(parent):
                 raise FileExistsError(parent)
         self._target, self._path, self._expect = target, path, expect
+        self._exclusive = exclusive
         self.raw: IO[bytes] = MemoryFile(target, path)
 
     def commit(self) -> None:
         if self._expect is not None and ("memory", id(self._target.store.get(self._path))) != self._expect:
             self.abort()
             raise ConcurrentModificationError(f"{self._path} changed while it was rewritten; left as it is")
+        if self._exclusive and self._path in self._target.store:  # check and store under the GIL
+            self.abort()
+            raise ObjectExistsError(f"{self._path} exists (another writer created it)")
         self.raw.seek(0)
         self.raw.commit()  # type: ignore[attr-defined]
 
@@ -181,19 +202,29 @@ class BufferedFileSink:
     conditional (``If-Match``, passed only to the calls that take it).
     """
 
-    def __init__(self, target: Any, path: str, block_size: int | None = None, expect: Any = None) -> None:
+    def __init__(self, target: Any, path: str, block_size: int | None = None, expect: Any = None,
+                 exclusive: bool = False) -> None:
         kwargs: dict[str, Any] = {"block_size": block_size} if block_size else {}
         if expect is not None:
             kwargs["IfMatch"] = expect[1]
         self._path = path
-        self.raw: IO[bytes] = target.open(path, "wb", **kwargs)
+        # s3fs's "xb" sends If-None-Match: * with the PUT / CompleteMultipartUpload; other stores
+        # get a last-moment exists() check (racy, see the module docstring)
+        self._exclusive = exclusive
+        self._check_exists = (lambda: target.exists(path)) if exclusive and "s3" not in _protocols(target) else None
+        self.raw: IO[bytes] = target.open(path, "xb" if exclusive and self._check_exists is None else "wb", **kwargs)
 
     def commit(self) -> None:
+        if self._check_exists is not None and self._check_exists():
+            self.abort()
+            raise ObjectExistsError(f"{self._path} exists (another writer created it)")
         try:
             self.raw.close()
         except BaseException as exc:
             with contextlib.suppress(Exception):
                 self.abort()
+            if _precondition_failed(exc) and self._exclusive:
+                raise ObjectExistsError(f"{self._path} exists (another writer created it)") from exc
             if _precondition_failed(exc):
                 raise ConcurrentModificationError(
                     f"{self._path} changed while it was rewritten; left as it is") from exc
@@ -211,14 +242,16 @@ class BufferedFileSink:
 class SpoolSink:
     """A local temp file uploaded with ``put_file`` on commit."""
 
-    def __init__(self, target: Any, path: str) -> None:
-        self._target, self._path = target, path
+    def __init__(self, target: Any, path: str, exclusive: bool = False) -> None:
+        self._target, self._path, self._exclusive = target, path, exclusive
         fd, self._tmp = tempfile.mkstemp(prefix=TEMP_PREFIX)
         self.raw: IO[bytes] = os.fdopen(fd, "wb")
 
     def commit(self) -> None:
         try:
             self.raw.close()
+            if self._exclusive and self._target.exists(self._path):  # racy: no conditional put here
+                raise ObjectExistsError(f"{self._path} exists (another writer created it)")
             self._target.put_file(self._tmp, self._path)
         finally:
             with contextlib.suppress(FileNotFoundError):
@@ -238,15 +271,17 @@ def uses_buffered_sink(target: Any) -> bool:
 
 
 def open_sink(target: Any, path: str, *, block_size: int | None = None, expect: Any = None,
-              make_parents: bool = False) -> Sink:
+              make_parents: bool = False, exclusive: bool = False) -> Sink:
     """The atomic sink for ``path`` on ``target``; ``expect`` (from ``version_of``) makes it conditional.
 
     ``make_parents``: a local target's missing parent directories are created (as ``auto_mkdir``).
+    ``exclusive``: publish only if nothing is at the path (``ObjectExistsError`` otherwise).
     """
     if isinstance(target, LocalFileSystem):
-        return LocalSink(target, path, expect, make_parents)
+        return LocalSink(target, path, expect, make_parents, exclusive)
     if isinstance(target, MemoryFileSystem):
-        return MemorySink(target, path, expect)
+        return MemorySink(target, path, expect, exclusive)
     if uses_buffered_sink(target):
-        return BufferedFileSink(target, path, block_size, expect if expect and expect[0] == "s3" else None)
-    return SpoolSink(target, path)
+        return BufferedFileSink(target, path, block_size, expect if expect and expect[0] == "s3" else None,
+                                exclusive)
+    return SpoolSink(target, path, exclusive)

@@ -58,7 +58,13 @@ from fsspec.implementations.memory import MemoryFileSystem
 from fsspec.utils import isfilelike
 
 from ..envelope import check_context, new_header, normalize_key_uris, open_body
-from ..errors import IntegrityError, MalformedHeaderError, NotEncryptedError, UnsupportedVersionError
+from ..errors import (
+    IntegrityError,
+    MalformedHeaderError,
+    NotEncryptedError,
+    ObjectExistsError,
+    UnsupportedVersionError,
+)
 from ..format import BODY_PREFIX_SIZE, parse_header
 from ..slots import key_name, trusted_key_list
 from ..streams import EncryptingWriter
@@ -606,24 +612,27 @@ class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
                 "(its final chunk authenticates its length), so it cannot be appended to or updated; "
                 "rewrite it instead"
             )
+        if mode == "wb" and kwargs.pop("overwrite", True) is False:
+            mode = "xb"  # fs.open(p, "wb", overwrite=False): an exclusive create
         if mode in ("wb", "xb"):
             if mode == "xb" and self.target.exists(path):
-                raise FileExistsError(path)
+                # fail early; the sink's publish is what makes it exclusive (see _sinks)
+                raise ObjectExistsError(f"{path} exists")
             spool = kwargs.pop("spool", self.spool)
             if spool not in (None, True, False):
                 raise ValueError("spool must be None (auto), True or False")
-            return self._open_write(path, autocommit, block_size, spool=spool)
+            return self._open_write(path, autocommit, block_size, spool=spool, exclusive=mode == "xb")
         if mode != "rb":
             raise ValueError(f"unsupported mode {mode!r}")
         return self._open_read(path, block_size, cache_options, **kwargs)
 
     def _open_write(self, path: str, autocommit: bool, block_size: Any, expect: Any = None,
-                    spool: bool | None = False) -> EnvcryptWriteFile:
+                    spool: bool | None = False, exclusive: bool = False) -> EnvcryptWriteFile:
         """An atomic writer; ``expect`` (``_sinks.version_of``) makes publication conditional;
-        ``spool`` as the option (``EnvcryptWriteFile``)."""
+        ``spool`` as the option (``EnvcryptWriteFile``); ``exclusive``: create only (``"xb"``)."""
         dek, header = new_header(self.key_for(path), self.encryption_context, self.resolver_options)
         sink = open_sink(self.target, path, block_size=block_size if isinstance(block_size, int) else None,
-                         expect=expect, make_parents=self.auto_mkdir)
+                         expect=expect, make_parents=self.auto_mkdir, exclusive=exclusive)
         try:
             writer = EncryptingWriter(sink.raw, header, dek)
         except BaseException:
