@@ -131,7 +131,9 @@ class FaultProxy:
                     for key, value in response.getheaders():
                         if key.lower() not in ("transfer-encoding", "connection", "content-length"):
                             self.send_header(key, value)
-                    self.send_header("Content-Length", str(len(payload)))
+                    # a HEAD answer carries the object's length, not its (empty) payload's
+                    length = response.getheader("Content-Length") if self.command == "HEAD" else None
+                    self.send_header("Content-Length", length or str(len(payload)))
                     self.end_headers()
                     if action == "cut" and len(payload) > 1:
                         self.wfile.write(payload[: len(payload) // 2])
