@@ -123,7 +123,8 @@ class ColumnMeta:
             raise MalformedHeaderError(f"column {column!r}: encrypted column metadata is not JSON") from exc
         if not isinstance(value, dict) or set(value) != _FIELDS:
             raise MalformedHeaderError(f"column {column!r}: encrypted column metadata has other fields")
-        if value["format"] != FORMAT or value["mode"] not in SUITES or value["suite"] != SUITES[value["mode"]]:
+        if (value["format"] != FORMAT or not isinstance(value["mode"], str)  # a list would not hash
+                or value["mode"] not in SUITES or value["suite"] != SUITES[value["mode"]]):
             raise MalformedHeaderError(f"column {column!r}: unknown encrypted column format, mode or suite")
         field_ipc = _unb64(value["field"], "field")
         try:
