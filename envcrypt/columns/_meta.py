@@ -129,7 +129,7 @@ class ColumnMeta:
         field_ipc = _unb64(value["field"], "field")
         try:
             schema = ipc.read_schema(pa.py_buffer(field_ipc))
-        except (pa.ArrowException, ValueError) as exc:
+        except (pa.ArrowException, ValueError, OSError) as exc:  # a bad flatbuffer is an OSError
             raise MalformedHeaderError(f"column {column!r}: the original field does not parse") from exc
         if len(schema) != 1:
             raise MalformedHeaderError(f"column {column!r}: the original field does not parse")
