@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from . import _buffers
+from ._secret import SecretBytes
 from .chunked import DEK_SIZE, ChunkCipher, new_message
 from .errors import (
     ContextMismatchError,
@@ -163,7 +164,7 @@ def new_header(
             if plaintext_size is None:
                 _record_charge(header, StreamCharge(cache, cache_key, hit[0]))
             return hit[0], header
-    dek = os.urandom(DEK_SIZE)
+    dek = SecretBytes(os.urandom(DEK_SIZE))  # never shown by a repr (tracebacks with locals)
     slots = wrap_dek(dek, uris, context, plain, also_in_play=also_in_play)
     header = Header(context, slots)
     if cache is not None:

@@ -37,6 +37,7 @@ from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ._secret import SecretBytes
 from .chunked import ChunkCipher, open_message
 from .errors import (
     EnvcryptError,
@@ -149,7 +150,7 @@ def open_slots(
             dek = cache.take_decryption(cache_key) if cache is not None else None
             fresh = dek is None
             if dek is None:
-                dek = resolver.unwrap(slot, header.encryption_context)
+                dek = SecretBytes(resolver.unwrap(slot, header.encryption_context))  # hidden from reprs
             cipher = open_message(dek, header.immutable, prefix)
         except VaultError:
             raise

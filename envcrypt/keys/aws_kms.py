@@ -45,6 +45,7 @@ from ..errors import (
     WrongKeyError,
 )
 from ..format import KeySlot
+from ._log_redact import install_kms_redaction
 from .base import WRAP_AWS_KMS, split_key_uri
 
 __all__ = ["AwsKmsResolver", "map_kms_error"]
@@ -130,6 +131,7 @@ class AwsKmsResolver:
                     from botocore.config import Config
                 except ImportError as exc:  # pragma: no cover - depends on the install
                     raise ResolverUnavailableError(MISSING_BOTO3) from exc
+                install_kms_redaction()  # DEKs in KMS request/response bodies stay out of DEBUG logs
                 session = boto3.session.Session(profile_name=self.profile_name)
                 config = Config(
                     retries={"mode": self.retry_mode, "total_max_attempts": self.max_attempts},
