@@ -11,7 +11,9 @@ step.  The spool is removed on close, on abort and, for a writer that is
 never closed, when it is collected or the interpreter exits.
 
 The spool holds plaintext on local disk while the file is open (as the client
-would have written it without envcrypt); nothing of it outlives the file.
+would have written it without envcrypt); nothing of it outlives the file.  On Linux the
+file is an unnamed ``O_TMPFILE``, so not even a writer killed with SIGKILL leaves its
+plaintext behind (elsewhere it is a named file that such a kill leaves).
 """
 
 from __future__ import annotations
@@ -35,14 +37,28 @@ def _remove(file: io.BufferedRandom, directory: str) -> None:
     shutil.rmtree(directory, ignore_errors=True)
 
 
+def _unnamed(directory: str) -> int | None:
+    """An O_TMPFILE (Linux): plaintext with no name, so even a process killed with SIGKILL leaves
+    none behind (only the empty 0700 directory); None where the OS or file system has none."""
+    flag = getattr(os, "O_TMPFILE", 0)
+    if not flag:
+        return None
+    try:
+        return os.open(directory, flag | os.O_RDWR | getattr(os, "O_CLOEXEC", 0), 0o600)
+    except OSError:
+        return None
+
+
 class Spool:
     """A private read/write temp file (``file``), removed by ``remove()`` or when collected."""
 
     def __init__(self) -> None:
         self.directory = tempfile.mkdtemp(prefix="envcrypt-spool-")  # mode 0700
         try:
-            fd = os.open(os.path.join(self.directory, "plaintext"),
-                         os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
+            fd = _unnamed(self.directory)
+            if fd is None:
+                fd = os.open(os.path.join(self.directory, "plaintext"),
+                             os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
             self.file: io.BufferedRandom = os.fdopen(fd, "w+b")
         except BaseException:
             shutil.rmtree(self.directory, ignore_errors=True)

@@ -213,3 +213,36 @@ def test_kill9_in_the_middle_of_rewrap(tmp_path: Path) -> None:
     assert len(rewrapped()) == N_FILES
     assert all(_fs().cat_file(str(root / rel)) == data for rel, data in files.items())
     assert _temps(root) == []
+
+
+SPOOLED = """
+import sys, time, fsspec
+from envcrypt.fs import EnvcryptFileSystem
+fs = EnvcryptFileSystem(fs=fsspec.filesystem("file"), key_uri="local:k", skip_instance_cache=True)
+with fs.open(sys.argv[1], "wb", spool=True) as f:
+    for i in range(400):
+        f.write(b"PLAINTEXT-" * 6553)
+        f.flush()
+        print(i, flush=True)
+        time.sleep(0.002)
+"""
+
+
+def test_kill9_of_a_spooled_write_leaves_no_plaintext(tmp_path: Path) -> None:
+    """A spooled writer (clients that seek back, as h5py) keeps plaintext in a local temp file
+    until close: killed with SIGKILL, it leaves none of it (an O_TMPFILE has no name)."""
+    LocalVault().create_key("k")
+    spool_tmp = tmp_path / "tmp"
+    spool_tmp.mkdir()
+    env = dict(_env(), TMPDIR=str(spool_tmp))
+    proc = subprocess.Popen([sys.executable, "-c", SPOOLED, str(tmp_path / "h.bin")], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if int(line) >= 5:
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+    assert proc.wait(timeout=30) == -signal.SIGKILL
+    left = [p for p in spool_tmp.rglob("*") if p.is_file()]
+    assert left == []  # the spool directory may stay (0700, empty), never the plaintext
+    assert not (tmp_path / "h.bin").exists()
