@@ -213,7 +213,8 @@ def test_botocore_debug_logs_of_kms_calls_hold_no_data_key(moto_server: str, key
 
 
 #: a part of the suite that makes and uses local, KMS and column keys, through the core and S3
-SUBSET = ["tests/test_roundtrip.py", "tests/test_keys_aws_kms.py", "tests/test_keys_vault.py", "tests/test_columns.py",
+SUBSET = ["tests/test_roundtrip.py", "tests/test_keys_aws_kms.py", "tests/test_keys_vault.py",
+          "tests/test_columns.py::test_every_supported_type_round_trips_with_nulls_and_empty_values",
           "tests/test_fs_s3.py::test_aws_kms_key_through_the_filesystem",
           "tests/test_fs_s3.py::test_write_read_sizes_and_raw_ciphertext"]
 

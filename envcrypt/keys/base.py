@@ -246,6 +246,12 @@ def default_key_uri() -> str:
 
 
 def clear_resolver_cache() -> None:
-    """Forget configured resolver instances (tests, or after changing the environment)."""
+    """Forget configured resolver instances (tests, or after changing the environment), and the
+    process-wide DEK cache with them: its entries are keyed by key URI and options, not by what
+    the environment made them mean (``local:k`` of another ``$ENVCRYPT_VAULT``), so a DEK and
+    slots cached under the old resolvers must not serve the new ones."""
+    from .cache import default_cache
+
     with _lock:
         _instances.clear()
+    default_cache().clear()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import fsspec
 import pytest
+from fsspec.implementations.memory import MemoryFileSystem
 
 from envcrypt.errors import EnvcryptError
 from envcrypt.format import BODY_PREFIX_SIZE, CHUNK_SIZE, SEALED_CHUNK_SIZE, parse_header
@@ -59,8 +60,6 @@ def lake(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Envcr
     sealed under the same DEK."""
     LocalVault().create_key("k")
     if request.param == "memory":
-        from fsspec.implementations.memory import MemoryFileSystem
-
         target = MemoryFileSystem(skip_instance_cache=True)
         target.store, target.pseudo_dirs = {}, [""]
     else:
@@ -84,11 +83,11 @@ def _chunks(blob: bytes) -> tuple[bytes, list[bytes]]:
     return blob[:start], [blob[i:i + SEALED_CHUNK_SIZE] for i in range(start, len(blob), SEALED_CHUNK_SIZE)]
 
 
-def mutations(a: bytes, sibling: bytes) -> Iterator[tuple[str, bytes]]:
+def mutations(a: bytes, sibling: bytes, header_bits: bool = True) -> Iterator[tuple[str, bytes]]:
     header_size = parse_header(a)[1]
     head, chunks = _chunks(a)
     _, other = _chunks(sibling)
-    for bit in range((header_size + BODY_PREFIX_SIZE) * 8):  # every bit of header, salt, commitment
+    for bit in range((header_size + BODY_PREFIX_SIZE) * 8 if header_bits else 0):  # header, salt, commitment
         yield f"flip header bit {bit}", _flip(a, bit)
     for k, chunk in enumerate(chunks):  # in each chunk: every bit of its first, middle and tag bytes
         base = len(head) + k * SEALED_CHUNK_SIZE
@@ -166,7 +165,10 @@ def test_every_mutation_fails_typed_through_every_read_path(
     target = root / "victim.bin"
     path = str(target)
     seen, accepted = 0, set()
-    for what, blob in mutations(a, sibling):
+    # every header bit on one target (the memory one: cheap); the header is read by the same
+    # code on both, the chunks by different code (buffer views / positional reads)
+    every_header_bit = isinstance(fs.target, MemoryFileSystem)
+    for what, blob in mutations(a, sibling, header_bits=every_header_bit):
         target.write_bytes(blob)
         fs.invalidate_cache()
         header_bit = what.startswith("flip header bit")  # 1,000+ of them: fewer paths each
@@ -187,11 +189,11 @@ def test_every_mutation_fails_typed_through_every_read_path(
         _typed_or_true(lambda: fs.cat_ranges([path] * len(RANGES), [s for s, _ in RANGES], [e for _, e in RANGES]),
                        [PLAIN[s:e] for s, e in RANGES], f"{what} cat_ranges")
         seen += 1
-    assert seen > 600
+    assert seen > (1200 if every_header_bit else 150)
     # the only edits that still open: the case of the slot's URI scheme (schemes are
     # case-insensitive, RFC 3986): the same trusted key, the same authenticated bytes
     scheme = a.index(b"local:k")
-    assert accepted == {f"flip header bit {(scheme + i) * 8 + 5}" for i in range(5)}
+    assert accepted == ({f"flip header bit {(scheme + i) * 8 + 5}" for i in range(5)} if every_header_bit else set())
 
 
 def test_a_whole_sibling_under_the_same_dek_reads_as_the_sibling_never_a_mix(

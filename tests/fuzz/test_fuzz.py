@@ -84,11 +84,14 @@ def test_key_uris_with_dots_controls_or_long_parts_are_refused(text: str) -> Non
     harness.key_uri(text)
 
 
-def test_bad_key_uris_never_reach_a_resolver() -> None:
+def test_bad_key_uris_never_reach_a_resolver(monkeypatch: pytest.MonkeyPatch) -> None:
     """A recording resolver for a scheme of its own: a refused URI never constructs or calls it."""
     import envcrypt
     from envcrypt.errors import InvalidKeyUriError
+    from envcrypt.keys import base
     from envcrypt.keys.base import register_resolver
+
+    monkeypatch.setattr(base, "_factories", dict(base._factories))  # the spy leaves with the test
 
     calls: list[str] = []
 
