@@ -70,7 +70,7 @@ from ..slots import key_name, trusted_key_list
 from ..streams import EncryptingWriter
 from ._files import EnvcryptReadFile, EnvcryptWriteFile
 from ._heads import HEADS, Head, cached, fetch_heads, fs_token
-from ._sinks import TEMP_PREFIX, LocalSink, open_sink
+from ._sinks import TEMP_PREFIX, LocalSink, _precondition_failed, open_sink
 from .policy import KeyChoice, KeyPolicy, check_segments
 
 __all__ = ["EnvcryptFileSystem"]
@@ -547,13 +547,18 @@ class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
             super().put_file(lpath, rpath, callback=callback, mode=mode, **kwargs)
             return
         if mode == "create" and self.target.exists(rpath):
-            raise FileExistsError(rpath)
+            raise ObjectExistsError(f"{rpath} exists")
         dek, header = new_header(self.key_for(rpath), self.encryption_context, self.resolver_options)
         with tempfile.TemporaryDirectory(prefix="envcrypt-put-") as tmp:
             sealed = os.path.join(tmp, "object")
             with open(lpath, "rb") as src, open(sealed, "wb") as dst, EncryptingWriter(dst, header, dek) as writer:
                 shutil.copyfileobj(src, writer, PUT_BUFFER)
-            self.target.put_file(sealed, rpath, callback=callback, **kwargs)
+            try:  # mode="create": s3fs makes it conditional (If-None-Match: *), checked by the store
+                self.target.put_file(sealed, rpath, callback=callback, mode=mode, **kwargs)
+            except OSError as exc:
+                if mode == "create" and _precondition_failed(exc):
+                    raise ObjectExistsError(f"{rpath} exists (another writer created it)") from exc
+                raise
         self._written(rpath)
 
     def get_file(self, rpath: str, lpath: Any = None, callback: Any = DEFAULT_CALLBACK, outfile: Any = None,
@@ -591,6 +596,12 @@ class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
             sink.abort()
             raise
         return None
+
+    def pipe_file(self, path: str, value: Any, mode: str = "overwrite", **kwargs: Any) -> None:
+        """fsspec's ``pipe_file``; ``mode="create"`` is an exclusive create (``open(path, "xb")``,
+        atomic where the target allows it: see ``_sinks``), not fsspec's exists-then-write."""
+        with self.open(path, "xb" if mode == "create" else "wb", **kwargs) as f:
+            f.write(value)
 
     def open(self, path: str, mode: str = "rb", block_size: Any = None, cache_options: Any = None,
              compression: Any = None, **kwargs: Any) -> Any:

@@ -168,6 +168,8 @@ def test_two_exclusive_creates_of_one_key_one_wins(moto_server: str, bucket: str
     assert _uploads(moto_server, bucket) == []  # the loser's multipart upload was aborted
     with pytest.raises(ObjectExistsError):  # once it exists, a create-only open fails at once
         fs.open(path, "xb")
+    with pytest.raises(ObjectExistsError):
+        fs.pipe_file(path, b"late", mode="create")
 
 
 # ---------------------------------------------------------------- readers while objects change
