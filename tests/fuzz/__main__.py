@@ -12,6 +12,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+import tempfile
 
 from tests.fuzz.harness import TARGETS
 
@@ -24,7 +25,9 @@ def main(argv: list[str]) -> int:
         for name in names:
             print(f"atheris: {name} for {seconds} s", flush=True)
             done = subprocess.run([sys.executable, "-m", "tests.fuzz.atheris_target", name,
-                                   f"-max_total_time={seconds}", "-rss_limit_mb=2048", "-print_final_stats=1"])
+                                   f"-max_total_time={seconds}", "-rss_limit_mb=2048", "-print_final_stats=1",
+                                   # a finding is written here (printed too), not into the work tree
+                                   f"-artifact_prefix={tempfile.gettempdir()}/envcrypt-fuzz-{name}-"])
             status = status or done.returncode
     else:
         print("atheris is not installed (pip install atheris): hypothesis only", flush=True)
