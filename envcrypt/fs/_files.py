@@ -208,13 +208,13 @@ class EnvcryptReadFile(AbstractBufferedFile):  # type: ignore[misc]
             except Exception:
                 followed = False
             if not followed:
-                self._failed = exc
+                self._failed = _sticky(exc)
                 raise
         try:
             result = read()
             return result
         except (IntegrityError, ObjectChangedError) as exc:
-            self._failed = exc
+            self._failed = _sticky(exc)
             raise
 
     def read(self, length: int = -1) -> bytes:
@@ -387,6 +387,14 @@ class EnvcryptReadFile(AbstractBufferedFile):  # type: ignore[misc]
                 cache.size = size
             self._edge_index, self._edge = -1, b""
         return True
+
+
+def _sticky(exc: EnvcryptError) -> EnvcryptError:
+    """What a failed reader keeps: the error's class, not the error.  The error's traceback holds
+    the frames of the failed read, whose locals hold this file, often through a client object the
+    garbage collector cannot see into (pyarrow's ParquetReader): a cycle never collected, and
+    a file the exit hook (THREAD_USED) then waits for."""
+    return ObjectChangedError() if isinstance(exc, ObjectChangedError) else IntegrityError()
 
 
 def _weak_fetcher(f: EnvcryptReadFile) -> Any:
