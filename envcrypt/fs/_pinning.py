@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import ObjectChangedError
+from ._sinks import _precondition_failed
 
 __all__ = ["etag_of", "pinned_cat"]
 
@@ -29,19 +30,6 @@ def etag_of(target: Any, info: Mapping[str, Any]) -> str | None:
         return None
     etag = info.get("ETag")
     return str(etag) if etag else None
-
-
-def _precondition_failed(exc: BaseException | None) -> bool:
-    seen = 0
-    while exc is not None and seen < 8:
-        response = getattr(exc, "response", None)
-        if isinstance(response, dict):
-            error = response.get("Error") or {}
-            status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
-            if error.get("Code") == "PreconditionFailed" or status == 412:
-                return True
-        exc, seen = exc.__cause__ or exc.__context__, seen + 1
-    return False
 
 
 def pinned_cat(target: Any, path: str, start: int, end: int, etag: str | None) -> bytes:
