@@ -114,6 +114,7 @@ class Sink(Protocol):
 
 
 _swept: set[str] = set()
+_SWEPT_MAX = 100_000
 _swept_lock = threading.Lock()
 
 
@@ -155,6 +156,8 @@ def _sweep_once(directory: str) -> None:
     with _swept_lock:
         if key in _swept:
             return
+        if len(_swept) >= _SWEPT_MAX:  # a writer into millions of directories: sweep some again
+            _swept.clear()
         _swept.add(key)
     sweep_stale_temps(key)
 
