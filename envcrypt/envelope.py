@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from . import _buffers
+from ._secret import SecretBytes
 from .chunked import DEK_SIZE, ChunkCipher, new_message
 from .errors import (
     ContextMismatchError,
@@ -154,7 +155,7 @@ def _make_header(
             _recheck(cache, [slot.key_uri for slot in hit[1]], plain)
             charge = StreamCharge(cache, cache_key, hit[0]) if plaintext_size is None else None
             return hit[0], Header(context, hit[1]), charge
-    dek = os.urandom(DEK_SIZE)
+    dek = SecretBytes(os.urandom(DEK_SIZE))  # never shown by a repr (tracebacks with locals)
     slots = wrap_dek(dek, uris, context, plain, also_in_play=also_in_play)
     header = Header(context, slots)
     charge = None

@@ -39,6 +39,8 @@ __all__ = [
     "VaultNotFoundError",
     "UnsupportedTypeError",
     "InternalError",
+    "ObjectExistsError",
+    "ObjectChangedError",
 ]
 
 
@@ -202,3 +204,15 @@ class InternalError(EnvcryptError, RuntimeError):
 
     def __init__(self, invariant: str) -> None:
         super().__init__(f"internal error (a bug in envcrypt): {invariant}")
+
+
+class ObjectExistsError(EnvcryptError, FileExistsError):
+    """An exclusive create (``fs.open(path, "xb")`` or ``overwrite=False``) found an object at
+    the path: another writer created it first, and it was left as that writer made it.
+    A FileExistsError too (the fsspec convention)."""
+
+
+class ObjectChangedError(EnvcryptError):
+    """The stored object was replaced while it was being read: the reader is pinned to the
+    version (ETag) it opened and refuses to continue on another object's bytes.  Nothing is
+    wrong with either object; open the path again to read the new one."""

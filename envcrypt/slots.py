@@ -37,6 +37,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ._secret import SecretBytes
 from .chunked import ChunkCipher, open_message
 from .errors import (
     EnvcryptError,
@@ -151,7 +152,7 @@ def open_slots(
             dek = cache.take_decryption(cache_key) if cache is not None else None
             fresh = dek is None
             if dek is None:
-                dek = resolver.unwrap(slot, header.encryption_context)
+                dek = SecretBytes(resolver.unwrap(slot, header.encryption_context))  # hidden from reprs
             elif rewriting and (check := getattr(resolver, "check_usable", None)) is not None:
                 check(slot.key_uri, "unwrapKey")
             cipher = open_message(dek, header.immutable, prefix)

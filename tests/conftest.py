@@ -18,6 +18,11 @@ from envcrypt.keys.base import clear_resolver_cache
 
 VECTORS = Path(__file__).resolve().parent / "vectors" / "wycheproof"
 
+if os.environ.get("ENVCRYPT_SECRETS_SCAN"):  # opt-in: DEBUG logs scanned for key bytes (tests/secrets_scan.py)
+    from tests.secrets_scan import install as _install_secrets_scan
+
+    _install_secrets_scan()
+
 
 def free_port() -> int:
     with socket.socket() as s:

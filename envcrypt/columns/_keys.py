@@ -26,6 +26,7 @@ from typing import Any, NoReturn
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from .._secret import SecretBytes
 from ..envelope import decrypt, encrypt
 from ..errors import MalformedHeaderError
 from ..format import MAX_HEADER_SIZE, parse_header
@@ -120,7 +121,7 @@ def new_key(key_uri: str | Sequence[str], encryption_context: Mapping[str, str] 
     context = dict(encryption_context or {})
     if CONTEXT_KEY in context:
         raise MalformedHeaderError(f"{CONTEXT_KEY!r} is reserved in a column key's encryption context")
-    cek, key_id = os.urandom(CEK_SIZE), os.urandom(KEY_ID_SIZE)
+    cek, key_id = SecretBytes(os.urandom(CEK_SIZE)), os.urandom(KEY_ID_SIZE)  # cek hidden from reprs
     context[CONTEXT_KEY] = key_id.hex()
     blob = encrypt(cek, key_uri, encryption_context=context, **options)
     return ColumnKey(cek, key_id, blob)

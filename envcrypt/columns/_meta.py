@@ -123,12 +123,13 @@ class ColumnMeta:
             raise MalformedHeaderError(f"column {column!r}: encrypted column metadata is not JSON") from exc
         if not isinstance(value, dict) or set(value) != _FIELDS:
             raise MalformedHeaderError(f"column {column!r}: encrypted column metadata has other fields")
-        if value["format"] != FORMAT or value["mode"] not in SUITES or value["suite"] != SUITES[value["mode"]]:
+        if (value["format"] != FORMAT or not isinstance(value["mode"], str)  # a list would not hash
+                or value["mode"] not in SUITES or value["suite"] != SUITES[value["mode"]]):
             raise MalformedHeaderError(f"column {column!r}: unknown encrypted column format, mode or suite")
         field_ipc = _unb64(value["field"], "field")
         try:
             schema = ipc.read_schema(pa.py_buffer(field_ipc))
-        except (pa.ArrowException, ValueError) as exc:
+        except (pa.ArrowException, ValueError, OSError) as exc:  # a bad flatbuffer is an OSError
             raise MalformedHeaderError(f"column {column!r}: the original field does not parse") from exc
         if len(schema) != 1:
             raise MalformedHeaderError(f"column {column!r}: the original field does not parse")

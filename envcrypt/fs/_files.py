@@ -40,10 +40,11 @@ from fsspec.spec import AbstractBufferedFile
 
 from .. import _buffers
 from ..chunked import ChunkCipher, open_span
-from ..errors import ClosedError, IntegrityError, UnpublishedWriteWarning
+from ..errors import ClosedError, EnvcryptError, IntegrityError, ObjectChangedError, UnpublishedWriteWarning
 from ..format import BODY_PREFIX_SIZE, CHUNK_SIZE, SEALED_CHUNK_SIZE, sealed_chunk_end
 from ..streams import EncryptingWriter, exception_since
 from ._heads import Head
+from ._pinning import pinned_cat
 from ._sinks import Sink
 from ._spool import Spool
 
@@ -134,7 +135,9 @@ class EnvcryptReadFile(AbstractBufferedFile):  # type: ignore[misc]
         self._size_claimed = head.plaintext_size
         self._size_checked = False
         self._initialising = True
-        self._failed: IntegrityError | None = None  # sticky: a reader that failed keeps failing
+        # sticky: a reader that failed keeps failing (IntegrityError, or ObjectChangedError when
+        # the object it was pinned to was replaced by another one)
+        self._failed: EnvcryptError | None = None
         self._head = head
         self._immutable_size = immutable_size
         self._edge_index = -1
@@ -157,6 +160,14 @@ class EnvcryptReadFile(AbstractBufferedFile):  # type: ignore[misc]
 
     def __repr__(self) -> str:
         return f"<EnvcryptReadFile {self.path!r}>"
+
+    # identity, not fsspec's "same details" (its __hash__ calls fs.info(): a HEAD and a header
+    # fetch on S3 the first time a file is put in THREAD_USED's WeakSet, and a "sync() from within
+    # a running loop" error when that happens in __del__ on the event loop's thread)
+    __hash__ = object.__hash__
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
 
     def __reduce__(self) -> Any:
         return _reopen, (self.fs, self.path, self.loc)
@@ -183,7 +194,7 @@ class EnvcryptReadFile(AbstractBufferedFile):  # type: ignore[misc]
 
     def _check_failed(self) -> None:
         if self._failed is not None:
-            raise IntegrityError()
+            raise ObjectChangedError() if isinstance(self._failed, ObjectChangedError) else IntegrityError()
 
     def _guarded(self, read: Any) -> bytes:
         """Run a plaintext read; after an integrity failure, follow a rewrap once, else fail for good."""
@@ -191,19 +202,19 @@ class EnvcryptReadFile(AbstractBufferedFile):  # type: ignore[misc]
         try:
             result: bytes = read()
             return result
-        except IntegrityError as exc:
+        except (IntegrityError, ObjectChangedError) as exc:  # a rewrap also changes the pinned ETag
             try:
                 followed = self._follow_rewrap()
             except Exception:
                 followed = False
             if not followed:
-                self._failed = exc
+                self._failed = _sticky(exc)
                 raise
         try:
             result = read()
             return result
-        except IntegrityError as exc:
-            self._failed = exc
+        except (IntegrityError, ObjectChangedError) as exc:
+            self._failed = _sticky(exc)
             raise
 
     def read(self, length: int = -1) -> bytes:
@@ -317,7 +328,7 @@ class EnvcryptReadFile(AbstractBufferedFile):  # type: ignore[misc]
         if self._local:
             data = self._pread(lo, hi - lo)
         else:
-            data = self.fs.target.cat_file(self.path, start=lo, end=hi)
+            data = pinned_cat(self.fs.target, self.path, lo, hi, self._head.etag)  # If-Match on S3
         self.fetched_bytes += len(data)
         if len(data) != hi - lo:
             raise IntegrityError()
@@ -376,6 +387,14 @@ class EnvcryptReadFile(AbstractBufferedFile):  # type: ignore[misc]
                 cache.size = size
             self._edge_index, self._edge = -1, b""
         return True
+
+
+def _sticky(exc: EnvcryptError) -> EnvcryptError:
+    """What a failed reader keeps: the error's class, not the error.  The error's traceback holds
+    the frames of the failed read, whose locals hold this file, often through a client object the
+    garbage collector cannot see into (pyarrow's ParquetReader): a cycle never collected, and
+    a file the exit hook (THREAD_USED) then waits for."""
+    return ObjectChangedError() if isinstance(exc, ObjectChangedError) else IntegrityError()
 
 
 def _weak_fetcher(f: EnvcryptReadFile) -> Any:

@@ -21,13 +21,14 @@ import stat
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from fsspec.implementations.memory import MemoryFileSystem
 
 from ..errors import EnvcryptError, MalformedHeaderError, NotEncryptedError
 from ..format import BODY_PREFIX_SIZE, MAGIC, header_length_hint, object_plaintext_size
+from ._pinning import etag_of
 
 #: bytes fetched to find a header: enough for the header and body prefix of
 #: objects with a few key slots; longer headers cost one more read
@@ -52,6 +53,7 @@ class Head:
     data: bytes = b""  # the first stored bytes (header + body prefix when complete)
     #: what reading it raises: a broken header's error class, or FileNotFoundError (gone since listed)
     error: type[Exception] | None = None
+    etag: str | None = None  # S3: the version readers pin their ranged reads to (see _pinning)
 
     @property
     def complete(self) -> bool:
@@ -255,6 +257,9 @@ def fetch_heads(target: Any, infos: Sequence[Mapping[str, Any]], *, use_cache: b
             if isinstance(data, BaseException):
                 raise data
             head, more = parse_head(bytes(data), stored)
+            pin = etag_of(target, infos[i])
+            if pin is not None:
+                head = replace(head, etag=pin)
             if more is not None and more > len(data) and want[i] < stored:
                 want[i] = min(more, stored)
                 again.append(i)

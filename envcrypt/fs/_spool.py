@@ -11,7 +11,9 @@ step.  The spool is removed on close, on abort and, for a writer that is
 never closed, when it is collected or the interpreter exits.
 
 The spool holds plaintext on local disk while the file is open (as the client
-would have written it without envcrypt); nothing of it outlives the file.
+would have written it without envcrypt); nothing of it outlives the file.  On Linux the
+file is an unnamed ``O_TMPFILE``, so not even a writer killed with SIGKILL leaves its
+plaintext behind (elsewhere it is a named file that such a kill leaves).
 """
 
 from __future__ import annotations
@@ -29,13 +31,28 @@ __all__ = ["Spool", "COPY_BUFFER", "private_file", "remove_private"]
 COPY_BUFFER = 4 * 1024 * 1024  # bytes per read when sealing the spool
 
 
+def _unnamed(directory: str) -> int | None:
+    """An O_TMPFILE (Linux): plaintext with no name, so even a process killed with SIGKILL leaves
+    none behind (only the empty 0700 directory); None where the OS or file system has none."""
+    flag = getattr(os, "O_TMPFILE", 0)
+    if not flag:
+        return None
+    try:
+        return os.open(directory, flag | os.O_RDWR | getattr(os, "O_CLOEXEC", 0), 0o600)
+    except OSError:
+        return None
+
+
 def private_file(prefix: str, spool_dir: str | None = None) -> tuple[str, int]:
     """A fresh ``0700`` directory (``prefix*`` under ``spool_dir``, default the system temp dir)
-    holding one new ``0600`` file, opened read/write: ``(directory, fd)``."""
+    holding one new ``0600`` file, opened read/write: ``(directory, fd)``.  The file has no
+    name where the OS allows (``O_TMPFILE``), so a process killed meanwhile leaves none."""
     directory = tempfile.mkdtemp(prefix=prefix, dir=spool_dir)  # mode 0700
     try:
-        fd = os.open(os.path.join(directory, "plaintext"),
-                     os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
+        fd = _unnamed(directory)
+        if fd is None:
+            fd = os.open(os.path.join(directory, "plaintext"),
+                         os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
     except BaseException:
         shutil.rmtree(directory, ignore_errors=True)
         raise

@@ -72,9 +72,10 @@ from fsspec.implementations.memory import MemoryFileSystem
 from fsspec.utils import isfilelike
 
 from ..envelope import new_stream_header, normalize_key_uris
-from ..errors import IntegrityError, NotEncryptedError
+from ..errors import IntegrityError, NotEncryptedError, ObjectExistsError
 from ..slots import key_name, trusted_key_list
 from ..streams import EncryptingWriter
+from ._backend import object_changed
 from ._files import EnvcryptReadFile, EnvcryptWriteFile
 from ._heads import (
     HEAD_CONCURRENCY,
@@ -644,14 +645,19 @@ class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
             super().put_file(lpath, rpath, callback=callback, mode=mode, **kwargs)
             return
         if mode == "create" and self.target.exists(rpath):
-            raise FileExistsError(rpath)
+            raise ObjectExistsError(f"{rpath} exists")
         dek, header, charge = new_stream_header(self.key_for(rpath), self.encryption_context, self.resolver_options)
         with tempfile.TemporaryDirectory(prefix="envcrypt-put-") as tmp:
             sealed = os.path.join(tmp, "object")
             with open(lpath, "rb") as src, open(sealed, "wb") as dst, \
                     EncryptingWriter(dst, header, dek, charge=charge) as writer:
                 shutil.copyfileobj(src, writer, PUT_BUFFER)
-            self.target.put_file(sealed, rpath, callback=callback, **kwargs)
+            try:  # mode="create": s3fs makes it conditional (If-None-Match: *), checked by the store
+                self.target.put_file(sealed, rpath, callback=callback, mode=mode, **kwargs)
+            except OSError as exc:
+                if mode == "create" and object_changed(exc):
+                    raise ObjectExistsError(f"{rpath} exists (another writer created it)") from exc
+                raise
         self.invalidate_written(rpath)
 
     def get_file(self, rpath: str, lpath: Any = None, callback: Any = DEFAULT_CALLBACK, outfile: Any = None,
@@ -690,6 +696,12 @@ class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
             raise
         return None
 
+    def pipe_file(self, path: str, value: Any, mode: str = "overwrite", **kwargs: Any) -> None:
+        """fsspec's ``pipe_file``; ``mode="create"`` is an exclusive create (``open(path, "xb")``,
+        atomic where the target allows it: see ``_sinks``), not fsspec's exists-then-write."""
+        with self.open(path, "xb" if mode == "create" else "wb", **kwargs) as f:
+            f.write(value)
+
     def open(self, path: str, mode: str = "rb", block_size: Any = None, cache_options: Any = None,
              compression: Any = None, **kwargs: Any) -> Any:
         """fsspec's ``open``; text writers also abort (publish nothing) when a ``with`` block raises."""
@@ -710,24 +722,27 @@ class EnvcryptFileSystem(ChainedFileSystem):  # type: ignore[misc]
                 "(its final chunk authenticates its length), so it cannot be appended to or updated; "
                 "rewrite it instead"
             )
+        if mode == "wb" and kwargs.pop("overwrite", True) is False:
+            mode = "xb"  # fs.open(p, "wb", overwrite=False): an exclusive create
         if mode in ("wb", "xb"):
             if mode == "xb" and self.target.exists(path):
-                raise FileExistsError(path)
+                # fail early; the sink's publish is what makes it exclusive (see _sinks)
+                raise ObjectExistsError(f"{path} exists")
             spool = kwargs.pop("spool", self.spool)
             if spool not in (None, True, False):
                 raise ValueError("spool must be None (auto), True or False")
-            return self._open_write(path, autocommit, block_size, spool=spool)
+            return self._open_write(path, autocommit, block_size, spool=spool, exclusive=mode == "xb")
         if mode != "rb":
             raise ValueError(f"unsupported mode {mode!r}")
         return self._open_read(path, block_size, cache_options, **kwargs)
 
     def _open_write(self, path: str, autocommit: bool, block_size: Any, expect: Any = None,
-                    spool: bool | None = False) -> EnvcryptWriteFile:
+                    spool: bool | None = False, exclusive: bool = False) -> EnvcryptWriteFile:
         """An atomic writer; ``expect`` (``_sinks.version_of``) makes publication conditional;
-        ``spool`` as the option (``EnvcryptWriteFile``)."""
+        ``spool`` as the option (``EnvcryptWriteFile``); ``exclusive``: create only (``"xb"``)."""
         dek, header, charge = new_stream_header(self.key_for(path), self.encryption_context, self.resolver_options)
         sink = open_sink(self.target, path, block_size=block_size if isinstance(block_size, int) else None,
-                         expect=expect, make_parents=self.auto_mkdir)
+                         expect=expect, make_parents=self.auto_mkdir, exclusive=exclusive)
         try:
             writer = EncryptingWriter(sink.raw, header, dek, charge=charge)
         except BaseException:

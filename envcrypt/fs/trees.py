@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import datetime
 import errno
+import os
 import shutil
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -39,7 +40,7 @@ from ..envelope import normalize_key_uris
 from ..errors import EnvcryptError, IsAPrefixError
 from ..format import MAGIC
 from ..slots import key_name
-from ._sinks import open_sink, version_of
+from ._sinks import open_sink, sweep_stale_temps, version_of
 from ._slots import rewrite_slots, target_identities
 from .filesystem import EnvcryptFileSystem
 from .manifest import MANIFEST_NAME
@@ -98,6 +99,17 @@ def _run(items: Sequence[str], work: Callable[[str], bool], desc: str, workers: 
     return report
 
 
+def _sweep(fs: Any, root: str) -> None:
+    """Remove temp files a killed earlier run left under a local ``root`` (see ``_sinks``): a
+    re-run that finds every file of a directory done writes nothing there to sweep it."""
+    from fsspec.implementations.local import LocalFileSystem
+
+    target = getattr(fs, "target", fs)
+    if isinstance(target, LocalFileSystem) and os.path.isdir(root):
+        for directory, _, _ in os.walk(root):
+            sweep_stale_temps(directory)
+
+
 def _files(fs: Any, root: str) -> dict[str, dict[str, Any]]:
     if fs.isfile(root):
         return {root: fs.info(root)}
@@ -150,6 +162,7 @@ def encrypt_tree(
     """Encrypt every file under plain URL ``src`` into ``dst`` (same relative paths)."""
     src_fs, src_root = plain_fs(src, storage_options)
     dst_fs, dst_root = encrypted_fs(dst, storage_options, key_uri=key_uri)
+    _sweep(dst_fs, dst_root)
     sources = _files(src_fs, src_root)
     existing = {} if force else _existing(dst_fs, dst_root)
 
@@ -173,6 +186,7 @@ def decrypt_tree(
     """Decrypt every envcrypt object under ``src`` into plain URL ``dst``, atomically per file."""
     src_fs, src_root = encrypted_fs(src, storage_options)
     dst_fs, dst_root = plain_fs(dst, storage_options)
+    _sweep(dst_fs, dst_root)
     sources = _files(src_fs, src_root)
     existing = {} if force else _existing(dst_fs, dst_root)
 
@@ -207,6 +221,7 @@ def migrate(
 ) -> TreeReport:
     """Encrypt the plaintext objects under ``url`` in place, each replaced atomically."""
     fs, root = encrypted_fs(url, storage_options, key_uri=key_uri)
+    _sweep(fs, root)
     infos = _files(fs, root)
 
     def work(name: str) -> bool:
@@ -284,6 +299,7 @@ def rewrap(
     key_uris = normalize_key_uris(to)
     identities = target_identities(key_uris, fs.resolver_options)
     if recursive:
+        _sweep(fs, root)
         infos = _files(fs, root)
     else:
         infos = {root: fs.info(root)}

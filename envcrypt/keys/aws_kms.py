@@ -45,9 +45,13 @@ from ..errors import (
     WrongKeyError,
 )
 from ..format import KeySlot
+from ._log_redact import install_kms_redaction as redact_debug_logs
 from .base import WRAP_AWS_KMS, split_key_uri
 
-__all__ = ["AwsKmsResolver", "map_kms_error"]
+__all__ = ["AwsKmsResolver", "map_kms_error", "redact_debug_logs"]
+
+# redact_debug_logs(): botocore logs KMS request and response bodies at DEBUG, data keys included
+# ("Plaintext"); an application that may turn DEBUG on calls it once (SECURITY.md, "Logs").
 
 T = TypeVar("T")
 

@@ -102,13 +102,42 @@ _instances: dict[tuple[str, tuple[tuple[str, Any], ...]], KeyResolver] = {}
 _lock = threading.Lock()
 
 
+#: bounds on a key URI, checked before any resolver sees it: the whole URI as a slot may hold it
+#: (FORMAT.md), one ``/``-separated part (KMS alias names are at most 256 characters, a discovery
+#: filter lists accounts), a scheme (RFC 3986 characters)
+MAX_KEY_URI = 2048
+MAX_KEY_URI_PART = 1024
+_SCHEME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789+.-")
+
+
+def _check_key_uri_text(key_uri: str) -> None:
+    """Refuse what no key name needs and a resolver could misread as a path or a terminator:
+    control characters (NUL included), ``.``/``..`` parts, over-long URIs or parts."""
+    if len(key_uri) > MAX_KEY_URI:
+        raise InvalidKeyUriError(f"key URI longer than {MAX_KEY_URI} characters: {key_uri[:64]!r}...")
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in key_uri):
+        raise InvalidKeyUriError(f"control character in key URI: {key_uri!r}")
+    scheme, _, rest = key_uri.partition(":")
+    if not set(scheme.lower()) <= _SCHEME_CHARS or not scheme[:1].isalpha():
+        raise InvalidKeyUriError(f"bad key URI scheme: {key_uri!r}")
+    for part in rest.removeprefix("//").split("/"):
+        if part in (".", ".."):
+            raise InvalidKeyUriError(f"'.' or '..' in key URI: {key_uri!r}")
+        if len(part) > MAX_KEY_URI_PART:
+            raise InvalidKeyUriError(f"key URI part longer than {MAX_KEY_URI_PART} characters: {key_uri[:64]!r}...")
+
+
 def split_key_uri(key_uri: str) -> tuple[str, str]:
-    """Split ``scheme:rest`` (``aws-kms://x`` gives ``("aws-kms", "x")``)."""
+    """Split ``scheme:rest`` (``aws-kms://x`` gives ``("aws-kms", "x")``).
+
+    Every key URI passes here before a resolver is chosen, so the text checks
+    (``_check_key_uri_text``) come first."""
     if not isinstance(key_uri, str):
         raise TypeError(f"a key URI is a str, not {type(key_uri).__name__}")
     scheme, sep, rest = key_uri.partition(":")
     if not sep or not scheme or not rest:
         raise InvalidKeyUriError(f"not a key URI (expected SCHEME:NAME): {key_uri!r}")
+    _check_key_uri_text(key_uri)
     if rest.startswith("//"):
         rest = rest[2:]
     if not rest:
@@ -223,6 +252,12 @@ def default_key_uri() -> str:
 
 
 def clear_resolver_cache() -> None:
-    """Forget configured resolver instances (tests, or after changing the environment)."""
+    """Forget configured resolver instances (tests, or after changing the environment), and the
+    process-wide DEK cache with them: its entries are keyed by key URI and options, not by what
+    the environment made them mean (``local:k`` of another ``$ENVCRYPT_VAULT``), so a DEK and
+    slots cached under the old resolvers must not serve the new ones."""
+    from .cache import default_cache
+
     with _lock:
         _instances.clear()
+    default_cache().clear()

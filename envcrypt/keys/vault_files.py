@@ -135,10 +135,14 @@ def read_private(path: Path, seen: list[Stamp] | None = None) -> bytes:
 def read_json(path: Path, seen: list[Stamp] | None = None) -> dict[str, Any]:
     try:
         value = json.loads(read_private(path, seen))
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):  # bytes json cannot decode, too deep
         raise VaultError(f"corrupt vault file: {path.name}") from None
     if not isinstance(value, dict):
         raise VaultError(f"corrupt vault file: {path.name}")
+    try:  # "\ud800" escapes decode to lone surrogates, which no later encode() accepts
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise VaultError(f"corrupt vault file: {path.name}") from None
     return value
 
 

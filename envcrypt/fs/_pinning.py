@@ -1,0 +1,65 @@
+"""Readers pinned to the version of the object they opened.
+
+A reader fetches sealed chunks with many ranged reads.  If the object is
+replaced meanwhile, later chunks would come from another object: the AEAD
+refuses them (another salt, another key), but as an ``IntegrityError`` that
+looks like tampering.  On S3 every ranged GET carries ``If-Match: <ETag>``
+of the version the reader opened, so the store itself answers 412 for a
+replaced object, which becomes ``ObjectChangedError`` (the reader may then
+follow a rewrap, which keeps the body, see ``EnvcryptReadFile``).
+
+Other targets have no conditional read: there the AEAD is what stops a mix
+of two objects (an ``IntegrityError``), never a short or mixed read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..errors import ObjectChangedError
+from ._backend import object_changed
+
+__all__ = ["etag_of", "pinned_cat"]
+
+
+def etag_of(target: Any, info: Mapping[str, Any]) -> str | None:
+    """The ETag to pin reads of an object to, for targets that honour ``If-Match`` (S3)."""
+    protocol = target.protocol if isinstance(target.protocol, (tuple, list)) else (target.protocol,)
+    if "s3" not in protocol or not hasattr(target, "_call_s3"):
+        return None
+    etag = info.get("ETag")
+    return str(etag) if etag else None
+
+
+def pinned_cat(target: Any, path: str, start: int, end: int, etag: str | None) -> bytes:
+    """Stored bytes ``[start, end)`` of ``path``, from the version ``etag`` names (when given).
+
+    Uses s3fs's own retrying call wrapper (a body cut mid-way is retried there, as
+    for ``cat_file``); a 412 raises ``ObjectChangedError``.
+    """
+    if etag is None or end <= start:
+        return bytes(target.cat_file(path, start=start, end=end))
+    from fsspec.asyn import sync
+    from s3fs.core import _error_wrapper, version_id_kw  # s3fs internals: its retries and errors
+
+    bucket, key, version = target.split_path(path)
+
+    async def once() -> bytes:
+        response = await target._call_s3(
+            "get_object", Bucket=bucket, Key=key, Range=f"bytes={start}-{end - 1}", IfMatch=etag,
+            **version_id_kw(version))
+        try:
+            return bytes(await response["Body"].read())
+        finally:
+            response["Body"].close()
+
+    async def read() -> bytes:
+        return bytes(await _error_wrapper(once, retries=target.retries))
+
+    try:
+        return bytes(sync(target.loop, read))
+    except OSError as exc:
+        if object_changed(exc):
+            raise ObjectChangedError(f"{path} was replaced while it was read") from exc
+        raise
