@@ -25,6 +25,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from .errors import MalformedHeaderError, NotEncryptedError, UnsupportedVersionError
 
@@ -87,9 +88,13 @@ class Header:
     version: int = FORMAT_VERSION
     suite_id: int = SUITE_COBBLESTONE_256
 
-    @property
+    @cached_property
     def immutable(self) -> bytes:
-        """The immutable part of the header: the C2SP ``context`` of the body."""
+        """The immutable part of the header: the C2SP ``context`` of the body.
+
+        Encoded once per header (a read or write uses it for the cache keys, the key
+        commitment and the body): the header is frozen and its context is treated as frozen.
+        """
         block = encode_context(self.encryption_context)
         return _FIXED.pack(MAGIC, self.version, self.suite_id, 0, len(block)) + block
 
@@ -99,7 +104,11 @@ class Header:
         return self.immutable + _U32.pack(len(slots)) + slots
 
     def with_slots(self, key_slots: Sequence[KeySlot]) -> Header:
-        return Header(self.encryption_context, tuple(key_slots), self.version, self.suite_id)
+        header = Header(self.encryption_context, tuple(key_slots), self.version, self.suite_id)
+        immutable = self.__dict__.get("immutable")
+        if immutable is not None:  # same context, version and suite: same immutable part
+            header.__dict__["immutable"] = immutable
+        return header
 
 
 def encode_context(context: Mapping[str, str]) -> bytes:
