@@ -112,7 +112,7 @@ _MEMO_SIZE = 256
 
 def split_key_uri(key_uri: str) -> tuple[str, str]:
     """Split ``scheme:rest`` (``aws-kms://x`` gives ``("aws-kms", "x")``)."""
-    if type(key_uri) is not str:  # noqa: E721 - a str subclass may hash or compare its own way
+    if type(key_uri) is not str:  # a str subclass may hash or compare its own way: not memoized
         if not isinstance(key_uri, str):
             raise TypeError(f"a key URI is a str, not {type(key_uri).__name__}")
         return _split_key_uri(key_uri)
