@@ -202,7 +202,7 @@ def open_body(
 ) -> ChunkCipher:
     """The chunk cipher of an object, through the first slot that names a trusted key and
     passes the key commitment (:func:`envcrypt.slots.open_slots`)."""
-    trusted = trusted_key_list(trusted_keys, default_trusted_keys())
+    trusted = trusted_key_list(trusted_keys, default_trusted_keys() if trusted_keys is None else ())
     return open_slots(header, prefix, trusted, options).cipher
 
 
