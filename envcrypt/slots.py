@@ -149,10 +149,12 @@ def open_slots(
     # on by default for every resolver; looked up only for a slot that names a trusted key
     cache: DekCache | None = choose_read_cache(options.get(CACHE_OPTION)) if trusted_slots else None
     plain_key = options_key(plain) if cache is not None else ()
+    cache_key: Any = None
     for slot in trusted_slots:
         try:
             resolver = resolver_of(split_key_uri(slot.key_uri)[0])
-            cache_key = read_cache_key(resolver_token(resolver), slot, header.immutable, plain_key)
+            if cache is not None:
+                cache_key = read_cache_key(resolver_token(resolver), slot, header.immutable, plain_key)
             dek = cache.take_decryption(cache_key) if cache is not None else None
             fresh = dek is None
             if dek is None:

@@ -250,6 +250,8 @@ def check_options(schemes: set[str], options: Mapping[str, Any]) -> None:
 def hashable_options(value: Any) -> Any:
     """Resolver options (dicts, lists, paths inside) as an equal-if-equal hashable value,
     for cache keys: the resolver cache here and the DEK cache."""
+    if type(value) in _PLAIN:  # the usual option (a vault path, a region): no ABC checks
+        return value
     if isinstance(value, dict):
         return tuple(sorted((k, hashable_options(v)) for k, v in value.items()))
     if isinstance(value, (list, set)):
@@ -257,6 +259,9 @@ def hashable_options(value: Any) -> Any:
     if isinstance(value, os.PathLike):
         return os.fspath(value)
     return value
+
+
+_PLAIN = frozenset({str, int, bool, float, bytes, type(None)})
 
 
 def resolver_for(key_uri: str, **options: Any) -> KeyResolver:
