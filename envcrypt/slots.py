@@ -32,6 +32,7 @@ holds ``(slot key URI, error)`` for every slot.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -70,10 +71,28 @@ _VERSION = re.compile(r"/[0-9]+$")
 
 def key_name(key_uri: str) -> str:
     """A key URI without its version suffix (``local:acme/3`` -> ``local:acme``)."""
+    if type(key_uri) is str:
+        return _key_name(key_uri)
     return _VERSION.sub("", key_uri)
 
 
 def _canonical(key_uri: str) -> str:
+    if type(key_uri) is str:
+        return _canonical_str(key_uri)
+    scheme, _ = split_key_uri(key_uri)
+    return scheme + key_uri[len(scheme) :]
+
+
+# Pure functions of a str, asked for every trusted key and slot of every read: kept in
+# bounded LRUs (slot URIs come from storage; an LRU cannot be grown past its bound by them).
+# Errors (an invalid URI) are raised each time, never kept.
+@functools.lru_cache(maxsize=4096)
+def _key_name(key_uri: str) -> str:
+    return _VERSION.sub("", key_uri)
+
+
+@functools.lru_cache(maxsize=4096)
+def _canonical_str(key_uri: str) -> str:
     scheme, _ = split_key_uri(key_uri)
     return scheme + key_uri[len(scheme) :]
 
