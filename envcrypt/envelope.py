@@ -149,15 +149,16 @@ def _make_header(
     cache, plain = _cache_for([split_key_uri(u)[0] for u in uris], options)
     cache_key = None
     if cache is not None:
-        cache_key = (tuple(uris), Header(context, ()).immutable, options_key(plain))
+        unslotted = Header(context, ())  # its immutable part, encoded once, passes to the header made
+        cache_key = (tuple(uris), unslotted.immutable, options_key(plain))
         hit = cache.take_encryption(cache_key, plaintext_size)
         if hit is not None:
             _recheck(cache, [slot.key_uri for slot in hit[1]], plain)
             charge = StreamCharge(cache, cache_key, hit[0]) if plaintext_size is None else None
-            return hit[0], Header(context, hit[1]), charge
+            return hit[0], unslotted.with_slots(hit[1]), charge
     dek = SecretBytes(os.urandom(DEK_SIZE))  # never shown by a repr (tracebacks with locals)
     slots = wrap_dek(dek, uris, context, plain, also_in_play=also_in_play)
-    header = Header(context, slots)
+    header = Header(context, slots) if cache is None else unslotted.with_slots(slots)
     charge = None
     if cache is not None:
         cache.put_encryption(cache_key, dek, slots, plaintext_size)
@@ -202,7 +203,7 @@ def open_body(
 ) -> ChunkCipher:
     """The chunk cipher of an object, through the first slot that names a trusted key and
     passes the key commitment (:func:`envcrypt.slots.open_slots`)."""
-    trusted = trusted_key_list(trusted_keys, default_trusted_keys())
+    trusted = trusted_key_list(trusted_keys, default_trusted_keys() if trusted_keys is None else ())
     return open_slots(header, prefix, trusted, options).cipher
 
 

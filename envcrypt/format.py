@@ -89,9 +89,18 @@ class Header:
 
     @property
     def immutable(self) -> bytes:
-        """The immutable part of the header: the C2SP ``context`` of the body."""
-        block = encode_context(self.encryption_context)
-        return _FIXED.pack(MAGIC, self.version, self.suite_id, 0, len(block)) + block
+        """The immutable part of the header: the C2SP ``context`` of the body.
+
+        Encoded once per header (a read or write uses it for the cache keys, the key
+        commitment and the body): the header is frozen and its context is treated as frozen.
+        Kept beside the fields, not as one: equality, repr and ``with_slots`` see the fields.
+        """
+        known: bytes | None = self.__dict__.get(_IMMUTABLE)
+        if known is None:
+            block = encode_context(self.encryption_context)
+            known = _FIXED.pack(MAGIC, self.version, self.suite_id, 0, len(block)) + block
+            object.__setattr__(self, _IMMUTABLE, known)
+        return known
 
     def pack(self) -> bytes:
         """Serialize the whole header (immutable part followed by the key slots)."""
@@ -99,7 +108,15 @@ class Header:
         return self.immutable + _U32.pack(len(slots)) + slots
 
     def with_slots(self, key_slots: Sequence[KeySlot]) -> Header:
-        return Header(self.encryption_context, tuple(key_slots), self.version, self.suite_id)
+        header = Header(self.encryption_context, tuple(key_slots), self.version, self.suite_id)
+        immutable = self.__dict__.get(_IMMUTABLE)
+        if immutable is not None:  # same context, version and suite: same immutable part
+            object.__setattr__(header, _IMMUTABLE, immutable)
+        return header
+
+
+#: where a Header keeps its encoded immutable part
+_IMMUTABLE = "_immutable"
 
 
 def encode_context(context: Mapping[str, str]) -> bytes:
@@ -142,20 +159,26 @@ def encode_slots(slots: Sequence[KeySlot]) -> bytes:
 class _Cursor:
     """Bounds-checked reads from a header block; every overrun is a MalformedHeaderError."""
 
-    def __init__(self, data: bytes | memoryview) -> None:
-        self._data = memoryview(data)
-        self.pos = 0
+    def __init__(self, data: bytes | memoryview, start: int = 0, end: int | None = None) -> None:
+        # bytes, not a view: slicing and unpacking bytes is what a header read spends its time on
+        self._data = data if isinstance(data, bytes) else bytes(data)
+        self.pos = start
+        self._end = len(self._data) if end is None else end
 
     def take(self, n: int) -> bytes:
         end = self.pos + n
-        if end > len(self._data):
+        if end > self._end:
             raise MalformedHeaderError("header field runs past the end of the header")
-        out = bytes(self._data[self.pos : end])
+        out = self._data[self.pos : end]
         self.pos = end
         return out
 
     def u16(self) -> int:
-        return int(_U16.unpack(self.take(2))[0])
+        at = self.pos
+        if at + 2 > self._end:
+            raise MalformedHeaderError("header field runs past the end of the header")
+        self.pos = at + 2
+        return int(_U16.unpack_from(self._data, at)[0])
 
     def text(self, what: str) -> str:
         raw = self.take(self.u16())
@@ -165,12 +188,12 @@ class _Cursor:
             raise MalformedHeaderError(f"{what} is not valid UTF-8") from None
 
     def done(self, what: str) -> None:
-        if self.pos != len(self._data):
+        if self.pos != self._end:
             raise MalformedHeaderError(f"unexpected bytes at the end of the {what}")
 
 
-def _decode_context(block: bytes | memoryview) -> dict[str, str]:
-    cur = _Cursor(block)
+def _decode_context(block: bytes | memoryview, start: int = 0, end: int | None = None) -> dict[str, str]:
+    cur = _Cursor(block, start, end)
     count = cur.u16()
     if count > MAX_CONTEXT_PAIRS:
         raise MalformedHeaderError("too many encryption context pairs")
@@ -187,8 +210,8 @@ def _decode_context(block: bytes | memoryview) -> dict[str, str]:
     return context
 
 
-def _decode_slots(block: bytes | memoryview) -> tuple[KeySlot, ...]:
-    cur = _Cursor(block)
+def _decode_slots(block: bytes | memoryview, start: int = 0, end: int | None = None) -> tuple[KeySlot, ...]:
+    cur = _Cursor(block, start, end)
     count = cur.u16()
     if not 1 <= count <= MAX_SLOTS:
         raise MalformedHeaderError("key slot count out of bounds")
@@ -246,16 +269,20 @@ def header_length_hint(data: bytes | memoryview) -> int | None:
 
 def parse_header(data: bytes | memoryview) -> tuple[Header, int]:
     """Parse a header from the start of ``data``; return it and its length in bytes."""
-    total = header_length_hint(data)
+    total = header_length_hint(data)  # checks the fixed prefix (magic, version, suite, flags, lengths)
     if total is None or len(data) < total:
         raise MalformedHeaderError("input ends inside the envcrypt header")
-    view = memoryview(data)
-    version, context_length = check_prefix(view[:FIXED_PREFIX_SIZE])
+    raw = bytes(memoryview(data)[:total])  # one copy, parsed in place from here
+    source = data.obj if isinstance(data, memoryview) else data
+    if not isinstance(source, bytes) and header_length_hint(raw) != total:
+        # memory that may change under us (an mmap, a bytearray): the copy is what counts
+        raise MalformedHeaderError("the envcrypt header changed while it was read")
+    _, version, _, _, context_length = _FIXED.unpack_from(raw)
     context_end = FIXED_PREFIX_SIZE + context_length
-    context = _decode_context(view[FIXED_PREFIX_SIZE:context_end])
-    slots = _decode_slots(view[context_end + 4 : total])
+    context = _decode_context(raw, FIXED_PREFIX_SIZE, context_end)
+    slots = _decode_slots(raw, context_end + 4, total)
     header = Header(context, slots, version, SUITE_COBBLESTONE_256)
-    if header.immutable != bytes(view[:context_end]):
+    if header.immutable != raw[:context_end]:
         raise MalformedHeaderError("encryption context is not canonically encoded")
     return header, total
 

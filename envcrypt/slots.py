@@ -32,8 +32,9 @@ holds ``(slot key URI, error)`` for every slot.
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,7 +52,15 @@ from .errors import (
 )
 from .format import BODY_PREFIX_SIZE, Header, KeySlot
 from .keys.base import check_options, get_resolver, split_key_uri
-from .keys.cache import CACHE_OPTION, DekCache, choose_read_cache, decryption_key, resolver_options_only
+from .keys.cache import (
+    CACHE_OPTION,
+    DekCache,
+    choose_read_cache,
+    options_key,
+    read_cache_key,
+    resolver_options_only,
+    resolver_token,
+)
 
 __all__ = ["TrustedKeysArg", "trusted_key_list", "key_name", "admits", "trusted_key_for", "open_slots",
            "OpenedSlot"]
@@ -63,10 +72,28 @@ _VERSION = re.compile(r"/[0-9]+$")
 
 def key_name(key_uri: str) -> str:
     """A key URI without its version suffix (``local:acme/3`` -> ``local:acme``)."""
+    if type(key_uri) is str:
+        return _key_name(key_uri)
     return _VERSION.sub("", key_uri)
 
 
 def _canonical(key_uri: str) -> str:
+    if type(key_uri) is str:
+        return _canonical_str(key_uri)
+    scheme, _ = split_key_uri(key_uri)
+    return scheme + key_uri[len(scheme) :]
+
+
+# Pure functions of a str, asked for every trusted key and slot of every read: kept in
+# bounded LRUs (slot URIs come from storage; an LRU cannot be grown past its bound by them).
+# Errors (an invalid URI) are raised each time, never kept.
+@functools.lru_cache(maxsize=4096)
+def _key_name(key_uri: str) -> str:
+    return _VERSION.sub("", key_uri)
+
+
+@functools.lru_cache(maxsize=4096)
+def _canonical_str(key_uri: str) -> str:
     scheme, _ = split_key_uri(key_uri)
     return scheme + key_uri[len(scheme) :]
 
@@ -142,13 +169,17 @@ def open_slots(
     plain = resolver_options_only(options)
     check_options(schemes | set(also_in_play), plain)  # a resolver is built only for a trusted slot
     reasons: list[tuple[str, EnvcryptError]] = []
-    trusted_slots = [slot for slot in header.key_slots if _trusted(slot, trusted_keys, plain, reasons)]
+    resolver_of = _resolvers_for(plain)
+    trusted_slots = [slot for slot in header.key_slots if _trusted(slot, trusted_keys, resolver_of, reasons)]
     # on by default for every resolver; looked up only for a slot that names a trusted key
     cache: DekCache | None = choose_read_cache(options.get(CACHE_OPTION)) if trusted_slots else None
+    plain_key = options_key(plain) if cache is not None else ()
+    cache_key: Any = None
     for slot in trusted_slots:
         try:
-            resolver = get_resolver(split_key_uri(slot.key_uri)[0], **plain)
-            cache_key = decryption_key(resolver, slot, header.immutable, plain)
+            resolver = resolver_of(split_key_uri(slot.key_uri)[0])
+            if cache is not None:
+                cache_key = read_cache_key(resolver_token(resolver), slot, header.immutable, plain_key)
             dek = cache.take_decryption(cache_key) if cache is not None else None
             fresh = dek is None
             if dek is None:
@@ -176,6 +207,24 @@ def trusted_key_for(slot_uri: str, trusted_keys: Sequence[str], options: Mapping
     Only resolvers of the trusted keys' schemes are built; one may raise a key error
     while comparing (a trusted KMS alias that could not be looked up).
     """
+    return _covering(slot_uri, trusted_keys, _resolvers_for(resolver_options_only(options)))
+
+
+def _resolvers_for(plain: Mapping[str, Any]) -> Callable[[str], Any]:
+    """``scheme -> get_resolver(scheme, **plain)``, each scheme looked up once per call."""
+    found: dict[str, Any] = {}
+
+    def resolver_of(scheme: str) -> Any:
+        resolver = found.get(scheme)
+        if resolver is None:
+            resolver = found[scheme] = get_resolver(scheme, **plain)
+        return resolver
+
+    return resolver_of
+
+
+def _covering(slot_uri: str, trusted_keys: Sequence[str], resolver_of: Callable[[str], Any]) -> str | None:
+    """:func:`trusted_key_for` with the resolvers of one call."""
     try:
         scheme = split_key_uri(slot_uri)[0]
     except (InvalidKeyUriError, TypeError):
@@ -183,15 +232,15 @@ def trusted_key_for(slot_uri: str, trusted_keys: Sequence[str], options: Mapping
     candidates = [t for t in trusted_keys if split_key_uri(t)[0] == scheme]
     if not candidates:
         return None
-    resolver = get_resolver(scheme, **resolver_options_only(options))
+    resolver = resolver_of(scheme)
     return next((uri for uri in candidates if admits(resolver, uri, _canonical(slot_uri))), None)
 
 
-def _trusted(slot: KeySlot, trusted: Sequence[str], options: Mapping[str, Any],
+def _trusted(slot: KeySlot, trusted: Sequence[str], resolver_of: Callable[[str], Any],
              reasons: list[tuple[str, EnvcryptError]]) -> str | None:
     """:func:`trusted_key_for`, keeping the reason when no trusted key covers ``slot``."""
     try:
-        found = trusted_key_for(slot.key_uri, trusted, options)
+        found = _covering(slot.key_uri, trusted, resolver_of)
     except VaultError:
         raise
     except KeyError_ as exc:  # e.g. a trusted alias that could not be resolved

@@ -115,6 +115,24 @@ def test_with_slots_keeps_the_immutable_part() -> None:
     assert parse_header(other.pack())[0].key_slots == other.key_slots
 
 
+def test_the_immutable_part_is_the_encoded_fields() -> None:
+    """Kept once computed, it is still exactly what the fields encode to, and not a field."""
+    header = Header({"b": "2", "a": "1"}, (SLOT,))
+    expected = fmt._FIXED.pack(fmt.MAGIC, 1, 1, 0, len(fmt.encode_context(header.encryption_context)))
+    assert header.immutable == expected + fmt.encode_context({"a": "1", "b": "2"})
+    assert header.immutable is header.immutable
+    assert header == Header({"a": "1", "b": "2"}, (SLOT,)) and "_immutable" not in repr(header)
+
+
+def test_a_header_in_changing_memory_is_parsed_from_one_copy() -> None:
+    """A header in memory that can change (a bytearray, an mmap) is read once: the fields
+    come from a single copy, never from the live buffer twice."""
+    blob = bytearray(Header({"k": "v"}, (SLOT,)).pack() + b"body")
+    header, size = parse_header(memoryview(blob))
+    assert header.encryption_context == {"k": "v"} and size == len(blob) - 4
+    assert header.immutable == bytes(blob[: len(header.immutable)])
+
+
 def test_max_header_size() -> None:
     assert MAX_HEADER_SIZE == 16 + 65536 + 4 + 65536
 

@@ -13,6 +13,7 @@ no secret is ever passed as an option.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import threading
@@ -100,6 +101,13 @@ _BUILTIN: dict[str, str] = {
 _factories: dict[str, ResolverFactory] = {}
 _instances: dict[tuple[str, tuple[tuple[str, Any], ...]], KeyResolver] = {}
 _lock = threading.Lock()
+#: (scheme, every option as given) -> the configured resolver: a repeat lookup skips the
+#: option filtering and the lock; emptied when the registry changes, bounded (options are
+#: the caller's, but a long-lived process may pass many different ones)
+_by_call: dict[tuple[str, tuple[tuple[str, Any], ...]], KeyResolver] = {}
+#: (schemes in play, option names) that check_options accepted, and the registry they hold for
+_options_checked: set[tuple[frozenset[str], frozenset[str]]] = set()
+_MEMO_SIZE = 256
 
 
 #: bounds on a key URI, checked before any resolver sees it: the whole URI as a slot may hold it
@@ -132,8 +140,14 @@ def split_key_uri(key_uri: str) -> tuple[str, str]:
 
     Every key URI passes here before a resolver is chosen, so the text checks
     (``_check_key_uri_text``) come first."""
-    if not isinstance(key_uri, str):
-        raise TypeError(f"a key URI is a str, not {type(key_uri).__name__}")
+    if type(key_uri) is not str:  # a str subclass may hash or compare its own way: not memoized
+        if not isinstance(key_uri, str):
+            raise TypeError(f"a key URI is a str, not {type(key_uri).__name__}")
+        return _split_key_uri(key_uri)
+    return _split_cached(key_uri)
+
+
+def _split_key_uri(key_uri: str) -> tuple[str, str]:
     scheme, sep, rest = key_uri.partition(":")
     if not sep or not scheme or not rest:
         raise InvalidKeyUriError(f"not a key URI (expected SCHEME:NAME): {key_uri!r}")
@@ -145,10 +159,16 @@ def split_key_uri(key_uri: str) -> tuple[str, str]:
     return scheme.lower(), rest
 
 
+#: a read splits each trusted URI and slot URI several times; a pure function of a str, so
+#: kept (bounded: slot URIs come from storage, and an LRU cannot be grown by them)
+_split_cached = functools.lru_cache(maxsize=4096)(_split_key_uri)
+
+
 def register_resolver(scheme: str, factory: ResolverFactory) -> None:
     """Register a resolver factory for a URI scheme (replaces an earlier one)."""
     with _lock:
         _factories[scheme.lower()] = factory
+        _forget_memos()
         for cached in [k for k in _instances if k[0] == scheme.lower()]:
             del _instances[cached]
 
@@ -164,12 +184,20 @@ def _factory(scheme: str) -> ResolverFactory:
             if ep.name.lower() == scheme:
                 factory: ResolverFactory = ep.load()
                 _factories[scheme] = factory
+                _forget_memos()
                 return factory
         raise UnknownKeySchemeError(f"no key resolver is registered for scheme {scheme!r}")
     module_name, _, attr = target.partition(":")
     factory = getattr(importlib.import_module(module_name), attr)
     _factories[scheme] = factory
+    _forget_memos()
     return factory
+
+
+def _forget_memos() -> None:
+    """The registry changed: what was looked up or checked against it is looked up again."""
+    _by_call.clear()
+    _options_checked.clear()
 
 
 def _accepted_options(factory: ResolverFactory) -> frozenset[str] | None:
@@ -185,6 +213,13 @@ def get_resolver(scheme: str, **options: Any) -> KeyResolver:
     reports options that no resolver in play accepts.
     """
     scheme = scheme.lower()
+    try:
+        call_key = (scheme, tuple(sorted((k, hashable_options(v)) for k, v in options.items())))
+        known = _by_call.get(call_key)
+    except TypeError:  # an unhashable option value: the resolver may not take it (slow path)
+        call_key, known = None, None
+    if known is not None:
+        return known
     with _lock:
         factory = _factory(scheme)
         accepted = _accepted_options(factory)
@@ -199,6 +234,10 @@ def get_resolver(scheme: str, **options: Any) -> KeyResolver:
                     f"the {scheme!r} key resolver cannot be set up with the options given "
                     f"({', '.join(sorted(mine)) or 'none'}): {exc}") from exc
             _instances[cache_key] = resolver
+        if call_key is not None:
+            if len(_by_call) >= _MEMO_SIZE:
+                _by_call.clear()
+            _by_call[call_key] = resolver
         return resolver
 
 
@@ -212,6 +251,9 @@ def check_options(schemes: set[str], options: Mapping[str, Any]) -> None:
     resolver is built here, and no scheme an object names is looked up.
     """
     if not options:
+        return
+    memo = (frozenset(schemes), frozenset(options))
+    if memo in _options_checked:
         return
     accepted: set[str] = set()
     with _lock:
@@ -228,11 +270,17 @@ def check_options(schemes: set[str], options: Mapping[str, Any]) -> None:
     unknown = sorted(set(options) - accepted)
     if unknown:
         raise TypeError(f"unknown key resolver option(s): {', '.join(unknown)}")
+    with _lock:
+        if len(_options_checked) >= _MEMO_SIZE:
+            _options_checked.clear()
+        _options_checked.add(memo)
 
 
 def hashable_options(value: Any) -> Any:
     """Resolver options (dicts, lists, paths inside) as an equal-if-equal hashable value,
     for cache keys: the resolver cache here and the DEK cache."""
+    if type(value) in _PLAIN:  # the usual option (a vault path, a region): no ABC checks
+        return value
     if isinstance(value, dict):
         return tuple(sorted((k, hashable_options(v)) for k, v in value.items()))
     if isinstance(value, (list, set)):
@@ -240,6 +288,9 @@ def hashable_options(value: Any) -> Any:
     if isinstance(value, os.PathLike):
         return os.fspath(value)
     return value
+
+
+_PLAIN = frozenset({str, int, bool, float, bytes, type(None)})
 
 
 def resolver_for(key_uri: str, **options: Any) -> KeyResolver:
@@ -260,4 +311,5 @@ def clear_resolver_cache() -> None:
 
     with _lock:
         _instances.clear()
+        _forget_memos()
     default_cache().clear()

@@ -51,7 +51,7 @@ from typing import Any
 from ..format import KeySlot
 
 __all__ = ["DekCache", "StreamCharge", "default_cache", "forget_key", "CACHE_OPTION", "resolver_options_only",
-           "options_key", "choose_read_cache", "resolver_token", "decryption_key"]
+           "options_key", "choose_read_cache", "resolver_token", "decryption_key", "read_cache_key"]
 
 CACHE_OPTION = "dek_cache"
 #: seconds a cached DEK serves new objects or opens (short: a key disabled, deleted or purged
@@ -297,8 +297,13 @@ class DekCache:
 def decryption_key(resolver: Any, slot: KeySlot, immutable: bytes, options: Mapping[str, Any]) -> Hashable:
     """The read-side cache key of the DEK in ``slot``: the resolver instance, the slot's bytes,
     the object's immutable header and the resolver options."""
-    return (resolver_token(resolver), slot.key_uri, slot.wrap_algorithm, slot.wrapped_dek, immutable,
-            options_key(options))
+    return read_cache_key(resolver_token(resolver), slot, immutable, options_key(options))
+
+
+def read_cache_key(token: int, slot: KeySlot, immutable: bytes, options_key_: tuple[Any, ...]) -> Hashable:
+    """:func:`decryption_key` from a :func:`resolver_token` and an :func:`options_key` a caller
+    computed once (a read trying several slots)."""
+    return (token, slot.key_uri, slot.wrap_algorithm, slot.wrapped_dek, immutable, options_key_)
 
 
 def _bytes_in(key: Hashable) -> int:
