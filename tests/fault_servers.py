@@ -85,18 +85,17 @@ class MotoProcess:
 Rule = Callable[[str, str, dict[str, str]], str | None]
 
 
-class FaultProxy:
-    """A loopback HTTP proxy to ``upstream`` (``http://127.0.0.1:PORT``) applying ``rule``."""
+class _LoopbackServer:
+    """An HTTP server on a free loopback port, serving ``_handler()`` on a daemon thread."""
 
-    def __init__(self, upstream: str) -> None:
-        host, port = upstream.removeprefix("http://").split(":")
-        self.upstream = (host, int(port))
-        self.rule: Rule = lambda method, path, headers: None
-        self.log: list[tuple[str, str, str | None]] = []  # (method, path, what the rule did)
+    def _serve(self) -> None:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        raise NotImplementedError
 
     @property
     def url(self) -> str:
@@ -105,6 +104,17 @@ class FaultProxy:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class FaultProxy(_LoopbackServer):
+    """A loopback HTTP proxy to ``upstream`` (``http://127.0.0.1:PORT``) applying ``rule``."""
+
+    def __init__(self, upstream: str) -> None:
+        host, port = upstream.removeprefix("http://").split(":")
+        self.upstream = (host, int(port))
+        self.rule: Rule = lambda method, path, headers: None
+        self.log: list[tuple[str, str, str | None]] = []  # (method, path, what the rule did)
+        self._serve()
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         proxy = self
@@ -157,25 +167,14 @@ class FaultProxy:
 # ---------------------------------------------------------------------------- a faulty KMS
 
 
-class FaultyKms:
+class FaultyKms(_LoopbackServer):
     """Every KMS call gets ``fault``: ``("error", status, code)`` or ``("stall", seconds)``."""
 
     def __init__(self) -> None:
         self.fault: tuple[Any, ...] = ("error", 400, "ThrottlingException")
         self.requests = 0
         self.targets: list[str] = []
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self._serve()
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         kms = self

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -22,6 +19,7 @@ from envcrypt.errors import (
 from envcrypt.format import KeySlot
 from envcrypt.keys.aws_kms import AwsKmsResolver
 from envcrypt.keys.base import WRAP_AWS_KMS
+from tests.fault_servers import FaultyKms
 
 boto3 = pytest.importorskip("boto3")  # every test here talks to KMS through boto3
 
@@ -99,50 +97,11 @@ def test_resolver_pickles_without_a_client(resolver: AwsKmsResolver) -> None:
 # ---------------------------------------------------------------- loopback KMS with real error bodies
 
 
-class _FakeKms:
-    """Answers every KMS call with one configured error, counting the requests."""
-
-    def __init__(self) -> None:
-        self.error: tuple[int, str] = (400, "DisabledException")
-        self.requests = 0
-        handler = self._handler()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                fake.requests += 1
-                status, code = fake.error
-                body = json.dumps({"__type": code, "message": f"simulated {code}"}).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/x-amz-json-1.1")
-                self.send_header("x-amzn-ErrorType", f"{code}:http://internal.amazon.com/")
-                self.send_header("x-amzn-RequestId", "00000000-0000-0000-0000-000000000000")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        return Handler
-
-
 @pytest.fixture(scope="module")
-def fake_kms(aws_env: None) -> Iterator[_FakeKms]:
-    fake = _FakeKms()
-    fake.thread.start()
+def fake_kms(aws_env: None) -> Iterator[FaultyKms]:
+    fake = FaultyKms()  # answers every KMS call with one configured error, counting the requests
     yield fake
-    fake.server.shutdown()
-    fake.server.server_close()
+    fake.close()
 
 
 ARN = "arn:aws:kms:us-east-1:123456789012:key/11111111-2222-3333-4444-555555555555"
@@ -156,8 +115,8 @@ ARN = "arn:aws:kms:us-east-1:123456789012:key/11111111-2222-3333-4444-5555555555
     (400, "InvalidCiphertextException", WrongKeyError),
     (400, "IncorrectKeyException", WrongKeyError),
 ])
-def test_kms_error_mapping(fake_kms: _FakeKms, status: int, code: str, error: type[Exception]) -> None:
-    fake_kms.error = (status, code)
+def test_kms_error_mapping(fake_kms: FaultyKms, status: int, code: str, error: type[Exception]) -> None:
+    fake_kms.fault = ("error", status, code)
     resolver = AwsKmsResolver(region_name="us-east-1", endpoint_url=fake_kms.url, max_attempts=3)
     before = fake_kms.requests
     with pytest.raises(error) as info:
@@ -169,8 +128,8 @@ def test_kms_error_mapping(fake_kms: _FakeKms, status: int, code: str, error: ty
 
 
 @pytest.mark.parametrize("mode", ["standard", "adaptive"])
-def test_throttling_after_botocore_retries(fake_kms: _FakeKms, mode: str) -> None:
-    fake_kms.error = (400, "ThrottlingException")
+def test_throttling_after_botocore_retries(fake_kms: FaultyKms, mode: str) -> None:
+    fake_kms.fault = ("error", 400, "ThrottlingException")
     resolver = AwsKmsResolver(region_name="us-east-1", endpoint_url=fake_kms.url,
                               retry_mode=mode, max_attempts=2)
     before = fake_kms.requests
@@ -179,8 +138,8 @@ def test_throttling_after_botocore_retries(fake_kms: _FakeKms, mode: str) -> Non
     assert fake_kms.requests - before == 2  # botocore retried once, then gave up
 
 
-def test_internal_error_is_unavailable(fake_kms: _FakeKms) -> None:
-    fake_kms.error = (500, "KMSInternalException")
+def test_internal_error_is_unavailable(fake_kms: FaultyKms) -> None:
+    fake_kms.fault = ("error", 500, "KMSInternalException")
     resolver = AwsKmsResolver(region_name="us-east-1", endpoint_url=fake_kms.url, max_attempts=1)
     with pytest.raises(ResolverUnavailableError):
         resolver.wrap(f"aws-kms://{ARN}", bytes(32), CTX)
