@@ -119,3 +119,32 @@ def test_processes_create_one_vault_together(tmp_path: Path) -> None:
     vault = LocalVault(tmp_path / "shared")
     assert vault.audit.verify().ok
     assert [e["op"] for e in vault.audit.entries()].count("vault-init") == 1
+
+
+def test_other_threads_wait_until_the_vault_and_its_genesis_line_exist(tmp_path: Path) -> None:
+    """The thread creating the vault holds its keys for its own genesis line; another thread of
+    the process sharing the vault object waits until vault.json is published, so no line of
+    its precedes ``vault-init`` in the audit log (as a process waits on .init.lock)."""
+    import threading
+    import time
+
+    vault = LocalVault(tmp_path / "v")
+    started, release = threading.Event(), threading.Event()
+
+    def slow_creation(fields: object) -> None:  # runs before the genesis line is written
+        started.set()
+        release.wait(10)
+
+    vault.store.init_hooks.insert(0, slow_creation)
+    creator = threading.Thread(target=vault.create_key, args=("a",))
+    creator.start()
+    assert started.wait(10)
+    other = threading.Thread(target=vault.create_key, args=("b",))
+    other.start()
+    time.sleep(0.3)  # time enough to create "b" and commit its line, were the half-made vault usable
+    release.set()
+    creator.join(10)
+    other.join(10)
+    ops = [entry["op"] for entry in vault.audit.entries()]
+    assert ops[0] == "vault-init" and sorted(ops[1:3]) == ["create", "create"]
+    assert vault.audit.verify().ok

@@ -124,6 +124,8 @@ class VaultStore:
         self._passphrase = passphrase
         self._keys: MasterKeys | None = None
         self._keys_lock = threading.Lock()
+        #: (thread, keys) while that thread creates the vault (_init_locked)
+        self._creating: tuple[int, MasterKeys] | None = None
         #: parsed records kept between operations (vault_index.RecordCache)
         self._records: RecordCache = RecordCache()
         self._root, self._index_path = "", ""
@@ -211,10 +213,17 @@ class VaultStore:
         config["mac"] = keys.config_mac(config)
         if passphrase is None:
             atomic_write(self.path / MASTER_KEY_FILE, master)
-        self._keys = keys  # no second passphrase derivation for the first audit line
-        for hook in self.init_hooks:
-            hook({"master": config["master"], "format": CONFIG_FORMAT})
-        write_json(self.path / CONFIG_FILE, config)
+        # The keys serve this thread's genesis line (no second passphrase derivation) but are
+        # published to the other threads of this process only once vault.json is: until then
+        # they wait on .init.lock like other processes, so no line precedes the genesis line.
+        self._creating = (threading.get_ident(), keys)
+        try:
+            for hook in self.init_hooks:
+                hook({"master": config["master"], "format": CONFIG_FORMAT})
+            write_json(self.path / CONFIG_FILE, config)
+        finally:
+            self._creating = None
+        self._keys = keys
 
     def _supplied_passphrase(self) -> bytes | None:
         if self._passphrase is not None:
@@ -414,6 +423,9 @@ class VaultStore:
         keys = self._keys
         if keys is not None:
             return keys
+        creating = self._creating
+        if creating is not None and creating[0] == threading.get_ident():
+            return creating[1]  # the thread creating the vault, writing its genesis line
         with self._keys_lock:
             keys = self._keys
             if keys is None:
