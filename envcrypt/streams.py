@@ -23,7 +23,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from typing import IO, Any, cast
 
-from . import _buffers
+from . import _batches, _buffers
 from .chunked import ChunkCipher, new_message, open_span
 from .envelope import KeyUris, check_context, new_stream_header, open_body, read_header
 from .errors import ClosedError, IntegrityError, InternalError, UnpublishedWriteWarning
@@ -41,6 +41,7 @@ from .slots import TrustedKeysArg
 __all__ = ["EncryptingWriter", "DecryptingReader", "open_writer", "open_reader", "exception_since"]
 
 DEFAULT_BATCH_CHUNKS = 256  # 4 MiB of plaintext per sealing batch
+_FETCH_BUFFER = DEFAULT_BATCH_CHUNKS * SEALED_CHUNK_SIZE + BODY_PREFIX_SIZE  # a reader's sealed span
 
 
 class EncryptingWriter(io.RawIOBase):
@@ -67,9 +68,11 @@ class EncryptingWriter(io.RawIOBase):
         head = header.pack()
         prefix, self._cipher = new_message(dek, header.immutable)
         self._batch = batch_chunks
-        self._stage = bytearray(batch_chunks * CHUNK_SIZE)
+        # pooled buffers (envcrypt._batches): no zeroing, no page faults after the first stream
+        self._stage = _batches.take(batch_chunks * CHUNK_SIZE)
         self._staged = 0
-        self._out = bytearray(batch_chunks * SEALED_CHUNK_SIZE)
+        self._stage_dirty = 0  # plaintext was staged up to here: wiped when the buffer is given back
+        self._out = _batches.take(batch_chunks * SEALED_CHUNK_SIZE)
         self._chunk = 0  # index of the next chunk to seal
         self._written = 0  # plaintext bytes accepted
         self._sealed = 0  # plaintext bytes sealed (charged to the DEK cache at close)
@@ -103,9 +106,11 @@ class EncryptingWriter(io.RawIOBase):
                 take = min(n, len(self._stage) - self._staged)
                 self._stage[self._staged : self._staged + take] = view[:take]
                 self._staged += take
+                self._stage_dirty = max(self._stage_dirty, self._staged)
                 pos = take
                 if self._staged == len(self._stage):
-                    self._seal_out(memoryview(self._stage))
+                    with memoryview(self._stage) as stage:
+                        self._seal_out(stage)
                     self._staged = 0
             batch_bytes = self._batch * CHUNK_SIZE
             while n - pos >= batch_bytes:
@@ -115,6 +120,7 @@ class EncryptingWriter(io.RawIOBase):
             if rest:
                 self._stage[self._staged : self._staged + rest] = view[pos:]
                 self._staged += rest
+                self._stage_dirty = max(self._stage_dirty, self._staged)
         except BaseException:
             self._failed = True
             raise
@@ -125,10 +131,10 @@ class EncryptingWriter(io.RawIOBase):
         count = len(full_chunks) // CHUNK_SIZE
         if self._chunk + count >= MAX_CHUNKS:
             raise ValueError("message exceeds the C2SP maximum of 2**38 chunks")
-        out = memoryview(self._out)
-        size = self._cipher.seal(self._chunk, full_chunks, out, final=False)
-        self._sealed += len(full_chunks)
-        self._raw.write(out[:size])
+        with memoryview(self._out) as out:
+            size = self._cipher.seal(self._chunk, full_chunks, out, final=False)
+            self._sealed += len(full_chunks)
+            self._raw.write(out[:size])
         self._chunk += count
 
     def close(self) -> None:
@@ -153,14 +159,15 @@ class EncryptingWriter(io.RawIOBase):
             )
         try:
             if not self._failed:
-                stage = memoryview(self._stage)[: self._staged]
-                full = (self._staged // CHUNK_SIZE) * CHUNK_SIZE
-                if full:
-                    self._seal_out(stage[:full])
-                out = memoryview(self._out)
-                size = self._cipher.seal(self._chunk, stage[full:], out, final=True)
-                self._sealed += len(stage) - full
-                self._raw.write(out[:size])
+                with memoryview(self._stage) as whole, memoryview(self._out) as out:
+                    stage = whole[: self._staged]
+                    full = (self._staged // CHUNK_SIZE) * CHUNK_SIZE
+                    if full:
+                        self._seal_out(stage[:full])
+                    size = self._cipher.seal(self._chunk, stage[full:], out, final=True)
+                    self._sealed += len(stage) - full
+                    self._raw.write(out[:size])
+                    stage.release()
                 self._chunk += 1
                 flush = getattr(self._raw, "flush", None)
                 if flush is not None:
@@ -181,8 +188,9 @@ class EncryptingWriter(io.RawIOBase):
         self.close()
 
     def _release(self) -> None:
-        self._stage = bytearray()
-        self._out = bytearray()
+        stage, out, self._stage, self._out = self._stage, self._out, bytearray(), bytearray()
+        _batches.give(stage, plaintext_up_to=self._stage_dirty)
+        _batches.give(out)
         if self._close_raw:
             self._raw.close()
 
@@ -345,7 +353,8 @@ class DecryptingReader(io.RawIOBase):
 
     def close(self) -> None:
         if not self.closed:
-            self._sealed = bytearray()
+            sealed, self._sealed = self._sealed, bytearray()
+            _batches.give(sealed)  # sealed bytes only: nothing to wipe
             if self._close_raw:
                 self._raw.close()
         super().close()
@@ -423,7 +432,9 @@ class DecryptingReader(io.RawIOBase):
 
     def _fetch(self, start: int, length: int) -> memoryview:
         if len(self._sealed) < length:
-            self._sealed = bytearray(length)
+            # a batch's worth from the pool (a longer span, rare, gets its own buffer)
+            old, self._sealed = self._sealed, _batches.take(max(length, _FETCH_BUFFER))
+            _batches.give(old)
         view = memoryview(self._sealed)[:length]
         self._raw.seek(start)
         got = _readinto_full(self._raw, view)
