@@ -26,6 +26,7 @@
 #include <openssl/evp.h>
 #include <openssl/params.h>
 #include <limits.h>
+#include <stdint.h>
 #include <string.h>
 
 #define NONCE 12
@@ -318,59 +319,25 @@ static PyObject *siv_open(PyObject *self, PyObject *args) { return siv_run(args,
  * the first chunk that failed.  The run has `count` chunks: every one but the last is whole, the last
  * is what remains of src (empty allowed when sealing; at least a tag when opening).  Only chunks
  * [lo, hi) are processed, so that two threads can share one run. */
-static PyObject *chunk_run(PyObject *args, int enc) {
-    PyObject *ko, *no, *so, *dobj;
+/* the chunks [lo, hi) of a run: -1, or the run index of the first that failed (ctx has the key) */
+typedef struct {
+    const unsigned char *in0, *base_nonce;
+    unsigned char *out0;
     unsigned long long first;
-    Py_ssize_t count, lo, hi, failed = -1;
-    Py_buffer key, nonce, src, dst;
-    if (!PyArg_ParseTuple(args, "OOKOOnnn", &ko, &no, &first, &so, &dobj, &count, &lo, &hi)) return NULL;
-    if (PyObject_GetBuffer(ko, &key, PyBUF_C_CONTIGUOUS) < 0) return NULL;
-    if (PyObject_GetBuffer(no, &nonce, PyBUF_C_CONTIGUOUS) < 0) {
-        PyBuffer_Release(&key);
-        return NULL;
-    }
-    if (PyObject_GetBuffer(so, &src, PyBUF_C_CONTIGUOUS) < 0) {
-        PyBuffer_Release(&key);
-        PyBuffer_Release(&nonce);
-        return NULL;
-    }
-    if (PyObject_GetBuffer(dobj, &dst, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0) {
-        PyBuffer_Release(&key);
-        PyBuffer_Release(&nonce);
-        PyBuffer_Release(&src);
-        return NULL;
-    }
-    const Py_ssize_t step_in = enc ? CHUNK : SEALED, step_out = enc ? SEALED : CHUNK;
-    /* the last chunk's length; every span is checked here, once, so the loop cannot overrun */
-    Py_ssize_t last_in = count > 0 ? src.len - (count - 1) * step_in : 0;
-    Py_ssize_t last_out = enc ? last_in + TAG : last_in - TAG;
-    int bad = (key.len != 16 && key.len != 24 && key.len != 32) || nonce.len != NONCE || count < 0 ||
-              count > PY_SSIZE_T_MAX / SEALED - 1 || first > MAX_FIRST || lo < 0 || lo > hi || hi > count;
-    if (!bad && count > 0)
-        bad = last_in < 0 || last_in > step_in || last_out < 0 || dst.len < (count - 1) * step_out + last_out;
-    if (bad) {
-        PyBuffer_Release(&key);
-        PyBuffer_Release(&nonce);
-        PyBuffer_Release(&src);
-        PyBuffer_Release(&dst);
-        PyErr_SetString(PyExc_ValueError, "bad key or nonce length, chunk count, range or buffer sizes");
-        return NULL;
-    }
-    const unsigned char *in0 = src.buf;
-    unsigned char *out0 = dst.buf;
+    Py_ssize_t count, step_in, step_out, last_in, last_out;
+    int enc;
+} chunks_t;
+
+static Py_ssize_t chunk_loop(EVP_CIPHER_CTX *ctx, const chunks_t *r, Py_ssize_t lo, Py_ssize_t hi) {
     unsigned char iv[NONCE], tag[TAG];
-    int ok;
-    Py_BEGIN_ALLOW_THREADS
-    EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
-    ok = ctx && EVP_CipherInit_ex(ctx, gcm_cipher(key.len), NULL, key.buf, NULL, enc) == 1;
-    for (Py_ssize_t i = lo; ok && i < hi; i++) {
-        unsigned long long c = first + (unsigned long long)i;
-        const unsigned char *in = in0 + i * step_in;
-        unsigned char *out = out0 + i * step_out;
-        int len = (int)(i == count - 1 ? (enc ? last_in : last_out) : CHUNK), outl = 0;
-        memcpy(iv, nonce.buf, NONCE);
+    for (Py_ssize_t i = lo; i < hi; i++) {
+        unsigned long long c = r->first + (unsigned long long)i;
+        const unsigned char *in = r->in0 + i * r->step_in;
+        unsigned char *out = r->out0 + i * r->step_out;
+        int len = (int)(i == r->count - 1 ? (r->enc ? r->last_in : r->last_out) : CHUNK), outl = 0, ok;
+        memcpy(iv, r->base_nonce, NONCE);
         for (int k = 0; k < 8; k++) iv[4 + k] ^= (unsigned char)(c >> (56 - 8 * k));
-        if (enc) {
+        if (r->enc) {
             ok = EVP_EncryptInit_ex(ctx, NULL, NULL, NULL, iv) == 1 &&
                  EVP_EncryptUpdate(ctx, out, &outl, in, len) == 1 &&
                  EVP_EncryptFinal_ex(ctx, out + outl, &outl) == 1 && get_tag(ctx, out + len) == 1;
@@ -380,21 +347,172 @@ static PyObject *chunk_run(PyObject *args, int enc) {
                  EVP_DecryptUpdate(ctx, out, &outl, in, len) == 1 && set_tag(ctx, tag) == 1 &&
                  EVP_DecryptFinal_ex(ctx, out + outl, &outl) == 1;
         }
-        if (!ok) failed = i;
+        if (!ok) return i;
     }
-    if (!ctx) failed = lo;
-    else if (ok == 0 && failed < 0) failed = lo; /* the key could not be set */
+    return -1;
+}
+
+/* A shared run's pieces are claimed from one counter (int64 at the start of a writable buffer)
+ * by both threads: the calling thread through claim() between its own calls, the helper inside
+ * chunk_*_shared, which so never needs the GIL between pieces.  A claim takes a quarter of what
+ * is left, at most `piece` and at least a quarter of it, so the thread that finishes first waits
+ * for little work of the other's. */
+#if defined(__GNUC__) || defined(__clang__)
+#define HAVE_SHARED 1
+static int claim_range(long long *counter, long long count, long long piece, long long *lo, long long *hi) {
+    long long smallest = piece / 4 > 0 ? piece / 4 : 1;
+    long long cur = __atomic_load_n(counter, __ATOMIC_RELAXED);
+    for (;;) {
+        if (cur >= count) return 0;
+        long long left = count - cur, take = left / 4;
+        if (take > piece) take = piece;
+        if (take < smallest) take = smallest;
+        if (take > left) take = left;
+        if (__atomic_compare_exchange_n(counter, &cur, cur + take, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
+            *lo = cur;
+            *hi = cur + take;
+            return 1;
+        }
+    }
+}
+
+static int get_counter(PyObject *o, Py_buffer *view) {
+    if (PyObject_GetBuffer(o, view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0) return -1;
+    if (view->len < 8 || ((uintptr_t)view->buf % 8) != 0) {
+        PyBuffer_Release(view);
+        PyErr_SetString(PyExc_ValueError, "the claim counter must be an aligned writable buffer of 8 bytes");
+        return -1;
+    }
+    return 0;
+}
+
+/* claim(counter, count, piece) -> (lo, hi), or None when nothing is left */
+static PyObject *claim(PyObject *self, PyObject *args) {
+    PyObject *co;
+    long long count, piece, lo, hi;
+    Py_buffer counter;
+    if (!PyArg_ParseTuple(args, "OLL", &co, &count, &piece)) return NULL;
+    if (piece < 1 || count < 0) {
+        PyErr_SetString(PyExc_ValueError, "bad count or piece");
+        return NULL;
+    }
+    if (get_counter(co, &counter) < 0) return NULL;
+    int got = claim_range((long long *)counter.buf, count, piece, &lo, &hi);
+    PyBuffer_Release(&counter);
+    if (!got) Py_RETURN_NONE;
+    return Py_BuildValue("(LL)", lo, hi);
+}
+#endif
+
+/* chunk_seal / chunk_open (key, base_nonce, first, src, dst, count, lo, hi) -> -1 or the run index of
+ * the first chunk that failed.  The run has `count` chunks: every one but the last is whole, the last
+ * is what remains of src (empty allowed when sealing; at least a tag when opening).  Only chunks
+ * [lo, hi) are processed, so that two threads can share one run.
+ * chunk_seal_shared / chunk_open_shared (key, base_nonce, first, src, dst, count, counter, piece):
+ * the chunks of pieces claimed from `counter` until none is left; -1 or the first failed index. */
+static PyObject *chunk_run(PyObject *args, int enc, int shared) {
+    PyObject *ko, *no, *so, *dobj, *co = NULL;
+    unsigned long long first;
+    Py_ssize_t count, lo = 0, hi = 0, failed = -1;
+    long long piece = 0;
+    Py_buffer key, nonce, src, dst, counter;
+    int ok = shared ? PyArg_ParseTuple(args, "OOKOOnOL", &ko, &no, &first, &so, &dobj, &count, &co, &piece)
+                    : PyArg_ParseTuple(args, "OOKOOnnn", &ko, &no, &first, &so, &dobj, &count, &lo, &hi);
+    if (!ok) return NULL;
+    if (shared) {
+        if (piece < 1) {
+            PyErr_SetString(PyExc_ValueError, "bad piece");
+            return NULL;
+        }
+#ifdef HAVE_SHARED
+        if (get_counter(co, &counter) < 0) return NULL;
+#else
+        PyErr_SetString(PyExc_NotImplementedError, "shared runs need GCC atomics");
+        return NULL;
+#endif
+        hi = count;
+    }
+    if (PyObject_GetBuffer(ko, &key, PyBUF_C_CONTIGUOUS) < 0) goto fail_counter;
+    if (PyObject_GetBuffer(no, &nonce, PyBUF_C_CONTIGUOUS) < 0) {
+        PyBuffer_Release(&key);
+        goto fail_counter;
+    }
+    if (PyObject_GetBuffer(so, &src, PyBUF_C_CONTIGUOUS) < 0) {
+        PyBuffer_Release(&key);
+        PyBuffer_Release(&nonce);
+        goto fail_counter;
+    }
+    if (PyObject_GetBuffer(dobj, &dst, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0) {
+        PyBuffer_Release(&key);
+        PyBuffer_Release(&nonce);
+        PyBuffer_Release(&src);
+        goto fail_counter;
+    }
+    chunks_t r;
+    r.enc = enc;
+    r.first = first;
+    r.count = count;
+    r.step_in = enc ? CHUNK : SEALED;
+    r.step_out = enc ? SEALED : CHUNK;
+    /* the last chunk's length; every span is checked here, once, so the loop cannot overrun */
+    r.last_in = count > 0 ? src.len - (count - 1) * r.step_in : 0;
+    r.last_out = enc ? r.last_in + TAG : r.last_in - TAG;
+    int bad = (key.len != 16 && key.len != 24 && key.len != 32) || nonce.len != NONCE || count < 0 ||
+              count > PY_SSIZE_T_MAX / SEALED - 1 || first > MAX_FIRST || lo < 0 || lo > hi || hi > count;
+    if (!bad && count > 0)
+        bad = r.last_in < 0 || r.last_in > r.step_in || r.last_out < 0 ||
+              dst.len < (count - 1) * r.step_out + r.last_out;
+    if (bad) {
+        PyBuffer_Release(&key);
+        PyBuffer_Release(&nonce);
+        PyBuffer_Release(&src);
+        PyBuffer_Release(&dst);
+        PyErr_SetString(PyExc_ValueError, "bad key or nonce length, chunk count, range or buffer sizes");
+        goto fail_counter;
+    }
+    r.in0 = src.buf;
+    r.out0 = dst.buf;
+    r.base_nonce = nonce.buf;
+    Py_BEGIN_ALLOW_THREADS
+    EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+    int keyed = ctx && EVP_CipherInit_ex(ctx, gcm_cipher(key.len), NULL, key.buf, NULL, enc) == 1;
+    if (!keyed) {
+        failed = lo; /* no context, or the key could not be set */
+    } else if (!shared) {
+        failed = chunk_loop(ctx, &r, lo, hi);
+    }
+#ifdef HAVE_SHARED
+    else {
+        long long a, b;
+        while (claim_range((long long *)counter.buf, count, piece, &a, &b)) {
+            Py_ssize_t bad_at = chunk_loop(ctx, &r, (Py_ssize_t)a, (Py_ssize_t)b);
+            if (bad_at >= 0 && (failed < 0 || bad_at < failed)) failed = bad_at;
+        }
+    }
+#endif
     EVP_CIPHER_CTX_free(ctx);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&key);
     PyBuffer_Release(&nonce);
     PyBuffer_Release(&src);
     PyBuffer_Release(&dst);
+#ifdef HAVE_SHARED
+    if (shared) PyBuffer_Release(&counter);
+#endif
     return PyLong_FromSsize_t(failed);
+fail_counter:
+#ifdef HAVE_SHARED
+    if (shared) PyBuffer_Release(&counter);
+#endif
+    return NULL;
 }
 
-static PyObject *chunk_seal(PyObject *self, PyObject *args) { return chunk_run(args, 1); }
-static PyObject *chunk_open(PyObject *self, PyObject *args) { return chunk_run(args, 0); }
+static PyObject *chunk_seal(PyObject *self, PyObject *args) { return chunk_run(args, 1, 0); }
+static PyObject *chunk_open(PyObject *self, PyObject *args) { return chunk_run(args, 0, 0); }
+#ifdef HAVE_SHARED
+static PyObject *chunk_seal_shared(PyObject *self, PyObject *args) { return chunk_run(args, 1, 1); }
+static PyObject *chunk_open_shared(PyObject *self, PyObject *args) { return chunk_run(args, 0, 1); }
+#endif
 
 static PyObject *openssl_version(PyObject *self, PyObject *noargs) {
     return PyUnicode_FromString(OpenSSL_version(OPENSSL_VERSION));
@@ -414,6 +532,13 @@ static PyMethodDef methods[] = {
      "seal C2SP chunks [lo, hi) of a run of count chunks starting at chunk index first; -1 or a failed index"},
     {"chunk_open", chunk_open, METH_VARARGS,
      "open C2SP chunks [lo, hi) of a run of count sealed chunks; -1 or the first failed index"},
+#ifdef HAVE_SHARED
+    {"chunk_seal_shared", chunk_seal_shared, METH_VARARGS,
+     "seal the chunks of pieces claimed from counter until none is left; -1 or the first failed index"},
+    {"chunk_open_shared", chunk_open_shared, METH_VARARGS,
+     "open the chunks of pieces claimed from counter until none is left; -1 or the first failed index"},
+    {"claim", claim, METH_VARARGS, "claim the next piece of a shared run: (lo, hi), or None when none is left"},
+#endif
     {"openssl_version", openssl_version, METH_NOARGS, "the OpenSSL this module runs with"},
     {NULL, NULL, 0, NULL},
 };

@@ -31,7 +31,8 @@ from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
 from typing import Any
 
-__all__ = ["available", "mode", "active", "use", "module", "run_split", "run_shared", "openssl_version"]
+__all__ = ["available", "mode", "active", "use", "module", "run_split", "run_shared", "run_claimed", "shared_runs",
+           "openssl_version"]
 
 _native: ModuleType | None
 try:
@@ -169,6 +170,53 @@ def run_shared(
     finally:
         if not future.cancel():  # started: wait for its piece, so the buffers stay ours
             future.result()
+    return min(failed) if failed else -1
+
+
+def shared_runs() -> bool:
+    """Whether the kernel can share a run through a claim counter (:func:`run_claimed`)."""
+    return _native is not None and hasattr(_native, "claim")
+
+
+def run_claimed(
+    n: int, piece: int, caller: Callable[[int, int], int], helper: Callable[[bytearray, int], int] | None
+) -> int:
+    """Items ``[0, n)`` shared by the calling thread and the helper thread through one claim
+    counter; -1, or the smallest failed index reported.
+
+    The caller claims a piece at a time (``claim``, a few hundred nanoseconds) and runs
+    ``caller(lo, hi)``; ``helper(counter, piece)`` is one native call (``chunk_*_shared``)
+    that claims and runs pieces with the GIL released until none is left.  So the helper never
+    waits for the GIL between pieces: with :func:`run_shared` it had to take the GIL back after
+    every piece, from a caller that releases it only for a few microseconds at a time, and on
+    a busy machine lost milliseconds per piece.  Pieces shrink towards the end of the run as
+    in :func:`run_shared`.  If the caller fails, the rest of the run is claimed away so the
+    helper stops early; either way the helper has finished before this returns (the buffers
+    are the caller's again).
+    """
+    if helper is None or n <= piece or _native is None:
+        return caller(0, n)
+    counter = bytearray(8)  # the claim counter: the next unclaimed item
+    claim = _native.claim
+    failed: list[int] = []
+    try:
+        future = _executor().submit(helper, counter, piece)
+    except RuntimeError:  # the interpreter is shutting down: no new work, so run it all here
+        return caller(0, n)
+    try:
+        while (got := claim(counter, n, piece)) is not None:
+            bad = caller(*got)
+            if bad >= 0:
+                failed.append(bad)
+    except BaseException:
+        while claim(counter, n, piece) is not None:  # stop the helper at its next claim
+            pass
+        raise
+    finally:
+        if not future.cancel():  # started: wait for it, so the buffers stay ours
+            bad = int(future.result())
+            if bad >= 0:
+                failed.append(bad)
     return min(failed) if failed else -1
 
 

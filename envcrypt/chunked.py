@@ -232,13 +232,26 @@ class ChunkCipher:
         def kernel(lo: int, hi: int) -> int:
             return int(fn(*args, lo, hi))
 
-        helper = kernel if _threads > 1 and _kernel.two_cores() else None
+        share = _threads > 1 and _kernel.two_cores()
+        if share and _kernel.shared_runs():
+            # the helper claims its pieces inside one native call (no GIL between pieces)
+            shared = native.chunk_seal_shared if seal else native.chunk_open_shared
+
+            def helper(counter: bytearray, piece: int) -> int:
+                return int(shared(*args, counter, piece))
+
+            if mode == "hybrid" and _kernel.pure_turn.acquire(blocking=False):
+                try:
+                    return _kernel.run_claimed(count, PIECE_CHUNKS, pure, helper)
+                finally:
+                    _kernel.pure_turn.release()
+            return _kernel.run_claimed(count, PIECE_CHUNKS, kernel, helper)
         if mode == "hybrid" and _kernel.pure_turn.acquire(blocking=False):
             try:
-                return _kernel.run_shared(count, PIECE_CHUNKS, pure, helper)
+                return _kernel.run_shared(count, PIECE_CHUNKS, pure, kernel if share else None)
             finally:
                 _kernel.pure_turn.release()
-        return _kernel.run_shared(count, PIECE_CHUNKS, kernel, helper)
+        return _kernel.run_shared(count, PIECE_CHUNKS, kernel, kernel if share else None)
 
     def _pure(
         self,

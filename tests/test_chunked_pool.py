@@ -179,6 +179,84 @@ def test_a_busy_helper_never_holds_a_run_back(monkeypatch: pytest.MonkeyPatch) -
         busy.shutdown()
 
 
+needs_claims = pytest.mark.skipif(not _kernel.shared_runs(), reason="needs the native kernel's claim counter")
+
+
+@needs_claims
+def test_claims_from_many_threads_cover_a_run_exactly_once() -> None:
+    native = _kernel.native()
+    counter, n, got = bytearray(8), 100_003, []
+    start = threading.Barrier(6)
+
+    def claimer() -> None:
+        start.wait()
+        mine = []
+        while (piece := native.claim(counter, n, 64)) is not None:
+            mine.append(piece)
+        got.extend(mine)
+
+    threads = [threading.Thread(target=claimer) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    got.sort()
+    assert got[0][0] == 0 and got[-1][1] == n
+    assert all(a[1] == b[0] for a, b in zip(got, got[1:], strict=False))  # no gap, no overlap
+    assert all(16 <= hi - lo <= 64 or hi == n for lo, hi in got)  # a quarter of what is left, within bounds
+
+
+@needs_claims
+def test_the_shared_kernel_reports_the_first_failed_chunk_of_all_its_pieces() -> None:
+    cipher, plain, sealed = _sealed()
+    bad = bytearray(sealed)
+    for index in (RUN - 3, 70):
+        bad[index * SEALED_CHUNK_SIZE + 5] ^= 1
+    native = _kernel.native()
+    out = bytearray(len(plain))
+    # one thread claims every piece itself: the smallest failure across pieces comes back
+    assert native.chunk_open_shared(cipher._key, cipher._base_nonce, 0, bytes(bad), out, RUN, bytearray(8), 16) == 70
+    assert native.chunk_open_shared(cipher._key, cipher._base_nonce, 0, bytes(sealed), out, RUN, bytearray(8), 16) == -1
+    assert bytes(out) == plain
+
+
+@needs_claims
+def test_a_failing_caller_stops_the_helper_and_returns_only_after_it() -> None:
+    native = _kernel.native()
+    n, helper_pieces, finished = 10_000, [], threading.Event()
+    started = threading.Event()
+
+    def helper(counter: bytearray, piece: int) -> int:
+        started.set()
+        while (got := native.claim(counter, n, piece)) is not None:
+            helper_pieces.append(got)
+            threading.Event().wait(0.002)  # a slow helper
+        finished.set()
+        return -1
+
+    def caller(lo: int, hi: int) -> int:
+        started.wait(10)
+        raise RuntimeError("the caller's piece failed")
+
+    with pytest.raises(RuntimeError):
+        _kernel.run_claimed(n, 64, caller, helper)
+    assert finished.is_set()  # the run's buffers are not handed back while the helper works
+    assert sum(hi - lo for lo, hi in helper_pieces) < n // 2  # it stopped at its next claim
+
+
+@needs_claims
+def test_the_claim_counter_must_be_an_aligned_writable_8_bytes() -> None:
+    native = _kernel.native()
+    with pytest.raises(ValueError):
+        native.claim(bytearray(4), 10, 4)
+    with pytest.raises(ValueError):
+        native.claim(memoryview(bytearray(16))[1:9], 10, 4)
+    with pytest.raises(BufferError):  # read-only
+        native.claim(bytes(8), 10, 4)
+    with pytest.raises(ValueError):
+        native.claim(bytearray(8), 10, 0)
+
+
 @pytest.mark.skipif(not _kernel.available(), reason="needs the native kernel")
 @pytest.mark.parametrize("count, src_len, dst_len, lo, hi", [
     (2, CHUNK_SIZE + 1, 2 * SEALED_CHUNK_SIZE, 0, 2),  # dst one byte short of the final chunk's tag
