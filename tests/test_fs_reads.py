@@ -318,3 +318,44 @@ def test_a_key_disabled_by_another_process_stops_cached_reads_within_max_age(_is
     clock.now += 0.1
     with pytest.raises(KeyDisabledError):
         fs.cat_file("/x", 0, 10)
+
+
+# ---------------------------------------------------------------- ranges within one chunk
+
+
+@pytest.mark.parametrize("where", ["file", "memory"])
+def test_cat_file_ranges_within_one_chunk_equal_slices_of_the_plaintext(tmp_path: Path, where: str) -> None:
+    fs = (_memory_fs() if where == "memory" else EnvcryptFileSystem(target_protocol="file", skip_instance_cache=True))
+    rng = random.Random(13)
+    for size in [0, 1, 100, 16383, 16384, 16385, 3 * 16384 + 5000]:
+        data = os.urandom(size)
+        path = f"{tmp_path}/o{size}"
+        fs.pipe_file(path, data)
+        cases = [(0, 0), (5, 5), (0, 1), (size - 1, size), (None, 10), (-7, None), (-20, -3), (size, size + 9),
+                 (16384, 16390), (16380, 16390), (2 * 16384 + 10, 2 * 16384 + 4000), (size - 50, -10)]
+        cases += [(s, s + rng.randrange(1, 2048)) for s in (rng.randrange(max(size, 1)) for _ in range(30))]
+        for start, end in cases:
+            want = data[max(0, size + start) if start is not None and start < 0 else (start or 0):
+                        (size + end if end < 0 else end) if end is not None else None]
+            assert fs.cat_file(path, start, end) == want, (size, start, end)
+
+
+def test_a_range_within_one_chunk_reads_only_that_sealed_chunk(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from envcrypt.format import SEALED_CHUNK_SIZE
+    from envcrypt.fs import _ranges
+
+    fs = EnvcryptFileSystem(target_protocol="file", skip_instance_cache=True)
+    path = f"{tmp_path}/big.bin"
+    fs.pipe_file(path, DATA)
+    fs.cat_file(path, 0, 1)  # head cached, object opened
+    spans: list[tuple[str, int, int]] = []
+    real = _ranges._pread_spans
+
+    def spy(requests: list[tuple[str, int, int]]) -> list[Any]:
+        spans.extend(requests)
+        return real(requests)
+
+    monkeypatch.setattr(_ranges, "_pread_spans", spy)
+    assert fs.cat_file(path, 2 * MiB + 100, 2 * MiB + 1124) == DATA[2 * MiB + 100 : 2 * MiB + 1124]
+    assert len(spans) == 1 and spans[0][2] - spans[0][1] == SEALED_CHUNK_SIZE
