@@ -31,9 +31,13 @@ import random
 import shutil
 import sys
 import tempfile
+from pathlib import Path
 from typing import Any
 
 from _timing import paired
+
+# this checkout's envcrypt, not an installed one (a script's own directory comes first on sys.path)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 MiB = 1 << 20
 ROWS: list[tuple[str, float, str]] = []
