@@ -343,19 +343,18 @@ def test_cat_file_ranges_within_one_chunk_equal_slices_of_the_plaintext(tmp_path
 def test_a_range_within_one_chunk_reads_only_that_sealed_chunk(tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     from envcrypt.format import SEALED_CHUNK_SIZE
-    from envcrypt.fs import _ranges
 
     fs = EnvcryptFileSystem(target_protocol="file", skip_instance_cache=True)
     path = f"{tmp_path}/big.bin"
     fs.pipe_file(path, DATA)
     fs.cat_file(path, 0, 1)  # head cached, object opened
-    spans: list[tuple[str, int, int]] = []
-    real = _ranges._pread_spans
+    reads: list[int] = []
+    real = os.pread
 
-    def spy(requests: list[tuple[str, int, int]]) -> list[Any]:
-        spans.extend(requests)
-        return real(requests)
+    def spy(fd: int, n: int, offset: int) -> bytes:
+        reads.append(n)
+        return real(fd, n, offset)
 
-    monkeypatch.setattr(_ranges, "_pread_spans", spy)
+    monkeypatch.setattr(os, "pread", spy)
     assert fs.cat_file(path, 2 * MiB + 100, 2 * MiB + 1124) == DATA[2 * MiB + 100 : 2 * MiB + 1124]
-    assert len(spans) == 1 and spans[0][2] - spans[0][1] == SEALED_CHUNK_SIZE
+    assert reads == [SEALED_CHUNK_SIZE]
