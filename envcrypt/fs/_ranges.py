@@ -8,7 +8,12 @@ spans are sorted and neighbours (overlapping, or less than ``COALESCE_GAP``
 apart) merged, and the merged spans of every object are fetched with one
 ``cat_ranges`` call of the target (concurrent on async targets: s3fs, gcsfs,
 adlfs), with ``pread`` on one descriptor per object on a local disk, and as
-views of the stored buffer in memory.
+views of the stored buffer in memory; the ranges of one call are then opened in
+one pass (``open_all``).  A ``cat_file`` range within one chunk on a local disk
+or in memory (the small random read) takes a short path: one ``pread`` (or one
+copy) of that sealed chunk, opened whole into a chunk buffer and sliced, so a
+small read costs the head check, the opened-object cache hit and one chunk.
+Nothing decrypted is kept between calls.
 """
 
 from __future__ import annotations
