@@ -358,3 +358,40 @@ def test_a_range_within_one_chunk_reads_only_that_sealed_chunk(tmp_path: Path,
     monkeypatch.setattr(os, "pread", spy)
     assert fs.cat_file(path, 2 * MiB + 100, 2 * MiB + 1124) == DATA[2 * MiB + 100 : 2 * MiB + 1124]
     assert reads == [SEALED_CHUNK_SIZE]
+
+
+@pytest.mark.cloud
+def test_cat_ranges_on_s3_with_a_cached_head_asks_no_head_and_pins_its_gets(
+    s3_proxy: tuple[LatencyProxy, str], unwraps: list[str]
+) -> None:
+    proxy, bucket = s3_proxy
+    target = s3fs.S3FileSystem(client_kwargs={"endpoint_url": proxy.url}, skip_instance_cache=True)
+    fs = EnvcryptFileSystem(fs=target, skip_instance_cache=True)
+    path = f"{bucket}/p.bin"
+    fs.pipe_file(path, DATA)
+    starts, ends = [0, 2 * MiB, len(DATA) - 100], [100, 2 * MiB + 100, len(DATA)]
+    want = [DATA[s:e] for s, e in zip(starts, ends, strict=True)]
+    assert fs.cat_ranges([path] * 3, starts, ends) == want  # the head is fetched and cached
+    proxy.reset()
+    etag = target.info(path)["ETag"]
+    calls: list[tuple[str, Any]] = []
+    real = target._call_s3
+
+    async def spy(method: str, *args: Any, **kwargs: Any) -> Any:
+        calls.append((method, kwargs.get("IfMatch")))
+        return await real(method, *args, **kwargs)
+
+    target._call_s3 = spy
+    assert fs.cat_ranges([path] * 3, starts, ends) == want
+    del target._call_s3
+    # what plain s3fs's cat_ranges costs: the spans' GETs, each pinned to the cached head's ETag; no HEAD
+    assert calls == [("get_object", etag)] * 3
+    assert proxy.requests == {"HEAD": 1, "GET": 3}  # (the HEAD is the info() above)
+    # replaced by another writer (this filesystem's caches know nothing of it): the pinned GETs
+    # get 412, and every range is read again from a fresh head, all from the new version
+    other = bytes(reversed(DATA))
+    target.pipe_file(path, envcrypt.encrypt(other))  # straight to the store: no cache of this process hears of it
+    proxy.reset()
+    assert fs.cat_ranges([path] * 3, starts, ends) == [other[s:e] for s, e in zip(starts, ends, strict=True)]
+    assert proxy.requests == {"GET": 3 + 1 + 3, "HEAD": 1}  # 412s, then the head and the spans again
+    assert len(unwraps) == 2

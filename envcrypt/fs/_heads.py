@@ -153,6 +153,16 @@ class HeadCache:
             self._data.move_to_end((fs_token, path))
             return hit[1]
 
+    def latest(self, fs_token: Hashable, path: str) -> Head | None:
+        """The head last cached for ``path``, whatever version the object is now: only for a
+        read that proves the version itself (S3 ``If-Match`` on its ETag, see ``_pinning``)."""
+        with self._lock:
+            hit = self._data.get((fs_token, path))
+            if hit is None:
+                return None
+            self._data.move_to_end((fs_token, path))
+            return hit[1]
+
     def put(self, fs_token: Hashable, path: str, token: Hashable | None, head: Head) -> None:
         if token is None:
             return

@@ -29,10 +29,11 @@ from fsspec.implementations.memory import MemoryFileSystem
 from .. import _buffers
 from ..chunked import open_span
 from ..envelope import open_whole_body
-from ..errors import IntegrityError
+from ..errors import IntegrityError, ObjectChangedError
 from ..format import BODY_PREFIX_SIZE, CHUNK_SIZE, SEALED_CHUNK_SIZE, sealed_chunk_end
-from ._heads import PROBE_SIZE, parse_head
+from ._heads import HEAD_CONCURRENCY, HEADS, PROBE_SIZE, Head, parse_head
 from ._opened import Opened
+from ._pinning import pinned_ranges, pins
 
 if TYPE_CHECKING:
     from .filesystem import EnvcryptFileSystem
@@ -320,6 +321,19 @@ def cat_ranges(fs: EnvcryptFileSystem, paths: list[str], starts: Any, ends: Any,
     return out
 
 
+def _pinnable_heads(fs: EnvcryptFileSystem, paths: list[str]) -> dict[str, Head]:
+    """Heads a read may use without asking the store which version is current: on S3 the
+    last head cached for each path, when it is a sound envcrypt head with an ETag; every
+    ranged GET then carries ``If-Match`` on that ETag, so the store answers only from
+    that version (a 412 makes the read start again from a fresh head)."""
+    if not pins(fs.target):
+        return {}
+    token = fs._fs_tok()
+    found = {p: HEADS.latest(token, p) for p in paths}
+    return {p: h for p, h in found.items() if h is not None and h.etag and h.encrypted and h.error is None
+            and h.plaintext_size is not None and h.complete}
+
+
 def _read_ranges(fs: EnvcryptFileSystem, paths: list[str], starts: list[Any], ends: list[Any], todo: list[int],
              out: list[Any], refresh: bool) -> list[int]:
     """Fill ``out`` for the ranges ``todo``; the ones that failed to authenticate (to retry)."""
@@ -327,18 +341,21 @@ def _read_ranges(fs: EnvcryptFileSystem, paths: list[str], starts: list[Any], en
     for i in todo:
         by_path.setdefault(paths[i], []).append(i)
     opened: dict[str, Opened | None] = {}
+    pinned = {} if refresh else _pinnable_heads(fs, list(by_path))
+    asked = [p for p in by_path if p not in pinned]
     try:
-        heads = fs._heads(list(by_path), refresh=refresh, stripped=True)
+        heads = dict(zip(asked, fs._heads(asked, refresh=refresh, stripped=True), strict=True)) if asked else {}
         if not refresh:  # never serve stored bytes as plaintext (or fail) on a cached head
-            stale = [p for p, h in zip(by_path, heads, strict=True) if not h.encrypted or h.error is not None]
-            fresh = dict(zip(stale, fs._heads(stale, refresh=True, stripped=True), strict=True)) if stale else {}
-            heads = [fresh.get(p, h) for p, h in zip(by_path, heads, strict=True)]
+            stale = [p for p, h in heads.items() if not h.encrypted or h.error is not None]
+            heads.update(zip(stale, fs._heads(stale, refresh=True, stripped=True), strict=True))
     except Exception:
-        heads = []  # one of them failed: open them one by one, for each path's own error
-    for n, path in enumerate(list(by_path)):
+        heads = None  # one of them failed: open them one by one, for each path's own error
+    for path in list(by_path):
         try:
-            if heads:
-                opened[path] = fs._opened(path, heads[n], fs.trusted_for(path))
+            if path in pinned:
+                opened[path] = fs._opened(path, pinned[path], fs.trusted_for(path))
+            elif heads is not None:
+                opened[path] = fs._opened(path, heads[path], fs.trusted_for(path))
             else:
                 opened[path] = fs._open_object(path, refresh)
         except Exception as exc:
@@ -370,7 +387,14 @@ def _read_ranges(fs: EnvcryptFileSystem, paths: list[str], starts: list[Any], en
         for i, w in zip(mine, where, strict=True):
             owners[base + w].append(i)
     retry: list[int] = []
-    with fetch_spans(fs.target, requests) as fetched:
+    mark = [r[0] in pinned for r in requests]
+    with fetch_spans(fs.target, [r for r, m in zip(requests, mark, strict=True) if not m]) as unpinned:
+        # spans of heads taken without asking the store: each GET proves the version (If-Match)
+        got = iter(pinned_ranges(fs.target, [(path, lo, hi, pinned[path].etag or "")
+                                             for (path, lo, hi), m in zip(requests, mark, strict=True) if m],
+                                 HEAD_CONCURRENCY))
+        rest = iter(unpinned)
+        fetched = [next(got) if m else next(rest) for m in mark]
         jobs: list[tuple[Opened, Planned, memoryview]] = []
         owner: list[int] = []
         try:
@@ -379,6 +403,8 @@ def _read_ranges(fs: EnvcryptFileSystem, paths: list[str], starts: list[Any], en
                 for i in idx:
                     if isinstance(data, BaseException):
                         out[i] = data
+                        if isinstance(data, ObjectChangedError):  # not the head's version: read again
+                            retry.append(i)
                         continue
                     planned = plans[i]
                     jobs.append((obj, planned, memoryview(data)[planned.lo - lo : planned.hi - lo]))  # type: ignore[arg-type]
