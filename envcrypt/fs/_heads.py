@@ -11,7 +11,10 @@ including the inode change time, the inode and the stored size).  An object
 without a version token is never cached, and neither are heads of memory
 filesystems (an in-place rewrite there changes no reported field).  A head
 whose object is not encrypted, or broken, is fetched again before a read acts
-on it.  A head holds no secret: only stored bytes.
+on it.  On S3 a ranged read may take the last head cached for a path without
+asking for the object's version (``HeadCache.latest``): its GETs carry
+``If-Match`` on that head's ETag, so the store itself refuses another version.
+A head holds no secret: only stored bytes.
 """
 
 from __future__ import annotations
