@@ -285,10 +285,11 @@ def test_reopen_and_six_ranges_on_s3_cost_one_head_fetch_and_one_unwrap(
     assert len(unwraps) == 1
     proxy.reset()
     assert fs.cat_file(path, 5000, 5100) == DATA[5000:5100]  # reopened: head and DEK cached
+    assert proxy.requests == {"GET": 1}  # what plain s3fs's cat_file costs: one GET (If-Match on the ETag)
     with fs.open(path, "rb") as f:
         f.seek(3000)
         assert f.read(10) == DATA[3000:3010]
-    assert proxy.requests == {"HEAD": 2, "GET": 2}  # what plain s3fs opens cost: HEAD + ranged GET
+    assert proxy.requests == {"HEAD": 1, "GET": 2}  # what plain s3fs opens cost: HEAD + ranged GET
     assert len(unwraps) == 1
     proxy.reset()
     target.cat_file(path)
@@ -318,3 +319,80 @@ def test_a_key_disabled_by_another_process_stops_cached_reads_within_max_age(_is
     clock.now += 0.1
     with pytest.raises(KeyDisabledError):
         fs.cat_file("/x", 0, 10)
+
+
+# ---------------------------------------------------------------- ranges within one chunk
+
+
+@pytest.mark.parametrize("where", ["file", "memory"])
+def test_cat_file_ranges_within_one_chunk_equal_slices_of_the_plaintext(tmp_path: Path, where: str) -> None:
+    fs = (_memory_fs() if where == "memory" else EnvcryptFileSystem(target_protocol="file", skip_instance_cache=True))
+    rng = random.Random(13)
+    for size in [0, 1, 100, 16383, 16384, 16385, 3 * 16384 + 5000]:
+        data = os.urandom(size)
+        path = f"{tmp_path}/o{size}"
+        fs.pipe_file(path, data)
+        cases = [(0, 0), (5, 5), (0, 1), (size - 1, size), (None, 10), (-7, None), (-20, -3), (size, size + 9),
+                 (16384, 16390), (16380, 16390), (2 * 16384 + 10, 2 * 16384 + 4000), (size - 50, -10)]
+        cases += [(s, s + rng.randrange(1, 2048)) for s in (rng.randrange(max(size, 1)) for _ in range(30))]
+        for start, end in cases:
+            want = data[max(0, size + start) if start is not None and start < 0 else (start or 0):
+                        (size + end if end < 0 else end) if end is not None else None]
+            assert fs.cat_file(path, start, end) == want, (size, start, end)
+
+
+def test_a_range_within_one_chunk_reads_only_that_sealed_chunk(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from envcrypt.format import SEALED_CHUNK_SIZE
+
+    fs = EnvcryptFileSystem(target_protocol="file", skip_instance_cache=True)
+    path = f"{tmp_path}/big.bin"
+    fs.pipe_file(path, DATA)
+    fs.cat_file(path, 0, 1)  # head cached, object opened
+    reads: list[int] = []
+    real = os.pread
+
+    def spy(fd: int, n: int, offset: int) -> bytes:
+        reads.append(n)
+        return real(fd, n, offset)
+
+    monkeypatch.setattr(os, "pread", spy)
+    assert fs.cat_file(path, 2 * MiB + 100, 2 * MiB + 1124) == DATA[2 * MiB + 100 : 2 * MiB + 1124]
+    assert reads == [SEALED_CHUNK_SIZE]
+
+
+@pytest.mark.cloud
+def test_cat_ranges_on_s3_with_a_cached_head_asks_no_head_and_pins_its_gets(
+    s3_proxy: tuple[LatencyProxy, str], unwraps: list[str]
+) -> None:
+    proxy, bucket = s3_proxy
+    target = s3fs.S3FileSystem(client_kwargs={"endpoint_url": proxy.url}, skip_instance_cache=True)
+    fs = EnvcryptFileSystem(fs=target, skip_instance_cache=True)
+    path = f"{bucket}/p.bin"
+    fs.pipe_file(path, DATA)
+    starts, ends = [0, 2 * MiB, len(DATA) - 100], [100, 2 * MiB + 100, len(DATA)]
+    want = [DATA[s:e] for s, e in zip(starts, ends, strict=True)]
+    assert fs.cat_ranges([path] * 3, starts, ends) == want  # the head is fetched and cached
+    proxy.reset()
+    etag = target.info(path)["ETag"]
+    calls: list[tuple[str, Any]] = []
+    real = target._call_s3
+
+    async def spy(method: str, *args: Any, **kwargs: Any) -> Any:
+        calls.append((method, kwargs.get("IfMatch")))
+        return await real(method, *args, **kwargs)
+
+    target._call_s3 = spy
+    assert fs.cat_ranges([path] * 3, starts, ends) == want
+    del target._call_s3
+    # what plain s3fs's cat_ranges costs: the spans' GETs, each pinned to the cached head's ETag; no HEAD
+    assert calls == [("get_object", etag)] * 3
+    assert proxy.requests == {"HEAD": 1, "GET": 3}  # (the HEAD is the info() above)
+    # replaced by another writer (this filesystem's caches know nothing of it): the pinned GETs
+    # get 412, and every range is read again from a fresh head, all from the new version
+    other = bytes(reversed(DATA))
+    target.pipe_file(path, envcrypt.encrypt(other))  # straight to the store: no cache of this process hears of it
+    proxy.reset()
+    assert fs.cat_ranges([path] * 3, starts, ends) == [other[s:e] for s, e in zip(starts, ends, strict=True)]
+    assert proxy.requests == {"GET": 3 + 1 + 3, "HEAD": 1}  # 412s, then the head and the spans again
+    assert len(unwraps) == 2

@@ -11,7 +11,10 @@ including the inode change time, the inode and the stored size).  An object
 without a version token is never cached, and neither are heads of memory
 filesystems (an in-place rewrite there changes no reported field).  A head
 whose object is not encrypted, or broken, is fetched again before a read acts
-on it.  A head holds no secret: only stored bytes.
+on it.  On S3 a ranged read may take the last head cached for a path without
+asking for the object's version (``HeadCache.latest``): its GETs carry
+``If-Match`` on that head's ETag, so the store itself refuses another version.
+A head holds no secret: only stored bytes.
 """
 
 from __future__ import annotations
@@ -149,6 +152,16 @@ class HeadCache:
         with self._lock:
             hit = self._data.get((fs_token, path))
             if hit is None or hit[0] != token:
+                return None
+            self._data.move_to_end((fs_token, path))
+            return hit[1]
+
+    def latest(self, fs_token: Hashable, path: str) -> Head | None:
+        """The head last cached for ``path``, whatever version the object is now: only for a
+        read that proves the version itself (S3 ``If-Match`` on its ETag, see ``_pinning``)."""
+        with self._lock:
+            hit = self._data.get((fs_token, path))
+            if hit is None:
                 return None
             self._data.move_to_end((fs_token, path))
             return hit[1]

@@ -78,9 +78,11 @@ def open_head(head: Head, trusted: Sequence[str], context: Mapping[str, str], op
     key errors, ``WrongKeyError``, ``MalformedHeaderError``).
     """
     data = bytes(head.data[: head.open_size])
-    plain = resolver_options_only(options)
+    # the usual read passes no options and no context: their parts of the key are then empty
+    plain = resolver_options_only(options) if options else {}
     cache = choose_read_cache(options.get(CACHE_OPTION))
-    key = ("opened", data, tuple(trusted), tuple(sorted(context.items())), options_key(plain))
+    key = ("opened", data, tuple(trusted), tuple(sorted(context.items())) if context else (),
+           options_key(plain) if plain else ())
     if cache is not None:
         kept = cache.take_opened(key)
         if isinstance(kept, _Kept) and resolver_token(get_resolver(kept.scheme, **plain)) == kept.resolver:

@@ -14,19 +14,25 @@ of two objects (an ``IntegrityError``), never a short or mixed read.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..errors import ObjectChangedError
 from ._backend import object_changed
 
-__all__ = ["etag_of", "pinned_cat"]
+__all__ = ["etag_of", "pins", "pinned_cat", "pinned_ranges"]
+
+
+def pins(target: Any) -> bool:
+    """Whether reads of ``target`` can be pinned to a version (S3: ``If-Match``)."""
+    protocol = target.protocol if isinstance(target.protocol, (tuple, list)) else (target.protocol,)
+    return "s3" in protocol and hasattr(target, "_call_s3")
 
 
 def etag_of(target: Any, info: Mapping[str, Any]) -> str | None:
     """The ETag to pin reads of an object to, for targets that honour ``If-Match`` (S3)."""
-    protocol = target.protocol if isinstance(target.protocol, (tuple, list)) else (target.protocol,)
-    if "s3" not in protocol or not hasattr(target, "_call_s3"):
+    if not pins(target):
         return None
     etag = info.get("ETag")
     return str(etag) if etag else None
@@ -63,3 +69,38 @@ def pinned_cat(target: Any, path: str, start: int, end: int, etag: str | None) -
         if object_changed(exc):
             raise ObjectChangedError(f"{path} was replaced while it was read") from exc
         raise
+
+
+def pinned_ranges(target: Any, requests: Sequence[tuple[str, int, int, str]], in_flight: int) -> list[Any]:
+    """Stored bytes of ``(path, start, end, etag)`` spans of an S3 target, each from the version
+    its ETag names, ``in_flight`` requests at a time: a buffer, or the exception of that span
+    (``ObjectChangedError`` for a 412: the object is no longer that version)."""
+    from fsspec.asyn import sync
+    from s3fs.core import _error_wrapper, version_id_kw  # s3fs internals: its retries and errors
+
+    gate = asyncio.Semaphore(in_flight)
+
+    async def one(path: str, start: int, end: int, etag: str) -> bytes:
+        bucket, key, version = target.split_path(path)
+
+        async def once() -> bytes:
+            response = await target._call_s3(
+                "get_object", Bucket=bucket, Key=key, Range=f"bytes={start}-{end - 1}", IfMatch=etag,
+                **version_id_kw(version))
+            try:
+                return bytes(await response["Body"].read())
+            finally:
+                response["Body"].close()
+
+        async with gate:
+            try:
+                return bytes(await _error_wrapper(once, retries=target.retries))
+            except OSError as exc:
+                if object_changed(exc):
+                    raise ObjectChangedError(f"{path} was replaced while it was read") from exc
+                raise
+
+    async def run() -> list[Any]:
+        return list(await asyncio.gather(*(one(*r) for r in requests), return_exceptions=True))
+
+    return list(sync(target.loop, run)) if requests else []

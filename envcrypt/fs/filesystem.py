@@ -46,7 +46,10 @@ resolver option ``dek_cache=False`` turn it off): a reopened object costs the
 requests a plain open costs and no resolver call.  ``cat_file`` of a whole
 object is one read of the target, header included; ``cat_file`` ranges and
 ``cat_ranges`` fetch only the sealed chunks of the ranges, those of many ranges
-together (``_ranges``).  A listing fetches the heads it lacks concurrently
+together (``_ranges``); on S3 an object whose head this process has cached is
+read with no HEAD request, each GET pinned to that head's ETag (``If-Match``: a
+replaced object answers 412 and is read again from a fresh head), so a ranged
+read costs the GETs plain s3fs makes.  A listing fetches the heads it lacks concurrently
 (``HEAD_CONCURRENCY`` in flight on async targets; S3 targets built here get a
 connection pool that large, ``S3_POOL_CONNECTIONS``).
 """
