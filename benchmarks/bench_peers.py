@@ -38,6 +38,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, NamedTuple
 
+# the envcrypt of the tree this script lives in, not an installed copy (its CLI children import
+# the same one, through PYTHONPATH)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from _plot import add_plot_option, suffixed, write_plot
 from cryptography.cobblestone import Cobblestone256Decryptor, Cobblestone256Encryptor
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
