@@ -40,8 +40,9 @@ WRITEBACK_STEP = 8 * 1024 * 1024
 _SYNC_FILE_RANGE_WRITE = 2  # <linux/fs.h>: start write-out of dirty pages in the range, no wait
 
 
-def _writeback_hint() -> Callable[[int, int, int], None] | None:
-    """libc's ``sync_file_range`` as ``hint(fd, offset, length)`` (Linux), else None.
+def _writeback_hint() -> Callable[[int, int, int], int] | None:
+    """libc's ``sync_file_range(fd, offset, length, WRITE)`` as ``hint(fd, offset, length)``
+    (Linux), else None; it returns the call's result.
 
     Python's ``os`` has no binding; ctypes looks it up once per run.  A failing call is
     ignored: it is only a hint, the fsync in :meth:`Output.commit` is what makes data durable.
@@ -57,8 +58,8 @@ def _writeback_hint() -> Callable[[int, int, int], None] | None:
     fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
     fn.restype = ctypes.c_int
 
-    def hint(fd: int, offset: int, length: int) -> None:
-        fn(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
+    def hint(fd: int, offset: int, length: int) -> int:
+        return int(fn(fd, offset, length, _SYNC_FILE_RANGE_WRITE))
 
     return hint
 
@@ -97,7 +98,7 @@ class Output:
         self._temp: str | None = None  # the file's temp name, None while it has none
         self._written = 0
         self._hinted = 0  # bytes handed to write-back so far
-        self._hint: Callable[[int, int, int], None] | None = None
+        self._hint: Callable[[int, int, int], int] | None = None
         try:
             fd = self._unnamed()
             if fd is None:
