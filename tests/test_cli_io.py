@@ -1,7 +1,6 @@
 """The file I/O of ``envcrypt encrypt|decrypt``: the output published atomically from an
-unnamed file (nothing left by a failure or a kill -9, an old file intact), the two-thread
-copy loop (order kept, either side's error raised, the helper joined), and the quick exit
-(the vault's audit lines still committed)."""
+unnamed file (nothing left by a failure or a kill -9, an old file intact), the write-back
+hints, and the quick exit (the vault's audit lines still committed)."""
 
 from __future__ import annotations
 
@@ -11,9 +10,7 @@ import signal
 import stat
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,7 +18,6 @@ import pytest
 import envcrypt
 from envcrypt.cli import _files, main
 from envcrypt.cli._files import TEMP_PREFIX, WRITEBACK_STEP, Output
-from envcrypt.cli._relay import BUFFERS, relay
 from envcrypt.keys.vault import LocalVault
 
 REPO = Path(__file__).resolve().parents[1]
@@ -128,63 +124,6 @@ def test_an_unwritable_output_directory_names_the_output(tmp_path: Path) -> None
     assert exc.value.filename == str(tmp_path / "missing" / "out")
 
 
-# ---------------------------------------------------------------- relay
-
-
-def _counter(limit: int, size: int, fail_at: int | None = None) -> Callable[[memoryview], int]:
-    """A fill function: buffer i holds the byte i % 256, ``limit`` buffers, then the end."""
-    state = {"i": 0}
-
-    def fill(buf: memoryview) -> int:
-        i = state["i"]
-        if i == fail_at:
-            raise OSError(5, "fill failed")
-        if i >= limit:
-            return 0
-        state["i"] = i + 1
-        buf[:size] = bytes([i % 256]) * size
-        return size
-
-    return fill
-
-
-@pytest.mark.parametrize("helper", ["fill", "drain"])
-def test_relay_keeps_the_order(helper: str) -> None:
-    seen: list[bytes] = []
-    relay(_counter(50, 1000), lambda view: seen.append(bytes(view)), 1000, helper)  # type: ignore[arg-type]
-    assert seen == [bytes([i]) * 1000 for i in range(50)]
-
-
-@pytest.mark.parametrize("helper", ["fill", "drain"])
-def test_a_fill_error_is_raised_after_what_came_before(helper: str) -> None:
-    before = threading.active_count()
-    seen: list[int] = []
-    with pytest.raises(OSError, match="fill failed"):
-        relay(_counter(50, 10, fail_at=7), lambda view: seen.append(view[0]), 10, helper)  # type: ignore[arg-type]
-    assert seen == list(range(len(seen))) and len(seen) <= 7
-    assert threading.active_count() == before  # the helper was joined
-
-
-@pytest.mark.parametrize("helper", ["fill", "drain"])
-def test_a_drain_error_stops_the_filling(helper: str) -> None:
-    before = threading.active_count()
-    fills = {"n": 0}
-    counter = _counter(1000, 10)
-
-    def fill(buf: memoryview) -> int:
-        fills["n"] += 1
-        return counter(buf)
-
-    def drain(view: memoryview) -> None:
-        if view[0] == 3:
-            raise OSError(28, "No space left on device")
-
-    with pytest.raises(OSError, match="No space"):
-        relay(fill, drain, 10, helper)  # type: ignore[arg-type]
-    assert fills["n"] <= 4 + BUFFERS + 1  # a few buffers ahead at most, not the whole input
-    assert threading.active_count() == before
-
-
 # ---------------------------------------------------------------- the commands
 
 
@@ -198,8 +137,8 @@ def _seal(tmp_path: Path, size: int) -> tuple[bytes, Path]:
 @pytest.mark.parametrize("where", ["middle", "final", "truncated"])
 def test_a_tampered_large_object_publishes_nothing_and_keeps_the_old_output(
         tmp_path: Path, where: str, capsys: pytest.CaptureFixture[str]) -> None:
-    """Decrypting in buffers on two threads: a bad chunk anywhere -> exit 2, the old output
-    intact, no temp file (the plaintext before the bad chunk went only to the unnamed file)."""
+    """A bad chunk anywhere in an object of many buffers -> exit 2, the old output intact, no
+    temp file (the plaintext before the bad chunk went only to the unnamed file)."""
     data, sealed = _seal(tmp_path, 5 * MiB + 123)
     blob = bytearray(sealed.read_bytes())
     if where == "middle":

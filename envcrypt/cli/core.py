@@ -6,22 +6,20 @@ import argparse
 import contextlib
 import io
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, Literal, cast
+from typing import IO, Any, cast
 
 from .. import CHUNK_SIZE, open_reader, open_writer
 from ._exit import allow_quick_exit
 from ._files import Output, open_input, regular_size
-from ._relay import relay
 
 #: bytes per buffer of a copy; the writer's sealing batch is set to the same size, so it seals
 #: straight from the buffer (no staging copy) and the input file fills it with one readinto.
-#: 1 MiB (64 chunks): a batch the sealing runs on the calling thread alone, while the second
-#: core does the file I/O (see _relay); measured against 2 and 4 MiB in benchmarks/bench_peers.py
+#: 1 MiB (64 chunks): measured against 2 and 4 MiB, and against a second thread for the file I/O
+#: (read-ahead, write-behind: no gain, or a loss, on two shared cores), with
+#: benchmarks/bench_peers.py
 COPY_BUFFER = 1024 * 1024
-#: a copy in buffers this large or larger runs its file I/O on a helper thread
-SPLIT_MIN = COPY_BUFFER
 
 
 VAULT_HELP = "local vault directory for local: keys (default $ENVCRYPT_VAULT); never created by a read"
@@ -146,8 +144,11 @@ def _encrypt(args: argparse.Namespace) -> int:
         size = _copy_size(src)
         with open_writer(cast(IO[bytes], _Sink(out)), args.keys, encryption_context=_pairs(args.context),
                          batch_chunks=size // CHUNK_SIZE, **_vault(args)) as writer:
-            # the writer seals straight from each buffer (its batch is the buffer's size)
-            _copy(src.readinto, writer.write, size, split=regular_size(src) is not None, helper="fill")  # type: ignore[attr-defined]
+            # the writer seals straight from this buffer (its batch is the buffer's size) into its
+            # own, which the sink writes out as it is
+            view = memoryview(bytearray(size))
+            while n := src.readinto(view):  # type: ignore[attr-defined]  # FileIO / BufferedReader
+                writer.write(view[:n])
     allow_quick_exit()  # everything is closed, the output published
     return 0
 
@@ -155,25 +156,14 @@ def _encrypt(args: argparse.Namespace) -> int:
 def _decrypt(args: argparse.Namespace) -> int:
     with _streams(args.src, args.dst) as (src, out):
         reader = open_reader(src, trusted_keys=args.trust, encryption_context=_pairs(args.context), **_vault(args))
-        try:
-            # the stored size bounds the plaintext; the reader returns only authenticated bytes
-            _copy(reader.readinto, out.write, _copy_size(src), split=isinstance(out, Output), helper="drain")
-        finally:
-            reader.close()
+        # the stored size bounds the plaintext; the reader fills the buffer with authenticated
+        # bytes only: on a failure, what went before is in the unnamed output, which is dropped
+        with reader:
+            view = memoryview(bytearray(_copy_size(src)))
+            while n := reader.readinto(view):
+                out.write(view[:n])
     allow_quick_exit()  # everything is closed, the output published
     return 0
-
-
-def _copy(fill: Callable[[memoryview], int], drain: Callable[[memoryview], Any], size: int, *, split: bool,
-          helper: Literal["fill", "drain"]) -> None:
-    """``fill`` -> ``drain`` through ``size``-byte buffers; file I/O on a helper thread when ``split``
-    (regular files only: a pipe could block the helper past an error) and the copy is long."""
-    if split and size >= SPLIT_MIN:
-        relay(fill, drain, size, helper)
-        return
-    view = memoryview(bytearray(size))
-    while n := fill(view):
-        drain(view[:n])
 
 
 def _demo(args: argparse.Namespace) -> int:
