@@ -38,6 +38,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, NamedTuple
 
+# the envcrypt of the tree this script lives in, not an installed copy (its CLI children import
+# the same one, through PYTHONPATH)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from _plot import add_plot_option, suffixed, write_plot
 from cryptography.cobblestone import Cobblestone256Decryptor, Cobblestone256Encryptor
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -314,8 +318,14 @@ def cli_vs_age(args: argparse.Namespace, tmp: str) -> dict[str, dict[str, float]
             for _ in range(max(size // MiB, 1)):
                 f.write(os.urandom(min(size, MiB)))
         runs: dict[tuple[str, str], list[Run]] = {}
-        for _ in range(args.repeat):
-            for tool, (enc_cmd, dec_cmd) in tools.items():  # interleaved: a noisy moment hits every tool
+        names = list(tools)
+        for round_ in range(args.repeat):
+            # interleaved, so a noisy moment hits every tool; and each round starts one tool later,
+            # because a run can pay for the one before it (write-back, the memory a 256 MiB file
+            # rewrite frees and the next run refaults: on this VM up to 2-3x on a large write)
+            turn = round_ % len(names)
+            for tool in names[turn:] + names[:turn]:
+                enc_cmd, dec_cmd = tools[tool]
                 sealed, back = os.path.join(tmp, f"{label}.{tool[:3]}"), os.path.join(tmp, f"{label}.{tool[:3]}.out")
                 for op, cmd, src, dst in (("encrypt", enc_cmd, plain, sealed), ("decrypt", dec_cmd, sealed, back)):
                     os.sync()  # earlier runs' dirty pages are not this run's write-back
@@ -329,7 +339,7 @@ def cli_vs_age(args: argparse.Namespace, tmp: str) -> dict[str, dict[str, float]
             figures.setdefault(f"{label} {op} rss", {})[tool] = max(r.rss for r in samples)
         if label == "file":
             print(f"2. CLI file -> file, {_size(size)} on local disk, process start included "
-                  f"(envcrypt publishes with fsync + rename; age writes in place, without fsync)")
+                  f"(envcrypt publishes with fsync + link or rename; age writes in place, without fsync: 'age + fsync' adds one)")
             for tool in tools:
                 e, d = figures["file encrypt"][tool], figures["file decrypt"][tool]
                 print(f"  {tool:<14} encrypt {size / e / 1e9:5.2f} GB/s  decrypt {size / d / 1e9:5.2f} GB/s  "
@@ -455,9 +465,9 @@ def main() -> int:
             cli = cli_vs_age(args, tmp)
         for op in ("encrypt", "decrypt"):
             checks.append((f"CLI / age, file {op} (wall time)", ratio(cli[f"file {op}"], "envcrypt CLI", "age", invert=True), 1.0))
-        for op in ("encrypt", "decrypt"):
-            checks.append((f"CLI / age + fsync, file {op} (wall)", ratio(cli[f"file {op}"], "envcrypt CLI", "age + fsync",
-                                                                         invert=True), 1.0))
+        for op in ("encrypt", "decrypt"):  # the row to judge: both outputs durable when the run ends
+            checks.append((f"CLI / age + fsync, file {op} (like for like)",
+                           ratio(cli[f"file {op}"], "envcrypt CLI", "age + fsync", invert=True), 1.0))
         cli_size = args.cli_mib * MiB
         write_plot(suffixed(args.plot, "cli"), {
             tool: {f"{op} GB/s": cli_size / cli[f"file {op}"][tool] / 1e9 for op in ("encrypt", "decrypt")}

@@ -20,16 +20,13 @@ from envcrypt.cli import core
 #: what a local-file encrypt or decrypt must never load (each costs tens of ms or more)
 HEAVY = ("fsspec", "numpy", "pandas", "pyarrow", "boto3", "botocore", "dask", "tqdm", "asyncio")
 
-#: runs the real ``python -m envcrypt`` in-process and prints its exit code and loaded modules
+#: runs the real ``python -m envcrypt`` in-process and prints its loaded modules at exit (an
+#: atexit callback: the program may leave by its quick exit, which runs those, or normally)
 _PROBE = """
-import json, runpy, sys
+import atexit, json, runpy, sys
+atexit.register(lambda: print(json.dumps({"modules": sorted(sys.modules)}), flush=True))
 sys.argv = ["envcrypt", *sys.argv[1:]]
-try:
-    runpy.run_module("envcrypt", run_name="__main__", alter_sys=True)
-    code = 0
-except SystemExit as exc:
-    code = exc.code
-print(json.dumps({"code": code, "modules": sorted(sys.modules)}))
+runpy.run_module("envcrypt", run_name="__main__", alter_sys=True)
 """
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,9 +35,9 @@ REPO = Path(__file__).resolve().parents[1]
 def _run(*args: str) -> tuple[int, set[str]]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.run([sys.executable, "-c", _PROBE, *args], capture_output=True, text=True, env=env,
-                          check=True, timeout=60)
+                          timeout=60)
     result = json.loads(proc.stdout.splitlines()[-1])
-    return int(result["code"]), set(result["modules"])
+    return proc.returncode, set(result["modules"])
 
 
 def _heavy(modules: set[str]) -> list[str]:

@@ -5,20 +5,21 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import os
-import stat
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from .. import CHUNK_SIZE, open_reader, open_writer
+from ._exit import allow_quick_exit
+from ._files import Output, open_input, regular_size
 
-#: one reused buffer per copy; the writer's sealing batch is set to the same size, so it seals
-#: straight from this buffer (no staging copy) and the input file fills it with one readinto.
-#: 2 MiB: as fast as 4 MiB here (file -> file on tmpfs, in one run) and ~6 MiB less peak RSS
-COPY_BUFFER = 2 * 1024 * 1024
+#: bytes per buffer of a copy; the writer's sealing batch is set to the same size, so it seals
+#: straight from the buffer (no staging copy) and the input file fills it with one readinto.
+#: 1 MiB (64 chunks): measured against 2 and 4 MiB, and against a second thread for the file I/O
+#: (read-ahead, write-behind: no gain, or a loss, on two shared cores), with
+#: benchmarks/bench_peers.py
+COPY_BUFFER = 1024 * 1024
 
 
 VAULT_HELP = "local vault directory for local: keys (default $ENVCRYPT_VAULT); never created by a read"
@@ -77,34 +78,51 @@ def _vault(args: argparse.Namespace) -> dict[str, Any]:
     return {"vault": args.vault} if args.vault else {}
 
 
+class _Stdout:
+    """The output ``-``: plaintext or ciphertext streamed as it is produced (nothing to publish)."""
+
+    def __init__(self) -> None:
+        self._out = sys.stdout.buffer
+
+    def write(self, data: memoryview) -> None:
+        self._out.write(data)
+
+    def commit(self) -> None:
+        self._out.flush()
+
+    def abort(self) -> None:
+        pass
+
+
+class _Sink:
+    """What an EncryptingWriter writes into: the sealed output, straight from its buffer."""
+
+    def __init__(self, out: Output | _Stdout) -> None:
+        self._out = out
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data)
+        self._out.write(view)
+        return len(view)
+
+
 @contextlib.contextmanager
-def _streams(src_path: str, dst_path: str) -> Iterator[tuple[IO[bytes], IO[bytes]]]:
-    """Input and output streams (``-`` for stdin/stdout); a file output appears only on success."""
-    # unbuffered file input: readinto fills the caller's buffer with no intermediate copy
-    src: IO[bytes] = sys.stdin.buffer if src_path == "-" else open(src_path, "rb", buffering=0)
-    tmp: str | None = None
-    if dst_path == "-":
-        out = sys.stdout.buffer
-    else:
-        try:
-            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(dst_path)), prefix=".envcrypt-")
-        except OSError as exc:  # name the output the user gave, never the temp file
-            if src is not sys.stdin.buffer:
-                src.close()
-            raise type(exc)(exc.errno, exc.strerror, dst_path) from None
-        out = os.fdopen(fd, "wb")
+def _streams(src_path: str, dst_path: str) -> Iterator[tuple[IO[bytes], Output | _Stdout]]:
+    """Input and output (``-`` for stdin/stdout); a file output appears only on success."""
+    src: IO[bytes] = sys.stdin.buffer if src_path == "-" else open_input(src_path)
+    try:
+        out = _Stdout() if dst_path == "-" else Output(dst_path)
+    except BaseException:
+        if src is not sys.stdin.buffer:
+            src.close()
+        raise
     try:
         yield src, out
-        out.flush()
-        if tmp is not None:
-            os.fsync(out.fileno())
-            out.close()
-            os.replace(tmp, dst_path)
+        out.commit()
+    except BaseException:
+        out.abort()
+        raise
     finally:
-        if tmp is not None:
-            out.close()
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
         if src is not sys.stdin.buffer:
             src.close()
 
@@ -112,39 +130,39 @@ def _streams(src_path: str, dst_path: str) -> Iterator[tuple[IO[bytes], IO[bytes
 def _copy_size(src: IO[bytes]) -> int:
     """The copy buffer for ``src``: COPY_BUFFER, or less for a small regular file.
 
-    Zero-filling 4 MiB buffers the copy will never use is a visible share of a
+    Zero-filling buffers the copy will never use is a visible share of a
     small file's run time; a file that grows while read is still copied whole.
     """
-    with contextlib.suppress(OSError, ValueError, io.UnsupportedOperation):
-        st = os.fstat(src.fileno())
-        if stat.S_ISREG(st.st_mode):
-            return max(CHUNK_SIZE, min(COPY_BUFFER, -(-(st.st_size + 1) // CHUNK_SIZE) * CHUNK_SIZE))
-    return COPY_BUFFER
+    size = regular_size(src)
+    if size is None:
+        return COPY_BUFFER
+    return max(CHUNK_SIZE, min(COPY_BUFFER, -(-(size + 1) // CHUNK_SIZE) * CHUNK_SIZE))
 
 
 def _encrypt(args: argparse.Namespace) -> int:
     with _streams(args.src, args.dst) as (src, out):
         size = _copy_size(src)
-        with open_writer(out, args.keys, encryption_context=_pairs(args.context),
+        with open_writer(cast(IO[bytes], _Sink(out)), args.keys, encryption_context=_pairs(args.context),
                          batch_chunks=size // CHUNK_SIZE, **_vault(args)) as writer:
-            _copy_into(src, writer, size)
+            # the writer seals straight from this buffer (its batch is the buffer's size) into its
+            # own, which the sink writes out as it is
+            view = memoryview(bytearray(size))
+            while n := src.readinto(view):  # type: ignore[attr-defined]  # FileIO / BufferedReader
+                writer.write(view[:n])
+    allow_quick_exit()  # everything is closed, the output published
     return 0
-
-
-def _copy_into(src: IO[bytes], writer: io.RawIOBase, size: int) -> None:
-    buf = bytearray(size)
-    view = memoryview(buf)
-    while n := src.readinto(buf):  # type: ignore[attr-defined]  # FileIO / BufferedReader
-        writer.write(view[:n])
 
 
 def _decrypt(args: argparse.Namespace) -> int:
     with _streams(args.src, args.dst) as (src, out):
         reader = open_reader(src, trusted_keys=args.trust, encryption_context=_pairs(args.context), **_vault(args))
-        buf = bytearray(_copy_size(src))  # the stored size bounds the plaintext
-        view = memoryview(buf)
-        while n := reader.readinto(buf):
-            out.write(view[:n])
+        # the stored size bounds the plaintext; the reader fills the buffer with authenticated
+        # bytes only: on a failure, what went before is in the unnamed output, which is dropped
+        with reader:
+            view = memoryview(bytearray(_copy_size(src)))
+            while n := reader.readinto(view):
+                out.write(view[:n])
+    allow_quick_exit()  # everything is closed, the output published
     return 0
 
 
