@@ -216,6 +216,10 @@ class ChunkCipher:
         if count == 0:
             return -1
         mode = _kernel.mode()
+        if count == 1 and mode != "compiled":  # one chunk (a small object): one call, what "pure" does
+            (self._aead.encrypt_into if seal else self._aead.decrypt_into)(
+                (self._base ^ first).to_bytes(NONCE_SIZE, "big"), src, None, dst)
+            return -1
         native = _kernel.module()
         steps = (CHUNK_SIZE, SEALED_CHUNK_SIZE) if seal else (SEALED_CHUNK_SIZE, CHUNK_SIZE)
         op = self._aead.encrypt_into if seal else self._aead.decrypt_into

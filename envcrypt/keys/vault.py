@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
 import threading
 import time
@@ -95,6 +96,12 @@ def parse_local_uri(key_uri: str) -> tuple[str, int | None]:
 
 
 def _parse_ref(ref: str) -> tuple[str, int | None]:
+    if type(ref) is str:  # a str subclass may hash or compare its own way: not memoized
+        return _parse_ref_cached(ref)
+    return _parse_ref_text(ref)
+
+
+def _parse_ref_text(ref: str) -> tuple[str, int | None]:
     if not isinstance(ref, str):
         raise TypeError(f"a key name or URI is a str, not {type(ref).__name__}")
     if ref.startswith("local:"):
@@ -106,6 +113,12 @@ def _parse_ref(ref: str) -> tuple[str, int | None]:
     if not (version.isascii() and version.isdigit()) or int(version) < 1:
         raise InvalidKeyUriError(f"invalid local key version: {version!r}")
     return name, int(version)
+
+
+#: every operation parses its reference (twice for a wrap or an unwrap): a pure function of a
+#: str, kept in a bounded LRU (slot URIs come from storage; they cannot grow it past its bound);
+#: an invalid reference raises each time, never kept
+_parse_ref_cached = functools.lru_cache(maxsize=4096)(_parse_ref_text)
 
 
 def _now() -> int:

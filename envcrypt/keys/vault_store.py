@@ -73,6 +73,7 @@ from .vault_files import (
 from .vault_index import (
     INDEX_FILE,
     INDEX_FORMAT,
+    MAX_CACHED_RECORDS,
     SECTIONS,
     RecordCache,
     allowed_generations,
@@ -129,6 +130,7 @@ class VaultStore:
         #: parsed records kept between operations (vault_index.RecordCache)
         self._records: RecordCache = RecordCache()
         self._root, self._index_path = "", ""
+        self._paths: dict[tuple[str, str], tuple[str, str, str]] = {}
         #: called (with the genesis fields) when this object creates the vault, before
         #: vault.json is published: the audit log writes its ``vault-init`` line
         self.init_hooks: list[Callable[[dict[str, Any]], None]] = []
@@ -480,15 +482,16 @@ class VaultStore:
         index changed: then two ``lstat`` calls are the whole cost; a change by any process
         is seen on the next call."""
         keys = self._derived()
-        root = self._root or self._set_root()
-        directory = os.path.join(root, section)
+        where = (section, name)
+        paths = self._paths.get(where)
+        if paths is None:
+            paths = self._record_paths(where)
+        root, directory, path = paths
         try:
             index_stamp = private_stamp(self._index_path)
         except FileNotFoundError:
             index_stamp = None
-        path = os.path.join(directory, f"{name}.json")
         stamps = (index_stamp, private_stamp(path))  # before reading: a later change shows
-        where = (section, name)
         value: T | None = self._records.get(where, stamps, parse)
         if value is None:
             # the directories are checked when files are read from them (a kept record was)
@@ -500,6 +503,16 @@ class VaultStore:
             if read == ([stamps[1]] if index_stamp is None else [index_stamp, stamps[1], index_stamp]):
                 self._records.put(where, stamps, parse, value)
         return value
+
+    def _record_paths(self, where: tuple[str, str]) -> tuple[str, str, str]:
+        """(vault directory, section directory, record file) as str, joined once per record."""
+        root = self._root or self._set_root()
+        directory = os.path.join(root, where[0])
+        paths = (root, directory, os.path.join(directory, f"{where[1]}.json"))
+        if len(self._paths) >= MAX_CACHED_RECORDS:
+            self._paths.clear()
+        self._paths[where] = paths
+        return paths
 
     def _set_root(self) -> str:
         self._root = os.fspath(self.path)
