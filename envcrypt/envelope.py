@@ -83,7 +83,8 @@ def wrap_dek(
     ``also_in_play`` names further schemes whose options may be in ``options``.
     """
     options = resolver_options_only(options)
-    check_options({split_key_uri(u)[0] for u in key_uris} | set(also_in_play), options)
+    if options:  # (check_options accepts no options at once)
+        check_options({split_key_uri(u)[0] for u in key_uris} | set(also_in_play), options)
     slots = []
     for uri in key_uris:
         resolver = get_resolver(split_key_uri(uri)[0], **options)

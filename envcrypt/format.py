@@ -97,6 +97,10 @@ class Header:
         """
         known: bytes | None = self.__dict__.get(_IMMUTABLE)
         if known is None:
+            if not self.encryption_context and self.version == FORMAT_VERSION \
+                    and self.suite_id == SUITE_COBBLESTONE_256:
+                object.__setattr__(self, _IMMUTABLE, _EMPTY_IMMUTABLE)
+                return _EMPTY_IMMUTABLE
             block = encode_context(self.encryption_context)
             known = _FIXED.pack(MAGIC, self.version, self.suite_id, 0, len(block)) + block
             object.__setattr__(self, _IMMUTABLE, known)
@@ -249,6 +253,8 @@ def _decode_slots(block: bytes | memoryview, start: int = 0, end: int | None = N
 _OVERRUN = "header field runs past the end of the header"
 #: the context block of an empty encryption context (a count of zero)
 _EMPTY_CONTEXT = _U16.pack(0)
+#: the immutable part of a version 1, Cobblestone-256 header without an encryption context
+_EMPTY_IMMUTABLE = _FIXED.pack(MAGIC, FORMAT_VERSION, SUITE_COBBLESTONE_256, 0, len(_EMPTY_CONTEXT)) + _EMPTY_CONTEXT
 
 
 def check_prefix(prefix: bytes | memoryview) -> tuple[int, int]:
