@@ -356,11 +356,12 @@ def line_body(entry: dict[str, Any]) -> bytes:
         return canonical(entry)
     if _WHO_JSON[0] != who:
         _WHO_JSON = (dict(who), canonical(who))
-    return b"".join((
-        b'{"key":', _text_json(key), b',"op":', _text_json(op), b',"outcome":', _text_json(outcome),
-        b',"prev":', canonical(prev), b',"seq":', str(seq).encode(), b',"time":', _text_json(when),
-        b',"version":', b"null" if version is None else str(version).encode(), b',"who":', _WHO_JSON[1], b"}",
-    ))
+    return _PLAIN_LINE % (_text_json(key), _text_json(op), _text_json(outcome), canonical(prev), seq,
+                          _text_json(when), b"null" if version is None else b"%d" % version, _WHO_JSON[1])
+
+
+#: a plain line: the fields of _PLAIN_FIELDS in order, as canonical JSON writes them
+_PLAIN_LINE = b'{"key":%s,"op":%s,"outcome":%s,"prev":%s,"seq":%d,"time":%s,"version":%s,"who":%s}'
 
 
 _MP_FINALIZER_PID = 0

@@ -164,6 +164,10 @@ class LocalVault:
         """The record of ``name``: authenticated (MAC), of the generation the index holds,
         parsed once (kept while its files are unchanged: vault_index.RecordCache)."""
         check_name(name)
+        return self._load_valid(name)
+
+    def _load_valid(self, name: str) -> KeyRecord:
+        """:meth:`_load` of a name already checked (it came from :func:`_parse_ref`)."""
         try:
             return self.store.load_record(KEYS_DIR, name, _parse_stored)
         except FileNotFoundError:
@@ -374,7 +378,8 @@ class LocalVault:
         return self._usable_parsed(*_parse_ref(ref), op)
 
     def _usable_parsed(self, name: str, version: int | None, op: str) -> tuple[KeyRecord, KeyVersion]:
-        record = self._load(name)
+        """:meth:`_usable` of a reference :func:`_parse_ref` parsed (``name`` is valid)."""
+        record = self._load_valid(name)
         record.check_live()
         if op not in record.ops:
             raise KeyAccessDeniedError(f"local:{name} does not permit {op}: {record.ops_hint(op)}")
@@ -386,10 +391,10 @@ class LocalVault:
         if record.expires and now >= record.expires and op in _PRODUCING_OPS:
             raise KeyDisabledError(f"local:{name} has expired (it still opens existing data)")
         if version is None:
-            live = record.live_versions
-            if not live:
-                raise KeyDisabledError(f"local:{name} has no enabled version")
-            return record, live[-1]
+            for newest in reversed(record.versions):  # the newest enabled version
+                if newest.enabled:
+                    return record, newest
+            raise KeyDisabledError(f"local:{name} has no enabled version")
         entry = record.version_entry(version)
         if not entry.enabled:
             raise KeyDisabledError(f"local:{name}/{version} is disabled")
