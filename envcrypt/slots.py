@@ -100,6 +100,8 @@ def _canonical_str(key_uri: str) -> str:
 
 def trusted_key_list(trusted_keys: TrustedKeysArg, default: Sequence[str] = ()) -> tuple[str, ...]:
     """The trusted key URIs as a checked tuple; ``default`` when ``trusted_keys`` is None."""
+    if type(trusted_keys) is str:  # one key, the usual call: what the general path gives for it
+        return (_canonical_str(trusted_keys),)
     if trusted_keys is None:
         uris = list(default)
     elif isinstance(trusted_keys, str):

@@ -332,6 +332,12 @@ _token_counter = itertools.count(1)
 def resolver_token(resolver: Any) -> int:
     """A number naming one resolver instance for as long as it lives: part of a read-side key,
     so a DEK one resolver unwrapped (one vault) never serves a read through another."""
+    try:
+        token = _resolver_tokens.get(resolver)  # a resolver seen before: a read needs no lock
+    except TypeError:
+        token = None  # not weakly referenceable: below
+    if token is not None:
+        return token
     with _caches_lock:
         try:
             token = _resolver_tokens.get(resolver)
