@@ -252,6 +252,8 @@ def seal_object(
                              also_in_play=also_in_play)
     head = header.pack()
     prefix, cipher = new_message(dek, header.immutable)
+    if len(plaintext) < CHUNK_SIZE:  # one chunk: sealed in one call, three pieces joined
+        return b"".join((head, prefix, cipher.seal_single(plaintext)))
     total = len(head) + body_size(len(plaintext))
     result, out = _buffers.new_bytes(total)
     out[: len(head)] = head
@@ -299,8 +301,10 @@ def open_whole_body(cipher: ChunkCipher, body: memoryview, size: int) -> bytes:
     reads a chunk twice (GHASH, then CTR), and a storage writer changing the bytes in between
     would release plaintext that the tag did not authenticate.
     """
-    result, out = _buffers.new_bytes(size)
     sealed = body[BODY_PREFIX_SIZE:]
+    if size < CHUNK_SIZE:  # one chunk: opened in one call (a private copy of shared memory first)
+        return cipher.open_single(sealed if _buffers.is_private(body) else bytes(sealed))
+    result, out = _buffers.new_bytes(size)
     if _buffers.is_private(body):
         cipher.open(0, sealed, out, final=True)
         return _buffers.finish(result)
