@@ -320,25 +320,22 @@ def new_entry(op: str, key: str | None, version: int | None, outcome: str, extra
 # ---------------------------------------------------------------- serialising a line
 
 #: the fields of a plain line (a key use: no extra fields), in canonical (sorted) order
-_PLAIN_FIELDS = ("key", "op", "outcome", "prev", "seq", "time", "version", "who")
-_PLAIN_SET = frozenset(_PLAIN_FIELDS)
-#: canonical JSON of the short strings lines repeat (ops, outcomes, key names, times, macs
-#: are not kept: each is new); bounded, a pure function of the str
-_TEXT_JSON: dict[str, bytes] = {}
-_TEXT_JSON_SIZE = 4096
+_PLAIN_SET = frozenset(("key", "op", "outcome", "prev", "seq", "time", "version", "who"))
+#: canonical JSON of the parts of plain lines that repeat: (key, op, outcome) -> the line up
+#: to ``"prev":``, (time, version, who JSON) -> the line from ``,"time":`` on; bounded, each a
+#: pure function of its key
+_PIECES: dict[tuple[Any, ...], bytes] = {}
+_PIECES_SIZE = 4096
 #: the canonical JSON of the process's ``who`` dict and a copy of what it encodes (a line whose
 #: ``who`` compares equal reuses it)
 _WHO_JSON: tuple[dict[str, Any] | None, bytes] = (None, b"")
 
 
-def _text_json(text: str) -> bytes:
-    known = _TEXT_JSON.get(text)
-    if known is None:
-        known = canonical(text)
-        if len(_TEXT_JSON) >= _TEXT_JSON_SIZE:
-            _TEXT_JSON.clear()
-        _TEXT_JSON[text] = known
-    return known
+def _piece(key: tuple[Any, ...], value: bytes) -> bytes:
+    if len(_PIECES) >= _PIECES_SIZE:
+        _PIECES.clear()
+    _PIECES[key] = value
+    return value
 
 
 def line_body(entry: dict[str, Any]) -> bytes:
@@ -356,12 +353,16 @@ def line_body(entry: dict[str, Any]) -> bytes:
         return canonical(entry)
     if _WHO_JSON[0] != who:
         _WHO_JSON = (dict(who), canonical(who))
-    return _PLAIN_LINE % (_text_json(key), _text_json(op), _text_json(outcome), canonical(prev), seq,
-                          _text_json(when), b"null" if version is None else b"%d" % version, _WHO_JSON[1])
-
-
-#: a plain line: the fields of _PLAIN_FIELDS in order, as canonical JSON writes them
-_PLAIN_LINE = b'{"key":%s,"op":%s,"outcome":%s,"prev":%s,"seq":%d,"time":%s,"version":%s,"who":%s}'
+    who_json = _WHO_JSON[1]
+    head = _PIECES.get((key, op, outcome))
+    if head is None:
+        head = _piece((key, op, outcome), b'{"key":%s,"op":%s,"outcome":%s,"prev":' % (
+            canonical(key), canonical(op), canonical(outcome)))
+    tail = _PIECES.get((when, version, who_json))
+    if tail is None:
+        tail = _piece((when, version, who_json), b',"time":%s,"version":%s,"who":%s}' % (
+            canonical(when), b"null" if version is None else b"%d" % version, who_json))
+    return b'%s%s,"seq":%d%s' % (head, canonical(prev), seq, tail)
 
 
 _MP_FINALIZER_PID = 0
