@@ -63,11 +63,12 @@ from .vault_files import (
     b64e,
     canonical,
     check_private,
+    checked_stamp,
     default_vault_path,
     flocked,
-    private_stamp,
     read_json,
     read_private,
+    stamp_of,
     write_json,
 )
 from .vault_index import (
@@ -487,13 +488,26 @@ class VaultStore:
         if paths is None:
             paths = self._record_paths(where)
         root, directory, path = paths
+        # one lstat per file, before reading (a later change shows); the checks of mode, type and
+        # owner are run when the record is not kept: a kept record's stamps hold the mode and
+        # owner that passed them, so equal stamps pass them again
         try:
-            index_stamp = private_stamp(self._index_path)
+            index_st: os.stat_result | None = os.lstat(self._index_path)
         except FileNotFoundError:
-            index_stamp = None
-        stamps = (index_stamp, private_stamp(path))  # before reading: a later change shows
+            index_st = None
+        try:
+            record_st = os.lstat(path)
+        except FileNotFoundError:
+            if index_st is not None:
+                checked_stamp(self._index_path, index_st)  # an unsafe index is reported first
+            raise
+        index_stamp = None if index_st is None else stamp_of(index_st)
+        stamps = (index_stamp, stamp_of(record_st))
         value: T | None = self._records.get(where, stamps, parse)
         if value is None:
+            if index_st is not None:
+                checked_stamp(self._index_path, index_st)
+            checked_stamp(path, record_st)
             # the directories are checked when files are read from them (a kept record was)
             check_private(root, want_dir=True)
             check_private(directory, want_dir=True)

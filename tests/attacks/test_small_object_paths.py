@@ -9,13 +9,15 @@ body is one a trusted key's DEK sealed, with the very salt and commitment it was
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
 
 import envcrypt
-from envcrypt.errors import IntegrityError, WrongKeyError
+from envcrypt.errors import IntegrityError, VaultError, WrongKeyError
 from envcrypt.format import KeySlot, parse_header
+from envcrypt.keys import vault_files
 from envcrypt.keys.cache import DekCache
 from envcrypt.keys.vault import LocalVault
 
@@ -67,3 +69,29 @@ def test_a_forged_slot_naming_the_trusted_key_is_refused_and_audited_every_read(
             envcrypt.decrypt(forged, trusted_keys="local:k")
     refused = [e for e in vault.audit.entries() if e["op"] == "unwrapKey" and e["outcome"] == "WrongKeyError"]
     assert len(refused) == 3
+
+
+@pytest.mark.parametrize("target", ["keys/k.json", "index.json"])
+def test_a_kept_record_whose_file_turns_unsafe_is_refused(target: str, _isolated_vault: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The mode, type and owner checks are skipped only while a file's stamp equals the one kept
+    (which holds the mode and owner that passed them): a file made group-readable, or swapped for
+    a symlink to a copy, is checked, and refused, on the next operation."""
+    monkeypatch.setattr(vault_files, "RACY_NS", 50_000_000)
+    vault = LocalVault(_isolated_vault)
+    vault.create_key("k")
+    time.sleep(0.1)
+    vault.wrap_key("k", os.urandom(32))  # kept from here on
+    path = _isolated_vault / target
+    os.chmod(path, 0o640)
+    with pytest.raises(VaultError, match="permissions"):
+        vault.wrap_key("k", os.urandom(32))
+    os.chmod(path, 0o600)
+    vault.wrap_key("k", os.urandom(32))
+    copy = path.with_name("copy.json")
+    copy.write_bytes(path.read_bytes())
+    os.chmod(copy, 0o600)
+    path.unlink()
+    path.symlink_to(copy)
+    with pytest.raises(VaultError, match="symlink"):
+        vault.wrap_key("k", os.urandom(32))
