@@ -95,8 +95,8 @@ def wrap_dek(
 def _cache_for(schemes: Sequence[str], options: Mapping[str, Any]) -> tuple[DekCache | None, dict[str, Any]]:
     plain = resolver_options_only(options)
     setting = options.get(CACHE_OPTION)
-    if setting is False:
-        return None, plain
+    if setting is not None:  # given: the resolvers' default is not asked
+        return choose_cache(setting, []), plain
     resolvers = []
     for scheme in dict.fromkeys(schemes):
         try:

@@ -590,7 +590,8 @@ class LocalVaultResolver:
                 with contextlib.suppress(KeyStateError):
                     self.vault.create_key(name)
             return
-        self.vault.store.require(f"no key {key_uri}")
+        if not self.vault.store.initialised():  # (the message is built only when it is raised)
+            self.vault.store.require(f"no key {key_uri}")
 
     def check_usable(self, key_uri: str, op: str = "wrapKey") -> None:
         """Raise the key error ``op`` (``wrapKey``, ``unwrapKey``) under ``key_uri`` (an exact
@@ -613,7 +614,8 @@ class LocalVaultResolver:
 
     def unwrap(self, slot: KeySlot, encryption_context: Mapping[str, str]) -> bytes:
         parse_local_uri(slot.key_uri)
-        self.vault.store.require(f"cannot open {slot.key_uri}")  # a read never creates a vault
+        if not self.vault.store.initialised():  # a read never creates a vault
+            self.vault.store.require(f"cannot open {slot.key_uri}")
         return self.vault.unwrap_slot(slot)
 
 
