@@ -71,24 +71,6 @@ def test_a_full_queue_commits_at_once(vault: LocalVault, monkeypatch: pytest.Mon
     assert _ops(_on_disk(vault)).count("wrapKey") == 10
 
 
-def test_a_long_queue_is_committed_by_the_thread_before_the_window_ends(
-        vault: LocalVault, monkeypatch: pytest.MonkeyPatch) -> None:
-    audit_commit.flush_all()
-    time.sleep(2 * audit_commit.WINDOW_SECONDS)  # the daemon thread idle: it waits for a first line
-    monkeypatch.setattr(audit_commit, "WINDOW_SECONDS", 60.0)  # the window alone would not commit
-    monkeypatch.setattr(audit_commit, "EARLY_COMMIT_LINES", 5)
-    for _ in range(4):
-        vault.wrap_key("k", os.urandom(32))
-    time.sleep(0.3)
-    assert _ops(_on_disk(vault)).count("wrapKey") == 0  # queued: the window has not ended
-    vault.wrap_key("k", os.urandom(32))  # the fifth: the thread is woken, the caller does not commit
-    deadline = time.monotonic() + 10
-    while _ops(_on_disk(vault)).count("wrapKey") < 5:
-        assert time.monotonic() < deadline, "the daemon thread did not commit the long queue"
-        time.sleep(0.02)
-    assert vault.audit.verify().ok
-
-
 def test_audit_lines_are_serialised_as_canonical_json() -> None:
     """The memoized serialisation of a line (what its MAC covers) equals canonical JSON."""
     from envcrypt.keys.vault_files import canonical

@@ -12,8 +12,7 @@ Durability promise (also in SECURITY.md):
   :data:`MAX_PENDING_LINES` are queued, before any read of the log in this process
   (``entries``/``tail``/``verify``), and at interpreter exit (``atexit``; no signal
   handler is installed) or, in a ``multiprocessing`` worker (which ends with
-  ``os._exit``), by a multiprocessing finalizer.  A queue of :data:`EARLY_COMMIT_LINES`
-  wakes the thread at once (it commits sooner, never later).  A crash, a kill, or another
+  ``os._exit``), by a multiprocessing finalizer.  A crash, a kill, or another
   ``os._exit`` loses at most the lines queued and not yet committed: at most
   MAX_PENDING_LINES lines, at most WINDOW_SECONDS old; :func:`flush_all` commits
   them on demand.
@@ -61,10 +60,6 @@ HEAD_SIZE = 20 + 1 + 64 + 1
 WINDOW_SECONDS = 0.2
 #: a process never holds more queued lines than this: the line that reaches it commits them
 MAX_PENDING_LINES = 1024
-#: a queue this long is handed to the daemon thread at once, without waiting out the window:
-#: the caller goes on while the thread writes and fsyncs (so a busy process rarely fills the
-#: queue and commits on its own thread); the bounds above are unchanged
-EARLY_COMMIT_LINES = 256
 #: operations whose lines are group-committed (uses and reads); every other line is
 #: committed before its operation returns
 GROUPED_OPS = frozenset({
@@ -172,14 +167,12 @@ class Committer:
             first = not self._pending
             self._pending.append(entry)
             self._mac, self._mac_of = mac, mac_of
-            queued = len(self._pending)
-        if commit_now or queued >= MAX_PENDING_LINES:
+            full = len(self._pending) >= MAX_PENDING_LINES
+        if commit_now or full:
             self.flush()
         elif first:
             _flusher.wake()  # the thread commits this line, and those queued after it, in a window
             _finalize_in_multiprocessing_workers()
-        elif queued == EARLY_COMMIT_LINES:
-            _flusher.wake(urgent=True)
 
     def after_fork(self) -> None:
         self._lock, self._commit_lock = threading.Lock(), threading.Lock()
@@ -385,31 +378,26 @@ class _Flusher:
 
     def __init__(self) -> None:
         self._event = threading.Event()
-        self._urgent = threading.Event()  # commit now: a queue reached EARLY_COMMIT_LINES
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
-    def wake(self, urgent: bool = False) -> None:
+    def wake(self) -> None:
         if self._thread is None:
             with self._lock:
                 if self._thread is None:
                     self._thread = threading.Thread(target=self._run, name="envcrypt-audit-commit", daemon=True)
                     self._thread.start()
-        if urgent:
-            self._urgent.set()
         self._event.set()
 
     def _run(self) -> None:
         while True:
             self._event.wait()
-            self._urgent.wait(WINDOW_SECONDS)  # the window, cut short by an urgent wake
+            time.sleep(WINDOW_SECONDS)
             self._event.clear()
-            self._urgent.clear()
             flush_all()
 
     def after_fork(self) -> None:
-        self._event, self._urgent, self._thread, self._lock = (threading.Event(), threading.Event(), None,
-                                                               threading.Lock())
+        self._event, self._thread, self._lock = threading.Event(), None, threading.Lock()
 
 
 _flusher = _Flusher()
