@@ -203,6 +203,23 @@ class ChunkCipher:
             raise IntegrityError() from None
         return out_size
 
+    def seal_single(self, src: bytes | memoryview) -> bytes:
+        """The sealed chunk of a message of one chunk (its final chunk 0: ``src`` is shorter than
+        a chunk), as new bytes: a small object's body in one AEAD call, no output buffer."""
+        if len(src) >= CHUNK_SIZE:
+            raise ValueError("a message of one chunk holds less than CHUNK_SIZE bytes")
+        return self._aead.encrypt(self._base_nonce, src, None)  # chunk 0: the base nonce itself
+
+    def open_single(self, src: bytes | memoryview) -> bytes:
+        """The plaintext of a message of one chunk (``src``: its sealed final chunk 0, in memory
+        no other process can change), as new bytes; IntegrityError when it does not authenticate."""
+        if not TAG_SIZE <= len(src) < SEALED_CHUNK_SIZE:
+            raise IntegrityError()
+        try:
+            return self._aead.decrypt(self._base_nonce, src, None)
+        except InvalidTag:
+            raise IntegrityError() from None
+
     @staticmethod
     def _check_counter(first_chunk: int, count: int) -> None:
         if first_chunk < 0 or first_chunk + count > MAX_CHUNKS:
@@ -216,6 +233,10 @@ class ChunkCipher:
         if count == 0:
             return -1
         mode = _kernel.mode()
+        if count == 1 and mode != "compiled":  # one chunk (a small object): one call, what "pure" does
+            (self._aead.encrypt_into if seal else self._aead.decrypt_into)(
+                (self._base ^ first).to_bytes(NONCE_SIZE, "big"), src, None, dst)
+            return -1
         native = _kernel.module()
         steps = (CHUNK_SIZE, SEALED_CHUNK_SIZE) if seal else (SEALED_CHUNK_SIZE, CHUNK_SIZE)
         op = self._aead.encrypt_into if seal else self._aead.decrypt_into

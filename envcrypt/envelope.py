@@ -83,7 +83,8 @@ def wrap_dek(
     ``also_in_play`` names further schemes whose options may be in ``options``.
     """
     options = resolver_options_only(options)
-    check_options({split_key_uri(u)[0] for u in key_uris} | set(also_in_play), options)
+    if options:  # (check_options accepts no options at once)
+        check_options({split_key_uri(u)[0] for u in key_uris} | set(also_in_play), options)
     slots = []
     for uri in key_uris:
         resolver = get_resolver(split_key_uri(uri)[0], **options)
@@ -94,8 +95,8 @@ def wrap_dek(
 def _cache_for(schemes: Sequence[str], options: Mapping[str, Any]) -> tuple[DekCache | None, dict[str, Any]]:
     plain = resolver_options_only(options)
     setting = options.get(CACHE_OPTION)
-    if setting is False:
-        return None, plain
+    if setting is not None:  # given: the resolvers' default is not asked
+        return choose_cache(setting, []), plain
     resolvers = []
     for scheme in dict.fromkeys(schemes):
         try:
@@ -251,6 +252,8 @@ def seal_object(
                              also_in_play=also_in_play)
     head = header.pack()
     prefix, cipher = new_message(dek, header.immutable)
+    if len(plaintext) < CHUNK_SIZE:  # one chunk: sealed in one call, three pieces joined
+        return b"".join((head, prefix, cipher.seal_single(plaintext)))
     total = len(head) + body_size(len(plaintext))
     result, out = _buffers.new_bytes(total)
     out[: len(head)] = head
@@ -298,8 +301,10 @@ def open_whole_body(cipher: ChunkCipher, body: memoryview, size: int) -> bytes:
     reads a chunk twice (GHASH, then CTR), and a storage writer changing the bytes in between
     would release plaintext that the tag did not authenticate.
     """
-    result, out = _buffers.new_bytes(size)
     sealed = body[BODY_PREFIX_SIZE:]
+    if size < CHUNK_SIZE:  # one chunk: opened in one call (a private copy of shared memory first)
+        return cipher.open_single(sealed if _buffers.is_private(body) else bytes(sealed))
+    result, out = _buffers.new_bytes(size)
     if _buffers.is_private(body):
         cipher.open(0, sealed, out, final=True)
         return _buffers.finish(result)

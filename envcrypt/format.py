@@ -97,6 +97,10 @@ class Header:
         """
         known: bytes | None = self.__dict__.get(_IMMUTABLE)
         if known is None:
+            if not self.encryption_context and self.version == FORMAT_VERSION \
+                    and self.suite_id == SUITE_COBBLESTONE_256:
+                object.__setattr__(self, _IMMUTABLE, _EMPTY_IMMUTABLE)
+                return _EMPTY_IMMUTABLE
             block = encode_context(self.encryption_context)
             known = _FIXED.pack(MAGIC, self.version, self.suite_id, 0, len(block)) + block
             object.__setattr__(self, _IMMUTABLE, known)
@@ -211,18 +215,46 @@ def _decode_context(block: bytes | memoryview, start: int = 0, end: int | None =
 
 
 def _decode_slots(block: bytes | memoryview, start: int = 0, end: int | None = None) -> tuple[KeySlot, ...]:
-    cur = _Cursor(block, start, end)
-    count = cur.u16()
+    # the _Cursor rules, inlined (every read of every object parses its slots): the same
+    # bounds, in the same order, with the same errors
+    data = block if isinstance(block, bytes) else bytes(block)
+    end = len(data) if end is None else end
+    pos = start + 2
+    if pos > end:
+        raise MalformedHeaderError(_OVERRUN)
+    count = _U16.unpack_from(data, start)[0]
     if not 1 <= count <= MAX_SLOTS:
         raise MalformedHeaderError("key slot count out of bounds")
     slots = []
     for _ in range(count):
-        uri = cur.text("a key URI")
-        algorithm = cur.u16()
-        wrapped = cur.take(cur.u16())
-        slots.append(KeySlot(uri, algorithm, wrapped))
-    cur.done("key slots")
+        if pos + 2 > end:
+            raise MalformedHeaderError(_OVERRUN)
+        at, pos = pos + 2, pos + 2 + _U16.unpack_from(data, pos)[0]
+        if pos > end:
+            raise MalformedHeaderError(_OVERRUN)
+        try:
+            uri = data[at:pos].decode("utf-8")
+        except UnicodeDecodeError:
+            raise MalformedHeaderError("a key URI is not valid UTF-8") from None
+        if pos + 2 > end:
+            raise MalformedHeaderError(_OVERRUN)
+        algorithm = _U16.unpack_from(data, pos)[0]
+        if pos + 4 > end:
+            raise MalformedHeaderError(_OVERRUN)
+        at, pos = pos + 4, pos + 4 + _U16.unpack_from(data, pos + 2)[0]
+        if pos > end:
+            raise MalformedHeaderError(_OVERRUN)
+        slots.append(KeySlot(uri, algorithm, data[at:pos]))
+    if pos != end:
+        raise MalformedHeaderError("unexpected bytes at the end of the key slots")
     return tuple(slots)
+
+
+_OVERRUN = "header field runs past the end of the header"
+#: the context block of an empty encryption context (a count of zero)
+_EMPTY_CONTEXT = _U16.pack(0)
+#: the immutable part of a version 1, Cobblestone-256 header without an encryption context
+_EMPTY_IMMUTABLE = _FIXED.pack(MAGIC, FORMAT_VERSION, SUITE_COBBLESTONE_256, 0, len(_EMPTY_CONTEXT)) + _EMPTY_CONTEXT
 
 
 def check_prefix(prefix: bytes | memoryview) -> tuple[int, int]:
@@ -279,6 +311,13 @@ def parse_header(data: bytes | memoryview) -> tuple[Header, int]:
         raise MalformedHeaderError("the envcrypt header changed while it was read")
     _, version, _, _, context_length = _FIXED.unpack_from(raw)
     context_end = FIXED_PREFIX_SIZE + context_length
+    if raw[FIXED_PREFIX_SIZE:context_end] == _EMPTY_CONTEXT:
+        # the one encoding of an empty context: the immutable part is these bytes (the fixed
+        # prefix was checked above: magic, this version, suite 1, no flags, this length)
+        slots = _decode_slots(raw, context_end + 4, total)
+        header = Header({}, slots, version, SUITE_COBBLESTONE_256)
+        object.__setattr__(header, _IMMUTABLE, raw[:context_end])
+        return header, total
     context = _decode_context(raw, FIXED_PREFIX_SIZE, context_end)
     slots = _decode_slots(raw, context_end + 4, total)
     header = Header(context, slots, version, SUITE_COBBLESTONE_256)

@@ -100,6 +100,8 @@ def _canonical_str(key_uri: str) -> str:
 
 def trusted_key_list(trusted_keys: TrustedKeysArg, default: Sequence[str] = ()) -> tuple[str, ...]:
     """The trusted key URIs as a checked tuple; ``default`` when ``trusted_keys`` is None."""
+    if type(trusted_keys) is str:  # one key, the usual call: what the general path gives for it
+        return (_canonical_str(trusted_keys),)
     if trusted_keys is None:
         uris = list(default)
     elif isinstance(trusted_keys, str):
@@ -167,26 +169,31 @@ def open_slots(
     prefix = bytes(body_prefix[:BODY_PREFIX_SIZE])
     schemes = {split_key_uri(t)[0] for t in trusted_keys}
     plain = resolver_options_only(options)
-    check_options(schemes | set(also_in_play), plain)  # a resolver is built only for a trusted slot
+    if plain:  # (check_options accepts no options at once)
+        check_options(schemes | set(also_in_play), plain)  # a resolver is built only for a trusted slot
     reasons: list[tuple[str, EnvcryptError]] = []
     resolver_of = _resolvers_for(plain)
     trusted_slots = [slot for slot in header.key_slots if _trusted(slot, trusted_keys, resolver_of, reasons)]
+    if not trusted_slots:
+        raise _no_slot_opened(reasons, trusted_keys)
     # on by default for every resolver; looked up only for a slot that names a trusted key
-    cache: DekCache | None = choose_read_cache(options.get(CACHE_OPTION)) if trusted_slots else None
+    cache: DekCache | None = choose_read_cache(options.get(CACHE_OPTION))
     plain_key = options_key(plain) if cache is not None else ()
+    immutable = header.immutable
     cache_key: Any = None
     for slot in trusted_slots:
         try:
             resolver = resolver_of(split_key_uri(slot.key_uri)[0])
+            dek = None
             if cache is not None:
-                cache_key = read_cache_key(resolver_token(resolver), slot, header.immutable, plain_key)
-            dek = cache.take_decryption(cache_key) if cache is not None else None
+                cache_key = read_cache_key(resolver_token(resolver), slot, immutable, plain_key)
+                dek = cache.take_decryption(cache_key)
             fresh = dek is None
             if dek is None:
                 dek = SecretBytes(resolver.unwrap(slot, header.encryption_context))  # hidden from reprs
             elif rewriting and (check := getattr(resolver, "check_usable", None)) is not None:
                 check(slot.key_uri, "unwrapKey")
-            cipher = open_message(dek, header.immutable, prefix)
+            cipher = open_message(dek, immutable, prefix)
         except VaultError:
             raise
         except InvalidKeyUriError as exc:  # the resolver says the slot names no valid key

@@ -71,6 +71,26 @@ def test_a_full_queue_commits_at_once(vault: LocalVault, monkeypatch: pytest.Mon
     assert _ops(_on_disk(vault)).count("wrapKey") == 10
 
 
+def test_audit_lines_are_serialised_as_canonical_json() -> None:
+    """The memoized serialisation of a line (what its MAC covers) equals canonical JSON."""
+    from envcrypt.keys.vault_files import canonical
+
+    entries = []
+    for key in ("k", "bench", "é-ü", 'a"b\\c', "\u2028", "x" * 300):
+        for version in (None, 1, 2**40):
+            for outcome in ("ok", "KeyDisabledError", "error:ValueError"):
+                entries.append(audit_commit.new_entry("unwrapKey", key, version, outcome, {}))
+    entries.append(audit_commit.new_entry("create", "k", None, "ok", {"generation": 3}))
+    entries.append(audit_commit.new_entry("cache-hits", "k", 1, "ok", {"hits": 12}))
+    odd = audit_commit.new_entry("wrapKey", "k", 1, "ok", {})
+    odd["who"] = {**odd["who"], "host": "h\u00e9"}  # another who: not the memoized one
+    entries.append(odd)
+    entries.append({**audit_commit.new_entry("wrapKey", "k", 1, "ok", {}), "version": True})
+    for seq, entry in enumerate(entries, start=1):
+        entry["seq"], entry["prev"] = seq, f"{seq:064x}"
+        assert audit_commit.line_body(entry) == canonical(entry), entry
+
+
 def test_a_clean_exit_commits_the_queue(vault: LocalVault) -> None:
     _child(vault, "for _ in range(50): v.wrap_key('k', os.urandom(32))")
     assert _ops(_on_disk(vault)).count("wrapKey") == 50

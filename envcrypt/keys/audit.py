@@ -109,8 +109,12 @@ class AuditScope:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
         if exc is None:
-            if self.audit_ok:
+            if not self.audit_ok:
+                return
+            if self.tags or self.extra:
                 self.log.record(self.op, self.key, self.version, "ok", **self.tags, **self.extra)
+            else:  # a key use: no keyword arguments to merge
+                self.log.record(self.op, self.key, self.version, "ok")
         elif isinstance(exc, Exception):
             self.log.record(self.op, self.key, self.version, outcome_of(exc), **self.tags)
 

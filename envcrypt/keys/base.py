@@ -214,7 +214,7 @@ def get_resolver(scheme: str, **options: Any) -> KeyResolver:
     """
     scheme = scheme.lower()
     try:
-        call_key = (scheme, tuple(sorted((k, hashable_options(v)) for k, v in options.items())))
+        call_key = (scheme, tuple(sorted((k, hashable_options(v)) for k, v in options.items())) if options else ())
         known = _by_call.get(call_key)
     except TypeError:  # an unhashable option value: the resolver may not take it (slow path)
         call_key, known = None, None

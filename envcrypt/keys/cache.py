@@ -86,6 +86,8 @@ def resolver_options_only(options: Mapping[str, Any]) -> dict[str, Any]:
 
 def options_key(options: Mapping[str, Any]) -> tuple[Any, ...]:
     """Resolver options as a hashable part of a cache key (same options, same key)."""
+    if not options:  # the usual call: no import, no sort
+        return ()
     from .base import hashable_options
 
     return tuple(sorted((k, hashable_options(v)) for k, v in options.items()))
@@ -117,10 +119,16 @@ def forget_key(key_uri: str) -> int:
 def _audit_hit(key_uris: tuple[str, ...]) -> None:
     """Count a hit in the audit log of the vault that owns the key (a periodic ``cache-hits``
     summary line; URIs of other resolvers are ignored there)."""
-    from .audit_commit import record_cache_hits
+    global _record_cache_hits
+    if _record_cache_hits is None:  # imported on the first hit, not per hit (an import statement costs ~1 us)
+        from .audit_commit import record_cache_hits
 
+        _record_cache_hits = record_cache_hits
     for uri in key_uris:
-        record_cache_hits(uri)
+        _record_cache_hits(uri)
+
+
+_record_cache_hits: Callable[[str], None] | None = None
 
 
 class DekCache:
@@ -324,6 +332,12 @@ _token_counter = itertools.count(1)
 def resolver_token(resolver: Any) -> int:
     """A number naming one resolver instance for as long as it lives: part of a read-side key,
     so a DEK one resolver unwrapped (one vault) never serves a read through another."""
+    try:
+        token = _resolver_tokens.get(resolver)  # a resolver seen before: a read needs no lock
+    except TypeError:
+        token = None  # not weakly referenceable: below
+    if token is not None:
+        return token
     with _caches_lock:
         try:
             token = _resolver_tokens.get(resolver)

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
 import threading
 import time
@@ -95,6 +96,12 @@ def parse_local_uri(key_uri: str) -> tuple[str, int | None]:
 
 
 def _parse_ref(ref: str) -> tuple[str, int | None]:
+    if type(ref) is str:  # a str subclass may hash or compare its own way: not memoized
+        return _parse_ref_cached(ref)
+    return _parse_ref_text(ref)
+
+
+def _parse_ref_text(ref: str) -> tuple[str, int | None]:
     if not isinstance(ref, str):
         raise TypeError(f"a key name or URI is a str, not {type(ref).__name__}")
     if ref.startswith("local:"):
@@ -106,6 +113,12 @@ def _parse_ref(ref: str) -> tuple[str, int | None]:
     if not (version.isascii() and version.isdigit()) or int(version) < 1:
         raise InvalidKeyUriError(f"invalid local key version: {version!r}")
     return name, int(version)
+
+
+#: every operation parses its reference (twice for a wrap or an unwrap): a pure function of a
+#: str, kept in a bounded LRU (slot URIs come from storage; they cannot grow it past its bound);
+#: an invalid reference raises each time, never kept
+_parse_ref_cached = functools.lru_cache(maxsize=4096)(_parse_ref_text)
 
 
 def _now() -> int:
@@ -151,6 +164,10 @@ class LocalVault:
         """The record of ``name``: authenticated (MAC), of the generation the index holds,
         parsed once (kept while its files are unchanged: vault_index.RecordCache)."""
         check_name(name)
+        return self._load_valid(name)
+
+    def _load_valid(self, name: str) -> KeyRecord:
+        """:meth:`_load` of a name already checked (it came from :func:`_parse_ref`)."""
         try:
             return self.store.load_record(KEYS_DIR, name, _parse_stored)
         except FileNotFoundError:
@@ -361,7 +378,8 @@ class LocalVault:
         return self._usable_parsed(*_parse_ref(ref), op)
 
     def _usable_parsed(self, name: str, version: int | None, op: str) -> tuple[KeyRecord, KeyVersion]:
-        record = self._load(name)
+        """:meth:`_usable` of a reference :func:`_parse_ref` parsed (``name`` is valid)."""
+        record = self._load_valid(name)
         record.check_live()
         if op not in record.ops:
             raise KeyAccessDeniedError(f"local:{name} does not permit {op}: {record.ops_hint(op)}")
@@ -373,10 +391,10 @@ class LocalVault:
         if record.expires and now >= record.expires and op in _PRODUCING_OPS:
             raise KeyDisabledError(f"local:{name} has expired (it still opens existing data)")
         if version is None:
-            live = record.live_versions
-            if not live:
-                raise KeyDisabledError(f"local:{name} has no enabled version")
-            return record, live[-1]
+            for newest in reversed(record.versions):  # the newest enabled version
+                if newest.enabled:
+                    return record, newest
+            raise KeyDisabledError(f"local:{name} has no enabled version")
         entry = record.version_entry(version)
         if not entry.enabled:
             raise KeyDisabledError(f"local:{name}/{version} is disabled")
@@ -572,7 +590,8 @@ class LocalVaultResolver:
                 with contextlib.suppress(KeyStateError):
                     self.vault.create_key(name)
             return
-        self.vault.store.require(f"no key {key_uri}")
+        if not self.vault.store.initialised():  # (the message is built only when it is raised)
+            self.vault.store.require(f"no key {key_uri}")
 
     def check_usable(self, key_uri: str, op: str = "wrapKey") -> None:
         """Raise the key error ``op`` (``wrapKey``, ``unwrapKey``) under ``key_uri`` (an exact
@@ -595,7 +614,8 @@ class LocalVaultResolver:
 
     def unwrap(self, slot: KeySlot, encryption_context: Mapping[str, str]) -> bytes:
         parse_local_uri(slot.key_uri)
-        self.vault.store.require(f"cannot open {slot.key_uri}")  # a read never creates a vault
+        if not self.vault.store.initialised():  # a read never creates a vault
+            self.vault.store.require(f"cannot open {slot.key_uri}")
         return self.vault.unwrap_slot(slot)
 
 

@@ -24,7 +24,8 @@ from typing import Any
 from ..errors import VaultError
 
 __all__ = ["default_vault_path", "b64e", "b64d", "check_private", "atomic_write", "read_private",
-           "read_json", "canonical", "write_json", "flocked", "Stamp", "is_racy", "private_stamp"]
+           "read_json", "canonical", "write_json", "flocked", "Stamp", "is_racy", "private_stamp", "checked_stamp",
+           "stamp_of"]
 
 #: a file changed less than this long ago may still change without its stamp changing
 #: (timestamps are taken from a coarse clock: a rewrite in place within one tick, same size,
@@ -91,6 +92,18 @@ def private_stamp(path: str | Path, want_dir: bool = False) -> Stamp:
     """The stamp of a vault file after :func:`check_private`'s checks; FileNotFoundError when missing."""
     st = os.lstat(path)
     _check_stat(path, st, want_dir)
+    return _stamp(st)
+
+
+def checked_stamp(path: str | Path, st: os.stat_result, want_dir: bool = False) -> Stamp:
+    """:func:`private_stamp` of an ``lstat`` result already taken."""
+    _check_stat(path, st, want_dir)
+    return _stamp(st)
+
+
+def stamp_of(st: os.stat_result) -> Stamp:
+    """The stamp of an ``lstat`` result, unchecked: equal to a stamp :func:`private_stamp` gave
+    only if the file kept the type, mode and owner that passed the checks then."""
     return _stamp(st)
 
 

@@ -63,16 +63,18 @@ from .vault_files import (
     b64e,
     canonical,
     check_private,
+    checked_stamp,
     default_vault_path,
     flocked,
-    private_stamp,
     read_json,
     read_private,
+    stamp_of,
     write_json,
 )
 from .vault_index import (
     INDEX_FILE,
     INDEX_FORMAT,
+    MAX_CACHED_RECORDS,
     SECTIONS,
     RecordCache,
     allowed_generations,
@@ -129,6 +131,7 @@ class VaultStore:
         #: parsed records kept between operations (vault_index.RecordCache)
         self._records: RecordCache = RecordCache()
         self._root, self._index_path = "", ""
+        self._paths: dict[tuple[str, str], tuple[str, str, str]] = {}
         #: called (with the genesis fields) when this object creates the vault, before
         #: vault.json is published: the audit log writes its ``vault-init`` line
         self.init_hooks: list[Callable[[dict[str, Any]], None]] = []
@@ -480,17 +483,31 @@ class VaultStore:
         index changed: then two ``lstat`` calls are the whole cost; a change by any process
         is seen on the next call."""
         keys = self._derived()
-        root = self._root or self._set_root()
-        directory = os.path.join(root, section)
-        try:
-            index_stamp = private_stamp(self._index_path)
-        except FileNotFoundError:
-            index_stamp = None
-        path = os.path.join(directory, f"{name}.json")
-        stamps = (index_stamp, private_stamp(path))  # before reading: a later change shows
         where = (section, name)
+        paths = self._paths.get(where)
+        if paths is None:
+            paths = self._record_paths(where)
+        root, directory, path = paths
+        # one lstat per file, before reading (a later change shows); the checks of mode, type and
+        # owner are run when the record is not kept: a kept record's stamps hold the mode and
+        # owner that passed them, so equal stamps pass them again
+        try:
+            index_st: os.stat_result | None = os.lstat(self._index_path)
+        except FileNotFoundError:
+            index_st = None
+        try:
+            record_st = os.lstat(path)
+        except FileNotFoundError:
+            if index_st is not None:
+                checked_stamp(self._index_path, index_st)  # an unsafe index is reported first
+            raise
+        index_stamp = None if index_st is None else stamp_of(index_st)
+        stamps = (index_stamp, stamp_of(record_st))
         value: T | None = self._records.get(where, stamps, parse)
         if value is None:
+            if index_st is not None:
+                checked_stamp(self._index_path, index_st)
+            checked_stamp(path, record_st)
             # the directories are checked when files are read from them (a kept record was)
             check_private(root, want_dir=True)
             check_private(directory, want_dir=True)
@@ -500,6 +517,16 @@ class VaultStore:
             if read == ([stamps[1]] if index_stamp is None else [index_stamp, stamps[1], index_stamp]):
                 self._records.put(where, stamps, parse, value)
         return value
+
+    def _record_paths(self, where: tuple[str, str]) -> tuple[str, str, str]:
+        """(vault directory, section directory, record file) as str, joined once per record."""
+        root = self._root or self._set_root()
+        directory = os.path.join(root, where[0])
+        paths = (root, directory, os.path.join(directory, f"{where[1]}.json"))
+        if len(self._paths) >= MAX_CACHED_RECORDS:
+            self._paths.clear()
+        self._paths[where] = paths
+        return paths
 
     def _set_root(self) -> str:
         self._root = os.fspath(self.path)

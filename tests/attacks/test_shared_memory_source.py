@@ -63,17 +63,26 @@ def test_decrypt_of_a_shared_mapping_copies_span_by_span(size: int, tmp_path: Pa
             opened.append(isinstance(src.obj, bytearray))  # a private copy, never the mapping
             return real(self, first, src, dst, final)
 
+        real_single = ChunkCipher.open_single
+
+        def spy_single(self: ChunkCipher, src: bytes | memoryview) -> bytes:  # a body of one chunk
+            opened.append(type(src) is bytes)  # a private copy, never a view of the mapping
+            return real_single(self, src)
+
         monkeypatch.setattr(ChunkCipher, "open", spy)
+        monkeypatch.setattr(ChunkCipher, "open_single", spy_single)
         assert envcrypt.decrypt(view) == data
         assert opened and all(opened)
         view.release()
         mm.close()
 
 
-def test_decrypt_of_a_tampered_shared_mapping_fails_whole(tmp_path: Path) -> None:
-    data = pattern(600 * C + 3)
+@pytest.mark.parametrize("size", [0, 1024, C - 1, 600 * C + 3])
+def test_decrypt_of_a_tampered_shared_mapping_fails_whole(size: int, tmp_path: Path) -> None:
+    data = pattern(size)
     blob = bytearray(envcrypt.encrypt(data))
-    blob[parse_header(bytes(blob))[1] + 56 + 500 * (C + 16) + 9] ^= 1  # in the third span
+    at = parse_header(bytes(blob))[1] + 56
+    blob[at + 500 * (C + 16) + 9 if size > C else len(blob) - 1] ^= 1  # in the third span, or the tag
     with open(_write(tmp_path, bytes(blob)), "rb") as f:
         mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         view = memoryview(mm)
