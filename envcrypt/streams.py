@@ -112,10 +112,13 @@ class EncryptingWriter(io.RawIOBase):
                     with memoryview(self._stage) as stage:
                         self._seal_out(stage)
                     self._staged = 0
+            # the stage is empty here: whole chunks are sealed straight from the caller's buffer
+            # (a batch at a time), only a short tail is staged -- no copy of 1 MiB pieces
             batch_bytes = self._batch * CHUNK_SIZE
-            while n - pos >= batch_bytes:
-                self._seal_out(view[pos : pos + batch_bytes])
-                pos += batch_bytes
+            while n - pos >= CHUNK_SIZE:
+                step = min(batch_bytes, (n - pos) // CHUNK_SIZE * CHUNK_SIZE)
+                self._seal_out(view[pos : pos + step])
+                pos += step
             rest = n - pos
             if rest:
                 self._stage[self._staged : self._staged + rest] = view[pos:]

@@ -137,3 +137,17 @@ def test_a_forked_child_starts_with_an_empty_pool(key_uri: str) -> None:
     child.join(30)
     assert child.exitcode == 0
     assert queue.get(timeout=5) == 0
+
+
+def test_whole_chunks_of_a_write_are_sealed_at_once_and_only_the_tail_is_staged(key_uri: str) -> None:
+    """A 1 MiB piece is sealed straight from the caller's buffer (no copy into the stage): its
+    chunks reach the sink during write(), before close."""
+    sink = io.BytesIO()
+    data = os.urandom(64 * CHUNK_SIZE + 100)
+    with envcrypt.open_writer(sink, key_uri) as w:
+        start = len(sink.getvalue())  # header and body prefix
+        w.write(data)
+        assert len(sink.getvalue()) - start == 64 * SEALED_CHUNK_SIZE
+        w.write(data[:CHUNK_SIZE - 100])  # completes a chunk in the stage: staged until close
+        assert len(sink.getvalue()) - start == 64 * SEALED_CHUNK_SIZE
+    assert envcrypt.decrypt(sink.getvalue(), trusted_keys=key_uri) == data + data[:CHUNK_SIZE - 100]
