@@ -13,11 +13,13 @@ is the older name of the same switch):
 * ``compiled``: the native kernel only, on the calling thread and one helper thread;
 * ``hybrid`` (the default when the kernel is built): for object bodies the calling thread runs
   ``cryptography`` (whose bundled OpenSSL is the faster one per core) while the helper thread
-  runs the native kernel; neither waits for the other's GIL, since the kernel holds it only
-  between pieces.  Cells always use the kernel (per-cell Python would dominate).
+  runs the native kernel.  Cells always use the kernel (per-cell Python would dominate).
 
-A shared run is cut into pieces that both threads take in order from one iterator until none
-is left, so a slow or busy helper (another run's pieces) never makes a caller wait for work it
+A shared run of chunks is cut into pieces that both threads claim from one atomic counter
+(:func:`run_claimed`): the helper claims and runs its pieces inside one native call, never
+taking the GIL between them.  Cells, and builds without the claim counter, share a run through
+one iterator of pieces (:func:`run_shared`), where the helper takes the GIL between pieces.
+Either way a slow or busy helper (another run's pieces) never makes a caller wait for work it
 could do itself.  Nothing changes interpreter-wide settings.
 """
 
