@@ -38,15 +38,10 @@ def etag_of(target: Any, info: Mapping[str, Any]) -> str | None:
     return str(etag) if etag else None
 
 
-def pinned_cat(target: Any, path: str, start: int, end: int, etag: str | None) -> bytes:
-    """Stored bytes ``[start, end)`` of ``path``, from the version ``etag`` names (when given).
-
-    Uses s3fs's own retrying call wrapper (a body cut mid-way is retried there, as
-    for ``cat_file``); a 412 raises ``ObjectChangedError``.
-    """
-    if etag is None or end <= start:
-        return bytes(target.cat_file(path, start=start, end=end))
-    from fsspec.asyn import sync
+async def _get_pinned(target: Any, path: str, start: int, end: int, etag: str) -> bytes:
+    """One ranged GET of ``path`` with ``If-Match: etag``, through s3fs's own retrying call
+    wrapper (a body cut mid-way is retried there, as for ``cat_file``); a 412 raises
+    ``ObjectChangedError``."""
     from s3fs.core import _error_wrapper, version_id_kw  # s3fs internals: its retries and errors
 
     bucket, key, version = target.split_path(path)
@@ -60,15 +55,21 @@ def pinned_cat(target: Any, path: str, start: int, end: int, etag: str | None) -
         finally:
             response["Body"].close()
 
-    async def read() -> bytes:
-        return bytes(await _error_wrapper(once, retries=target.retries))
-
     try:
-        return bytes(sync(target.loop, read))
+        return bytes(await _error_wrapper(once, retries=target.retries))
     except OSError as exc:
         if object_changed(exc):
             raise ObjectChangedError(f"{path} was replaced while it was read") from exc
         raise
+
+
+def pinned_cat(target: Any, path: str, start: int, end: int, etag: str | None) -> bytes:
+    """Stored bytes ``[start, end)`` of ``path``, from the version ``etag`` names (when given)."""
+    if etag is None or end <= start:
+        return bytes(target.cat_file(path, start=start, end=end))
+    from fsspec.asyn import sync
+
+    return bytes(sync(target.loop, _get_pinned, target, path, start, end, etag))
 
 
 def pinned_ranges(target: Any, requests: Sequence[tuple[str, int, int, str]], in_flight: int) -> list[Any]:
@@ -76,29 +77,12 @@ def pinned_ranges(target: Any, requests: Sequence[tuple[str, int, int, str]], in
     its ETag names, ``in_flight`` requests at a time: a buffer, or the exception of that span
     (``ObjectChangedError`` for a 412: the object is no longer that version)."""
     from fsspec.asyn import sync
-    from s3fs.core import _error_wrapper, version_id_kw  # s3fs internals: its retries and errors
 
     gate = asyncio.Semaphore(in_flight)
 
     async def one(path: str, start: int, end: int, etag: str) -> bytes:
-        bucket, key, version = target.split_path(path)
-
-        async def once() -> bytes:
-            response = await target._call_s3(
-                "get_object", Bucket=bucket, Key=key, Range=f"bytes={start}-{end - 1}", IfMatch=etag,
-                **version_id_kw(version))
-            try:
-                return bytes(await response["Body"].read())
-            finally:
-                response["Body"].close()
-
         async with gate:
-            try:
-                return bytes(await _error_wrapper(once, retries=target.retries))
-            except OSError as exc:
-                if object_changed(exc):
-                    raise ObjectChangedError(f"{path} was replaced while it was read") from exc
-                raise
+            return await _get_pinned(target, path, start, end, etag)
 
     async def run() -> list[Any]:
         return list(await asyncio.gather(*(one(*r) for r in requests), return_exceptions=True))
