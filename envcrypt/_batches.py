@@ -75,13 +75,20 @@ def take(size: int) -> bytearray:
 def give(buf: bytearray, plaintext_up_to: int = 0) -> None:
     """Return ``buf`` to the pool; its first ``plaintext_up_to`` bytes are wiped first.
 
-    The caller must hold no view of ``buf`` any more (one still held would see the next
-    stream's bytes), and must not use ``buf`` afterwards.
+    The caller must not use ``buf`` afterwards.  A buffer that still has a view (one kept by
+    a traceback's frame after a sink raised, say) is wiped but not pooled: that view would
+    see the next stream's bytes.
     """
     if not buf:
         return
     if plaintext_up_to:
-        _buffers.zero(memoryview(buf)[:plaintext_up_to])
+        with memoryview(buf) as whole:
+            _buffers.zero(whole[:plaintext_up_to])
+    try:  # growing it by one byte fits in its allocation, and fails while any view of it lives
+        buf.append(0)
+        del buf[-1]
+    except BufferError:
+        return
     size = len(buf)
     with _lock:
         idle = _idle.setdefault(size, [])

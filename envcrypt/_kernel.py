@@ -28,13 +28,14 @@ from __future__ import annotations
 import importlib
 import os
 import threading
+from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from types import ModuleType
 from typing import Any
 
-__all__ = ["available", "mode", "active", "use", "module", "run_split", "run_shared", "run_claimed", "shared_runs",
-           "openssl_version"]
+__all__ = ["available", "mode", "active", "use", "module", "run_split", "run_shared", "run_claimed", "await_helper",
+           "shared_runs", "openssl_version"]
 
 _native: ModuleType | None
 try:
@@ -170,8 +171,7 @@ def run_shared(
     try:
         work(caller)
     finally:
-        if not future.cancel():  # started: wait for its piece, so the buffers stay ours
-            future.result()
+        await_helper(future, lambda: deque(pieces, maxlen=0))
     return min(failed) if failed else -1
 
 
@@ -205,21 +205,51 @@ def run_claimed(
         future = _executor().submit(helper, counter, piece)
     except RuntimeError:  # the interpreter is shutting down: no new work, so run it all here
         return caller(0, n)
+    def claim_the_rest() -> None:  # the helper stops at its next claim
+        while claim(counter, n, piece) is not None:
+            pass
+
     try:
         while (got := claim(counter, n, piece)) is not None:
             bad = caller(*got)
             if bad >= 0:
                 failed.append(bad)
     except BaseException:
-        while claim(counter, n, piece) is not None:  # stop the helper at its next claim
-            pass
+        claim_the_rest()
         raise
     finally:
-        if not future.cancel():  # started: wait for it, so the buffers stay ours
-            bad = int(future.result())
-            if bad >= 0:
-                failed.append(bad)
+        bad = await_helper(future, claim_the_rest)
+        if bad is not None and bad >= 0:
+            failed.append(bad)
     return min(failed) if failed else -1
+
+
+def await_helper(future: Future[Any], stop: Callable[[], object]) -> Any:
+    """The helper's result once it has finished (None if it never started), waiting on through
+    interruptions.
+
+    An exception raised into the waiting thread (Ctrl-C, a signal handler's timeout) must not
+    end the wait: the helper would still be reading and writing the run's buffers, which the
+    caller then hands back (a stream's pooled batch buffers go to the next stream; a failed
+    open's output is zeroed only after this).  So an interruption calls ``stop`` (no further
+    pieces for the helper), the wait goes on, and the first interruption is raised after.
+    """
+    interruption: BaseException | None = None
+    while True:
+        try:
+            if interruption is not None:
+                stop()
+            result = None if future.cancel() else future.result()
+            break
+        except BaseException as exc:
+            if future.done():  # the helper's own failure: it has finished
+                if interruption is not None:
+                    raise interruption from exc
+                raise
+            interruption = interruption or exc
+    if interruption is not None:
+        raise interruption
+    return result
 
 
 def _pieces(n: int, piece: int) -> list[tuple[int, int]]:

@@ -201,6 +201,9 @@ class ChunkCipher:
         except InvalidTag:
             zero(dst[:out_size])
             raise IntegrityError() from None
+        except BaseException:  # interrupted: what was opened is not handed out either
+            zero(dst[:out_size])
+            raise
         return out_size
 
     def seal_single(self, src: bytes | memoryview) -> bytes:

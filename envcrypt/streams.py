@@ -104,9 +104,10 @@ class EncryptingWriter(io.RawIOBase):
             pos = 0
             if self._staged:
                 take = min(n, len(self._stage) - self._staged)
+                # marked before the copy: an exception during it still gets the bytes wiped
+                self._stage_dirty = max(self._stage_dirty, self._staged + take)
                 self._stage[self._staged : self._staged + take] = view[:take]
                 self._staged += take
-                self._stage_dirty = max(self._stage_dirty, self._staged)
                 pos = take
                 if self._staged == len(self._stage):
                     with memoryview(self._stage) as stage:
@@ -121,9 +122,9 @@ class EncryptingWriter(io.RawIOBase):
                 pos += step
             rest = n - pos
             if rest:
+                self._stage_dirty = max(self._stage_dirty, self._staged + rest)
                 self._stage[self._staged : self._staged + rest] = view[pos:]
                 self._staged += rest
-                self._stage_dirty = max(self._stage_dirty, self._staged)
         except BaseException:
             self._failed = True
             raise
@@ -162,15 +163,14 @@ class EncryptingWriter(io.RawIOBase):
             )
         try:
             if not self._failed:
-                with memoryview(self._stage) as whole, memoryview(self._out) as out:
-                    stage = whole[: self._staged]
+                with memoryview(self._stage) as whole, whole[: self._staged] as stage, \
+                        memoryview(self._out) as out:
                     full = (self._staged // CHUNK_SIZE) * CHUNK_SIZE
                     if full:
                         self._seal_out(stage[:full])
                     size = self._cipher.seal(self._chunk, stage[full:], out, final=True)
                     self._sealed += len(stage) - full
                     self._raw.write(out[:size])
-                    stage.release()
                 self._chunk += 1
                 flush = getattr(self._raw, "flush", None)
                 if flush is not None:

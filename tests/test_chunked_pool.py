@@ -302,3 +302,37 @@ def test_wycheproof_aes_gcm_through_the_chunk_kernel() -> None:
         assert failed == -1 and bytes(out) == msg
         again = bytearray(len(msg) + TAG_SIZE)
         assert native.chunk_seal(key, iv, 0, msg, again, 1, 0, 1) == -1 and bytes(again) == sealed
+
+
+@needs_claims
+def test_an_interrupted_wait_still_waits_for_the_helper_before_raising() -> None:
+    """An exception raised into the waiting thread (a signal handler's timeout) must not hand the
+    run's buffers back while the helper still works on them."""
+    import signal
+
+    native = _kernel.native()
+    n, started, finished = 1_000, threading.Event(), threading.Event()
+
+    def helper(counter: bytearray, piece: int) -> int:
+        native.claim(counter, n, piece)
+        started.set()
+        threading.Event().wait(0.4)  # a long piece, in flight when the caller is done
+        finished.set()
+        return -1
+
+    def caller(lo: int, hi: int) -> int:
+        started.wait(10)
+        return -1
+
+    def alarm(signum: int, frame: object) -> None:
+        raise TimeoutError("the application's deadline")
+
+    previous = signal.signal(signal.SIGALRM, alarm)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.1)
+        with pytest.raises(TimeoutError):
+            _kernel.run_claimed(n, 64, caller, helper)
+        assert finished.is_set()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)

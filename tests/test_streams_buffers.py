@@ -151,3 +151,93 @@ def test_whole_chunks_of_a_write_are_sealed_at_once_and_only_the_tail_is_staged(
         w.write(data[:CHUNK_SIZE - 100])  # completes a chunk in the stage: staged until close
         assert len(sink.getvalue()) - start == 64 * SEALED_CHUNK_SIZE
     assert envcrypt.decrypt(sink.getvalue(), trusted_keys=key_uri) == data + data[:CHUNK_SIZE - 100]
+
+
+class _FailingSink(io.RawIOBase):
+    """Accepts the header, then fails every write: a network that went down mid-object."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: object) -> int:
+        self.calls += 1
+        if self.calls > 1:
+            raise OSError("network down")
+        return len(memoryview(b))  # type: ignore[arg-type]
+
+
+def test_a_buffer_still_viewed_through_a_kept_traceback_is_wiped_and_never_pooled(key_uri: str) -> None:
+    """The sink fails while the final chunk is written; the caller keeps the exception, whose
+    frames hold views of the stage.  The next writer's plaintext must not show through them."""
+    w = envcrypt.open_writer(_FailingSink(), key_uri)
+    w.write(MARKER * 100)
+    with pytest.raises(OSError) as kept:
+        w.close()
+    views = []
+    tb = kept.value.__traceback__
+    while tb is not None:
+        views += [v for v in tb.tb_frame.f_locals.values() if isinstance(v, memoryview)]
+        tb = tb.tb_next
+    live = []
+    for v in views:
+        try:
+            live.append((v, bytes(v)))
+        except ValueError:  # released
+            continue
+    assert live and all(MARKER not in seen for _, seen in live)  # wiped although still viewed
+    with envcrypt.open_writer(io.BytesIO(), key_uri) as w2:
+        w2.write(b"TENANT-B-PLAINTEXT" * 100)
+        assert all(bytes(v) == seen for v, seen in live)  # no buffer behind a live view was reused
+    assert all(bytes(v) == seen for v, seen in live)
+
+
+def test_give_wipes_but_does_not_pool_a_buffer_with_a_live_view() -> None:
+    buf = bytearray(MARKER * 10)
+    view = memoryview(buf)
+    _batches.give(buf, plaintext_up_to=len(buf))
+    assert _batches.idle_bytes() == 0
+    assert bytes(view) == bytes(len(buf))
+    view.release()
+    _batches.give(buf)
+    assert _batches.idle_bytes() == len(buf)
+
+
+class _Interrupt(BaseException):
+    """Stands in for what a signal handler or Ctrl-C raises between two bytecodes."""
+
+
+def test_staged_plaintext_is_wiped_even_if_the_write_is_interrupted_right_after_the_copy(key_uri: str) -> None:
+    import inspect
+    import sys
+
+    from envcrypt import streams
+
+    source, first = inspect.getsourcelines(streams.EncryptingWriter.write)
+    line = first + next(i for i, text in enumerate(source) if "self._staged += rest" in text)
+    code = streams.EncryptingWriter.write.__code__
+
+    def tracer(frame: object, event: str, arg: object) -> object:
+        if getattr(frame, "f_code", None) is not code:
+            return None
+
+        def local(frame: object, event: str, arg: object) -> object:
+            if event == "line" and getattr(frame, "f_lineno", None) == line:
+                sys.settrace(None)
+                raise _Interrupt()
+            return local
+
+        return local
+
+    w = envcrypt.open_writer(io.BytesIO(), key_uri)
+    sys.settrace(tracer)  # type: ignore[arg-type]
+    try:
+        with pytest.raises(_Interrupt):
+            w.write(MARKER * 50)
+    finally:
+        sys.settrace(None)
+    w.abort()
+    stage = _batches.take(STAGE)
+    assert MARKER not in stage
