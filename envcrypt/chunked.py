@@ -257,6 +257,7 @@ class ChunkCipher:
             return int(fn(*args, lo, hi))
 
         share = _threads > 1 and _kernel.two_cores()
+        run: Callable[[Callable[[int, int], int]], int]
         if share and _kernel.shared_runs():
             # the helper claims its pieces inside one native call (no GIL between pieces)
             shared = native.chunk_seal_shared if seal else native.chunk_open_shared
@@ -264,18 +265,19 @@ class ChunkCipher:
             def helper(counter: bytearray, piece: int) -> int:
                 return int(shared(*args, counter, piece))
 
-            if mode == "hybrid" and _kernel.pure_turn.acquire(blocking=False):
-                try:
-                    return _kernel.run_claimed(count, PIECE_CHUNKS, pure, helper)
-                finally:
-                    _kernel.pure_turn.release()
-            return _kernel.run_claimed(count, PIECE_CHUNKS, kernel, helper)
+            def run(caller: Callable[[int, int], int]) -> int:
+                return _kernel.run_claimed(count, PIECE_CHUNKS, caller, helper)
+        else:  # a build without the claim counter, or one usable core
+
+            def run(caller: Callable[[int, int], int]) -> int:
+                return _kernel.run_shared(count, PIECE_CHUNKS, caller, kernel if share else None)
+
         if mode == "hybrid" and _kernel.pure_turn.acquire(blocking=False):
             try:
-                return _kernel.run_shared(count, PIECE_CHUNKS, pure, kernel if share else None)
+                return run(pure)
             finally:
                 _kernel.pure_turn.release()
-        return _kernel.run_shared(count, PIECE_CHUNKS, kernel, kernel if share else None)
+        return run(kernel)
 
     def _pure(
         self,
